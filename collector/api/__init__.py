@@ -1,0 +1,1 @@
+"""The HTTP API (aiohttp): logs, live follow, metrics, health; alarms add their routes."""

@@ -1,0 +1,76 @@
+"""GET /metrics: Prometheus text for listeners, the kernel's drops, the store and more."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collector.context import CONTEXT, Context
+from collector.listen.kernel import udp_drops
+from collector.metrics import Family, render
+
+
+def collect(context: Context) -> list[Family]:
+    """Every metric family of the running server."""
+    received = Family("collector_datagrams_received_total", "counter",
+                      "Datagrams read from each listener's socket.")
+    accepted = Family("collector_datagrams_accepted_total", "counter",
+                      "Datagrams decoded and stored.")
+    dropped = Family("collector_datagrams_dropped_total", "counter",
+                     "Datagrams dropped, by listener and reason.")
+    lines = Family("collector_lines_accepted_total", "counter", "Log lines accepted.")
+    lines_dropped = Family("collector_lines_dropped_total", "counter",
+                           "Decoded lines dropped after decoding, by reason.")
+    escaped = Family("collector_lines_escaped_total", "counter",
+                     "Accepted lines that held bytes other than UTF-8 (kept, escaped).")
+    kernel = Family("collector_udp_kernel_drops_total", "counter",
+                    "Datagrams the kernel dropped before the collector read them "
+                    "(receive buffer full), from /proc/net/udp.")
+    inodes = {listener: listener.inode() for listener in context.listeners}
+    kernel_drops = udp_drops(i for i in inodes.values() if i is not None)
+    for listener in context.listeners:
+        name = listener.config.name
+        stats = listener.stats
+        received.add(stats.datagrams, listener=name, format=listener.config.format)
+        accepted.add(stats.datagrams_accepted, listener=name)
+        for reason, count in sorted(stats.dropped.items()):
+            dropped.add(count, listener=name, reason=reason)
+        for reason, count in sorted(stats.lines_dropped.items()):
+            lines_dropped.add(count, listener=name, reason=reason)
+        lines.add(stats.lines, listener=name)
+        escaped.add(stats.escaped, listener=name)
+        inode = inodes[listener]
+        if inode is not None and inode in kernel_drops:
+            kernel.add(kernel_drops[inode], listener=name)
+    store = context.store.stats()
+    families = [
+        received, accepted, dropped, lines, lines_dropped, escaped, kernel,
+        Family("collector_store_queue_depth", "gauge",
+               "Lines waiting for the store's writer.").add(store.queued),
+        Family("collector_store_lines_committed_total", "counter",
+               "Lines committed to the store.").add(store.committed),
+        Family("collector_store_batches_total", "counter",
+               "Batches (transactions) committed.").add(store.batches),
+        Family("collector_store_lines_dropped_total", "counter",
+               "Lines refused because the store's queue was full.").add(store.dropped),
+        Family("collector_store_partitions", "gauge", "Partition files.").add(
+            store.partitions),
+        Family("collector_store_bytes", "gauge", "Bytes on disk in partitions.").add(
+            store.bytes_on_disk),
+        context.store.batch_seconds.family("collector_store_batch_seconds",
+                                           "Time to write and commit one batch."),
+        Family("collector_followers", "gauge", "Clients following the live stream.").add(
+            context.hub.followers),
+        Family("collector_consumer_errors_total", "counter",
+               "Records a consumer (alarms, fan-out) failed on.").add(
+            context.ingest.consumer_errors),
+    ]
+    for component in context.components:
+        families.extend(component.metric_families())
+    return families
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    text = render(collect(request.app[CONTEXT]))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,145 @@
+"""`collector`: serve, tail, check-config (and the alarms commands).
+
+The only place errors become exit codes and messages on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from collector.client import resolve
+from collector.config import Config, load_config, load_default_config
+from collector.errors import CollectorError
+from collector.logsetup import configure_logging
+from collector.tail import TailOptions, run_tail
+
+# Subcommands other packages add (alarms): each gets the subparsers object.
+ParserHook = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+_parser_hooks: list[ParserHook] = []
+
+
+def register_commands(hook: ParserHook) -> None:
+    """Let another package add subcommands to `collector`."""
+    if hook not in _parser_hooks:
+        _parser_hooks.append(hook)
+
+
+def run_async(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional at run time
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """--url and --token, shared by every command that talks to a running collector."""
+    parser.add_argument("--url", help="collector API (default $COLLECTOR_URL or "
+                        "http://127.0.0.1:8080)")
+    parser.add_argument("--token", help="bearer token (default $COLLECTOR_TOKEN)")
+
+
+def read_config(path: str | None, data_dir: str | None = None) -> Config:
+    """The config file's Config, or the embedded default when no file is named."""
+    if path is None:
+        return load_default_config(Path(data_dir or "./data"))
+    return load_config(path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from collector.server import serve  # noqa: PLC0415 - keeps `tail` start-up light
+
+    config = read_config(args.config, args.data_dir)
+    if args.data_dir and args.config:
+        from dataclasses import replace  # noqa: PLC0415
+
+        config = replace(config, store=replace(config.store, data_dir=Path(args.data_dir)))
+    configure_logging(config.log_level, config.log_format)
+    run_async(serve(config))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: ok ({len(config.listeners)} listeners, {len(config.apps)} apps)")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    url, token = resolve(args.url, args.token)
+    colour = {"always": True, "never": False}.get(args.color, sys.stdout.isatty()
+                                                  and not os.environ.get("NO_COLOR"))
+    options = TailOptions(url=url, token=token, lines=args.num, follow=args.follow,
+                          app=args.app, source=args.source, grep=args.grep,
+                          since=args.since, json=args.json, colour=colour)
+    try:
+        run_async(run_tail(options))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="collector", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the collector")
+    serve.add_argument("--config", help="ini file (default: the embedded default config)")
+    serve.add_argument("--data-dir", help="data directory (overrides the config's)")
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="load a config file and report errors")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=_check_config)
+
+    tail = commands.add_parser("tail", help="show recent log lines; -f to follow")
+    tail.add_argument("-n", "--num", type=int, default=100, help="lines of backlog (100)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep streaming")
+    tail.add_argument("--app", help="only this app")
+    tail.add_argument("--source", help="only this source (dyno), e.g. web.1")
+    tail.add_argument("--grep", help="only lines matching this regular expression (RE2)")
+    tail.add_argument("--since", help="only lines since: 15m, 2h, ISO 8601, Unix seconds")
+    tail.add_argument("--json", action="store_true", help="one JSON record per line")
+    tail.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    add_client_options(tail)
+    tail.set_defaults(func=_tail)
+
+    for hook in _parser_hooks:
+        hook(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `collector` console script."""
+    _load_plugins()
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CollectorError as exc:
+        print(f"collector: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _load_plugins() -> None:
+    """Import the packages that extend the collector (they register themselves)."""
+    try:
+        import alarms.plugin  # noqa: F401, PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name != "alarms.plugin":
+            raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Build a `Config` from ini sections: every key checked, every error located."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets as secrets_module
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from collector.config.ini import Entry, Section, parse_ini
+from collector.config.model import (
+    LOOPBACK_NETWORKS,
+    AppSection,
+    Config,
+    CryptoSecret,
+    Format,
+    HttpConfig,
+    ListenerConfig,
+    Network,
+    StoreConfig,
+)
+from collector.config.units import (
+    parse_duration,
+    parse_hostport,
+    parse_int,
+    parse_network,
+    parse_size,
+)
+from collector.decode.crypto import ALGORITHMS
+from collector.errors import ConfigError, Location
+
+_FORMATS: tuple[Format, ...] = ("crypto", "socket", "native")
+_SECRET_OPTIONS = ("secret", "algo", "iv", "app")
+
+# Hooks that validate `[app:NAME]` sections; the alarms package registers its parser here so
+# that a bad alarm line fails at load time with its file and line, without this module
+# importing the alarms package (which depends on the collector).
+AppValidator = Callable[[AppSection], object]
+_app_validators: list[AppValidator] = []
+
+
+def register_app_validator(validator: AppValidator) -> None:
+    """Have `validator` check each `[app:NAME]` section when a config loads."""
+    if validator not in _app_validators:
+        _app_validators.append(validator)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check the ini file at `path`."""
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {filename}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {filename} is not UTF-8") from None
+    sections = parse_ini(text, filename, os.environ if env is None else env)
+    return build_config(sections, filename)
+
+
+def _single(entries: list[Entry], key: str) -> Entry | None:
+    """The one entry for `key`; a key given twice where only one makes sense is an error."""
+    found = [e for e in entries if e.key == key]
+    if len(found) > 1:
+        raise ConfigError(f"given {len(found)} times; give it once", found[1].location)
+    return found[0] if found else None
+
+
+def _check_keys(section: Section, allowed: set[str]) -> None:
+    for entry in section.entries:
+        if entry.key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"unknown key in [{section.name}]; known keys: {known}",
+                              entry.location)
+
+
+def _value(entries: list[Entry], key: str, default: Any, parse: Callable[[str, Location], Any]
+           ) -> Any:
+    entry = _single(entries, key)
+    return default if entry is None else parse(entry.value, entry.location)
+
+
+def _text(value: str, location: Location) -> str:
+    if not value:
+        raise ConfigError("must not be empty", location)
+    return value
+
+
+_COLLECTOR_KEYS = {
+    "data-dir", "http", "api-token", "retention", "retention-size", "partition",
+    "max-queue", "batch-max", "log-level", "log-format",
+}
+
+
+def _build_collector(section: Section | None) -> tuple[StoreConfig, HttpConfig, str, str]:
+    if section is None:
+        return StoreConfig(), HttpConfig(), "info", "console"
+    _check_keys(section, _COLLECTOR_KEYS)
+    e = section.entries
+    store = StoreConfig(
+        data_dir=Path(_value(e, "data-dir", "./data", _text)),
+        retention=_value(e, "retention", 7 * 86400.0, parse_duration),
+        retention_size=_value(e, "retention-size", 0, parse_size),
+        partition=_value(e, "partition", 3600.0, parse_duration),
+        max_queue=_value(e, "max-queue", 1_000_000, lambda v, loc: parse_int(v, loc, minimum=1)),
+        batch_max=_value(e, "batch-max", 20_000, lambda v, loc: parse_int(v, loc, minimum=1)),
+    )
+    if store.partition < 60:
+        raise ConfigError("partition must be at least 60s", _location(e, "partition"))
+    host, port = _value(e, "http", ("127.0.0.1", 8080), parse_hostport)
+    token_entry = _single(e, "api-token")
+    token = token_entry.value if token_entry and token_entry.value else None
+    if token is None and not _is_loopback(host):
+        raise ConfigError(
+            f"http = {host}:{port} is not a loopback address and no api-token is set; "
+            "set api-token (e.g. api-token = $(COLLECTOR_TOKEN)) or bind to 127.0.0.1",
+            _location(e, "http"))
+    level = _value(e, "log-level", "info", _choice("debug", "info", "warning", "error"))
+    fmt = _value(e, "log-format", "console", _choice("console", "json"))
+    return store, HttpConfig(host, port, token), level, fmt
+
+
+def _choice(*options: str) -> Callable[[str, Location], str]:
+    def parse(value: str, location: Location) -> str:
+        if value not in options:
+            raise ConfigError(f"expected one of {', '.join(options)}; got {value!r}", location)
+        return value
+    return parse
+
+
+def _location(entries: list[Entry], key: str) -> Location | None:
+    return next((entry.location for entry in entries if entry.key == key), None)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_LISTENER_KEYS = {
+    "udp", "format", "algo", "secret", "iv", "key", "app", "source", "allow", "max-skew",
+    "max-datagram", "rcvbuf", "sender-rate", "replay-window",
+}
+
+
+def _parse_secret(entry: Entry, algo: str, iv: str | None, app: str | None) -> CryptoSecret:
+    """`secret = S`, or uWSGI's own kvlist `secret=S,algo=A,iv=I,app=NAME`.
+
+    The kvlist form lets an operator paste the arguments of a `logger = crypto:` line; uWSGI
+    splits that list on commas too, so no secret uWSGI can use is lost to the split.
+    """
+    value = entry.value
+    if not value.startswith(tuple(f"{k}=" for k in _SECRET_OPTIONS)):
+        if not value:
+            raise ConfigError("secret is empty", entry.location)
+        return CryptoSecret(value, algo, iv, app, entry.location)
+    options: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, option = item.partition("=")
+        if not sep or name not in (*_SECRET_OPTIONS, "addr", "prefix"):
+            raise ConfigError(f"unknown secret option {name!r}; use secret=,algo=,iv=,app=",
+                              entry.location)
+        options[name] = option
+    if not options.get("secret"):
+        raise ConfigError("kvlist form needs secret=...", entry.location)
+    chosen = options.get("algo", algo)
+    _check_algo(chosen, entry.location)
+    return CryptoSecret(options["secret"], chosen, options.get("iv", iv),
+                        options.get("app", app), entry.location)
+
+
+def _check_algo(algo: str, location: Location) -> None:
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"unsupported algo {algo!r}; use one of {', '.join(ALGORITHMS)}",
+                          location)
+
+
+def _build_listener(section: Section, name: str) -> ListenerConfig:
+    _check_keys(section, _LISTENER_KEYS)
+    e = section.entries
+    udp = _single(e, "udp")
+    if udp is None:
+        raise ConfigError(f"[{section.name}] needs udp = HOST:PORT", section.location)
+    host, port = parse_hostport(udp.value, udp.location)
+    fmt_entry = _single(e, "format")
+    if fmt_entry is None:
+        raise ConfigError(f"[{section.name}] needs format = crypto|socket|native",
+                          section.location)
+    if fmt_entry.value not in _FORMATS:
+        raise ConfigError(f"expected crypto, socket or native; got {fmt_entry.value!r}",
+                          fmt_entry.location)
+    fmt: Format = fmt_entry.value  # checked against _FORMATS just above
+    app = _value(e, "app", "default", _text)
+    source = _value(e, "source", "uwsgi", _text)
+    algo_entry = _single(e, "algo")
+    algo = algo_entry.value if algo_entry else "aes-256-cbc"
+    if algo_entry:
+        _check_algo(algo, algo_entry.location)
+    iv_entry = _single(e, "iv")
+    iv = iv_entry.value if iv_entry else None
+    secret_entries = [x for x in e if x.key == "secret"]
+    key_entries = [x for x in e if x.key == "key"]
+    allow_entries = [x for x in e if x.key == "allow"]
+    _only_for(fmt, "crypto", [*secret_entries, *([algo_entry] if algo_entry else []),
+                              *([iv_entry] if iv_entry else [])])
+    _only_for(fmt, "native", key_entries)
+    if fmt == "crypto" and not secret_entries:
+        raise ConfigError(f"[{section.name}] has format = crypto but no secret = line",
+                          section.location)
+    if fmt == "native" and not key_entries:
+        raise ConfigError(f"[{section.name}] has format = native but no key = line "
+                          "(make one with `shipper keygen`)", section.location)
+    allow: tuple[Network, ...] = tuple(parse_network(x.value, x.location) for x in allow_entries)
+    return ListenerConfig(
+        name=name, host=host, port=port, format=fmt, app=app, source=source,
+        secrets=tuple(_parse_secret(x, algo, iv, None) for x in secret_entries),
+        keys=tuple(_text(x.value, x.location) for x in key_entries),
+        allow=allow or LOOPBACK_NETWORKS,
+        max_skew=_value(e, "max-skew", 300.0, parse_duration),
+        max_datagram=_value(e, "max-datagram", 65507,
+                            lambda v, loc: parse_int(v, loc, minimum=64)),
+        rcvbuf=_value(e, "rcvbuf", 32 << 20, parse_size),
+        sender_rate=float(_value(e, "sender-rate", 0, parse_int)),
+        replay_window=_value(e, "replay-window", 65536, parse_int),
+        location=section.location,
+    )
+
+
+def _only_for(fmt: Format, wanted: Format, entries: list[Entry]) -> None:
+    if fmt != wanted and entries:
+        raise ConfigError(f"only meaningful for format = {wanted}", entries[0].location)
+
+
+def build_config(sections: list[Section], filename: str) -> Config:
+    """Check sections and keys and build the `Config`; errors name file, line and key."""
+    collector: Section | None = None
+    listeners: list[ListenerConfig] = []
+    apps: list[AppSection] = []
+    for section in sections:
+        kind, _, name = section.name.partition(":")
+        if section.name == "collector":
+            if collector is not None:
+                raise ConfigError("[collector] given twice", section.location)
+            collector = section
+        elif kind == "listener" and name:
+            listeners.append(_build_listener(section, name))
+        elif kind == "app" and name:
+            app = AppSection(name, tuple(section.entries), section.location)
+            for validate in _app_validators:
+                validate(app)
+            apps.append(app)
+        else:
+            raise ConfigError(
+                f"unknown section [{section.name}]; use [collector], [listener:NAME], "
+                "[app:NAME]", section.location)
+    _check_unique([(listener.name, listener.location) for listener in listeners], "listener")
+    _check_unique([(app.name, app.location) for app in apps], "app")
+    seen: dict[tuple[str, int], str] = {}
+    for listener in listeners:
+        address = (listener.host, listener.port)
+        if address in seen:
+            raise ConfigError(f"udp address {listener.host}:{listener.port} is already used by "
+                              f"[listener:{seen[address]}]", listener.location)
+        seen[address] = listener.name
+    store, http, level, fmt = _build_collector(collector)
+    return Config(store=store, http=http, listeners=tuple(listeners), apps=tuple(apps),
+                  log_level=level, log_format=cast(Any, fmt), source=filename)
+
+
+def _check_unique(items: list[tuple[str, Location | None]], kind: str) -> None:
+    names: set[str] = set()
+    for name, location in items:
+        if name in names:
+            raise ConfigError(f"[{kind}:{name}] given twice", location)
+        names.add(name)
+
+
+def load_default_config(data_dir: Path = Path("./data"),
+                        env: Mapping[str, str] | None = None) -> Config:
+    """The embedded default: crypto on 127.0.0.1:1717, socket on :1718, API on :8080.
+
+    The secret comes from $LOG_SECRET; without it one is generated once, kept in the data
+    directory (mode 0600) so that dynos configured with it keep working across restarts,
+    and announced in the returned notices.
+    """
+    env = os.environ if env is None else env
+    notices: list[str] = []
+    secret = env.get("LOG_SECRET")
+    if not secret:
+        secret, created = _stored_secret(data_dir / "generated-secret")
+        where = data_dir / "generated-secret"
+        notices.append(f"LOG_SECRET is not set; {'generated' if created else 'using'} the "
+                       f"secret kept in {where}: {secret}")
+    here = Location("<embedded default>", 0)
+    listeners = (
+        ListenerConfig(name="crypto", host="127.0.0.1", port=1717, format="crypto",
+                       app="default", source="uwsgi",
+                       secrets=(CryptoSecret(secret, "aes-256-cbc", None, None, here),),
+                       location=here),
+        ListenerConfig(name="socket", host="127.0.0.1", port=1718, format="socket",
+                       app="default", source="uwsgi", location=here),
+    )
+    return Config(store=StoreConfig(data_dir=data_dir), listeners=listeners,
+                  notices=tuple(notices))
+
+
+def _stored_secret(path: Path) -> tuple[str, bool]:
+    try:
+        return path.read_text(encoding="ascii").strip(), False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    secret = secrets_module.token_urlsafe(24)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secret + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    return secret, True

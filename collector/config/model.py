@@ -1,0 +1,99 @@
+"""The typed configuration the server runs on, built once at the CLI edge."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from collector.config.ini import Entry
+from collector.errors import Location
+
+Format = Literal["crypto", "socket", "native"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK_NETWORKS: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+@dataclass(frozen=True)
+class CryptoSecret:
+    """One logcrypto secret a listener accepts, with the settings uWSGI was given."""
+
+    secret: str
+    algo: str
+    iv: str | None
+    app: str | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One UDP listener and the single wire format it decodes."""
+
+    name: str
+    host: str
+    port: int
+    format: Format
+    app: str
+    source: str
+    secrets: tuple[CryptoSecret, ...] = ()
+    keys: tuple[str, ...] = ()
+    allow: tuple[Network, ...] = LOOPBACK_NETWORKS
+    max_skew: float = 300.0
+    max_datagram: int = 65507
+    rcvbuf: int = 32 << 20
+    sender_rate: float = 0.0
+    replay_window: int = 65536
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The API's address and its bearer token (None: loopback only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where and how long logs are kept."""
+
+    data_dir: Path = Path("./data")
+    retention: float = 7 * 86400.0
+    retention_size: int = 0
+    partition: float = 3600.0
+    max_queue: int = 1_000_000
+    batch_max: int = 20_000
+
+
+@dataclass(frozen=True)
+class AppSection:
+    """An `[app:NAME]` block; its alarm entries are parsed by the alarms package."""
+
+    name: str
+    entries: tuple[Entry, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `collector serve` needs."""
+
+    store: StoreConfig = field(default_factory=StoreConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    listeners: tuple[ListenerConfig, ...] = ()
+    apps: tuple[AppSection, ...] = ()
+    log_level: str = "info"
+    log_format: Literal["console", "json"] = "console"
+    source: str = "<embedded default>"
+    notices: tuple[str, ...] = ()
+
+    def app(self, name: str) -> AppSection | None:
+        """The `[app:NAME]` section, if one was given."""
+        return next((a for a in self.apps if a.name == name), None)

@@ -1,0 +1,70 @@
+"""Parsers for the value types config keys take; each raises ConfigError at a Location."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from collector.errors import ConfigError, Location
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_duration(value: str, location: Location) -> float:
+    """`90`, `500ms`, `30s`, `15m`, `12h`, `7d`, `2w` to seconds (a bare number is seconds)."""
+    match = _DURATION.match(value.strip().lower())
+    if not match:
+        raise ConfigError(f"expected a duration such as 30s, 15m, 7d; got {value!r}", location)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+
+
+def parse_size(value: str, location: Location) -> int:
+    """`10G`, `512M`, `64KiB`, `1000` (bytes) to bytes; units are powers of 1024."""
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise ConfigError(f"expected a size such as 512M or 10G; got {value!r}", location)
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_int(value: str, location: Location, *, minimum: int = 0) -> int:
+    """A whole number no smaller than `minimum`."""
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"expected a whole number, got {value!r}", location) from None
+    if number < minimum:
+        raise ConfigError(f"must be at least {minimum}, got {number}", location)
+    return number
+
+
+def parse_bool(value: str, location: Location) -> bool:
+    """uWSGI's truth values: true/false, yes/no, on/off, 1/0."""
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"expected true or false, got {value!r}", location)
+
+
+def parse_hostport(value: str, location: Location) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` (all interfaces) or `[V6]:PORT`."""
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"expected HOST:PORT, got {value!r}", location)
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':PORT' means every interface, as in uWSGI
+    return host, int(port_text)
+
+
+def parse_network(value: str, location: Location) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR network or a single address."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ConfigError(f"expected a network such as 10.0.0.0/8, got {value!r}",
+                          location) from None

@@ -1,0 +1,53 @@
+"""What the running server is made of, handed to the API and to components."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from collector.config.model import Config
+from collector.fanout import Hub
+from collector.ingest import Ingest
+from collector.listen.udp import DatagramListener
+from collector.metrics import Family
+from collector.store.base import Store
+
+
+class Component(Protocol):
+    """A part of the server that starts after the core and stops before it (alarms)."""
+
+    async def start(self, context: Context) -> None:
+        """Start; may add consumers to `context.ingest`."""
+        ...
+
+    async def stop(self) -> None:
+        """Finish in-flight work and stop."""
+        ...
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """HTTP routes this component serves."""
+        ...
+
+    def metric_families(self) -> list[Family]:
+        """Figures for /metrics."""
+        ...
+
+
+@dataclass
+class Context:
+    """The running server's parts."""
+
+    config: Config
+    store: Store
+    hub: Hub
+    ingest: Ingest
+    listeners: list[DatagramListener] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+CONTEXT: web.AppKey[Context] = web.AppKey("context", Context)

@@ -1,0 +1,208 @@
+"""uWSGI logcrypto (`logger = crypto:addr=,algo=,secret=,iv=,prefix=`), both directions.
+
+What plugins/logcrypto/logcrypto.c does, which this mirrors byte for byte:
+- key: the secret's bytes, right-padded with NUL to the cipher's key length (a longer
+  secret is cut there, because EVP reads only key-length bytes);
+- IV: the `iv` option's bytes right-padded with ASCII '0' to the IV length, so no `iv`
+  means sixteen '0' characters for AES and eight for Blowfish; the same IV every datagram;
+- plaintext: `<microseconds since the epoch> <space>[<prefix><space>]<message>`;
+- CBC with PKCS#7 padding, one datagram per message.
+
+Decryption is done with one long-lived ECB context per key and the CBC chaining XOR done
+here, because building a fresh CBC context costs about three times the decryption itself
+and the IV never changes anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import Blowfish
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
+
+from collector.decode.result import Decoded, Dropped, Lines
+from collector.decode.text import CRYPTO_PREFIX, split_lines
+
+
+@dataclass(frozen=True)
+class CipherSpec:
+    """Key length and block size as OpenSSL's EVP reports them for the algorithm."""
+
+    key_len: int
+    block: int
+    make: Callable[[bytes], CipherAlgorithm]
+
+
+ALGORITHMS: dict[str, CipherSpec] = {
+    "aes-128-cbc": CipherSpec(16, 16, algorithms.AES),
+    "aes-192-cbc": CipherSpec(24, 16, algorithms.AES),
+    "aes-256-cbc": CipherSpec(32, 16, algorithms.AES),
+    # EVP_CIPHER_key_length(EVP_bf_cbc()) is 16 although Blowfish takes up to 56 bytes.
+    "bf-cbc": CipherSpec(16, 8, Blowfish),
+}
+
+_MAX_TIMESTAMP_DIGITS = 20
+_CRYPTO_PREFIX_BYTES = re.compile(CRYPTO_PREFIX.pattern.encode())
+
+
+def derive_key(secret: str | bytes, algo: str) -> bytes:
+    """The key EVP is given: the secret NUL-padded or cut to the key length."""
+    raw = secret.encode() if isinstance(secret, str) else secret
+    length = ALGORITHMS[algo].key_len
+    return raw[:length].ljust(length, b"\0")
+
+
+def derive_iv(iv: str | bytes | None, algo: str) -> bytes:
+    """The IV EVP is given: the `iv` option padded with ASCII '0' or cut to the block."""
+    raw = (iv.encode() if isinstance(iv, str) else iv) or b""
+    length = ALGORITHMS[algo].block
+    return raw[:length].ljust(length, b"0")
+
+
+def encrypt(plaintext: bytes, secret: str | bytes, algo: str, iv: str | bytes | None = None
+            ) -> bytes:
+    """Encrypt one message as logcrypto does (used by the load generator and tests)."""
+    spec = ALGORITHMS[algo]
+    pad = spec.block - len(plaintext) % spec.block
+    encryptor = Cipher(spec.make(derive_key(secret, algo)),
+                       modes.CBC(derive_iv(iv, algo))).encryptor()
+    return encryptor.update(plaintext + bytes([pad]) * pad) + encryptor.finalize()
+
+
+def frame(message: bytes, micros: int, prefix: bytes | None = None) -> bytes:
+    """The plaintext logcrypto encrypts for `message` logged at `micros`."""
+    head = b"%d " % micros
+    return head + prefix + b" " + message if prefix else head + message
+
+
+class CryptoKey:
+    """One secret, ready to decrypt: a reusable ECB context plus the CBC chaining."""
+
+    __slots__ = ("_block", "_ecb", "_iv", "app", "label")
+
+    def __init__(self, secret: str | bytes, algo: str, iv: str | bytes | None = None,
+                 app: str | None = None, label: str = "") -> None:
+        spec = ALGORITHMS[algo]
+        self._block = spec.block
+        self._iv = derive_iv(iv, algo)
+        # ECB is only the block primitive here: decrypt() applies the CBC chaining itself.
+        ecb = modes.ECB()  # noqa: S305
+        self._ecb = Cipher(spec.make(derive_key(secret, algo)), ecb).decryptor()
+        self.app = app
+        self.label = label or algo
+
+    def decrypt(self, ciphertext: bytes) -> bytes | None:
+        """The unpadded plaintext, or None when the PKCS#7 padding is not valid."""
+        block = self._block
+        size = len(ciphertext)
+        raw = self._ecb.update(ciphertext)
+        chain = self._iv + ciphertext[: size - block]
+        plain = (int.from_bytes(raw) ^ int.from_bytes(chain)).to_bytes(size)
+        pad = plain[-1]
+        if not 0 < pad <= block or plain[-pad:] != bytes((pad,)) * pad:
+            return None
+        return plain[:-pad]
+
+
+def parse_plaintext(plain: bytes) -> tuple[int, bytes] | None:
+    """Split `<micros> <rest>`; None when the head is not a decimal timestamp."""
+    space = plain.find(b" ", 0, _MAX_TIMESTAMP_DIGITS + 1)
+    if space <= 0:
+        return None
+    head = plain[:space]
+    if not head.isdigit():
+        return None
+    return int(head), plain[space + 1:]
+
+
+class CryptoDecoder:
+    """Decodes logcrypto datagrams under any of several keys.
+
+    The key that last worked for a sender is tried first, so the usual datagram costs one
+    decryption however many secrets the listener holds (one per app, or old and new during
+    a rotation). Replays of a recent datagram are dropped: its last cipher block depends on
+    the whole message, microsecond timestamp included, so a repeat is a copy, not a new line.
+    """
+
+    format = "crypto"
+
+    def __init__(self, keys: Sequence[CryptoKey], max_skew: float = 300.0,
+                 replay_window: int = 65536, max_senders: int = 65536) -> None:
+        if not keys:
+            raise ValueError("CryptoDecoder needs at least one key")
+        self._keys = list(keys)
+        self._max_skew = max_skew
+        self._by_peer: dict[str, int] = {}
+        self._max_senders = max_senders
+        self._seen: set[bytes] = set()
+        self._order: deque[bytes] = deque()
+        self._replay_window = replay_window
+        self._block_min = min(k._block for k in self._keys)
+
+    def decode(self, data: bytes, peer: str, now: float) -> Decoded:
+        """Decrypt, check and split one datagram."""
+        size = len(data)
+        if size == 0 or size % self._block_min:
+            return Dropped("bad_length")
+        found = self._decrypt(data, peer)
+        if found is None:
+            return Dropped("bad_padding")
+        if isinstance(found, Dropped):
+            return found
+        key, micros, body = found
+        emitted = micros / 1e6
+        if emitted < now - self._max_skew:
+            return Dropped("stale_timestamp")
+        if emitted > now + self._max_skew:
+            return Dropped("future_timestamp")
+        if b"\0" in body:
+            return Dropped("implausible_text")
+        if self._replay_window and self._is_replay(data):
+            return Dropped("replay")
+        app = key.app
+        source = None
+        match = _CRYPTO_PREFIX_BYTES.match(body)
+        if match:
+            app = match.group(1).decode()
+            source = match.group(2).decode()
+            body = body[match.end():]
+        lines, escaped = split_lines(body)
+        if not lines:
+            return Dropped("empty")
+        return Lines(lines, app, source, emitted, escaped)
+
+    def _decrypt(self, data: bytes, peer: str) -> tuple[CryptoKey, int, bytes] | Dropped | None:
+        """Try the sender's last key, then the rest; remember the one that works."""
+        keys = self._keys
+        first = self._by_peer.get(peer, 0)
+        outcome: Dropped | None = None
+        for index in (first, *(i for i in range(len(keys)) if i != first)):
+            key = keys[index]
+            if len(data) % key._block:
+                continue
+            plain = key.decrypt(data)
+            if plain is None:
+                continue
+            parsed = parse_plaintext(plain)
+            if parsed is None:
+                outcome = Dropped("bad_timestamp")
+                continue
+            if index != first:
+                if len(self._by_peer) >= self._max_senders:
+                    self._by_peer.clear()
+                self._by_peer[peer] = index
+            return key, parsed[0], parsed[1]
+        return outcome
+
+    def _is_replay(self, data: bytes) -> bool:
+        tag = data[-16:]
+        if tag in self._seen:
+            return True
+        self._seen.add(tag)
+        self._order.append(tag)
+        if len(self._order) > self._replay_window:
+            self._seen.discard(self._order.popleft())
+        return False

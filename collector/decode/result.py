@@ -1,0 +1,42 @@
+"""What a decoder returns: the lines a datagram carried, or why it was dropped.
+
+Decoders return their error instead of raising it, so that the listener's hot path has no
+exception handling and a bad datagram costs no more than a good one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Lines:
+    """An accepted datagram: its lines and what the format said about their origin."""
+
+    lines: list[str]
+    app: str | None = None
+    source: str | None = None
+    emitted_at: float | None = None
+    escaped: int = 0
+    markers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A rejected datagram and the reason it is counted under."""
+
+    reason: str
+
+
+Decoded = Lines | Dropped
+
+
+class Decoder(Protocol):
+    """Turns one datagram from `peer` into lines; `now` is the collector's clock."""
+
+    format: str
+
+    def decode(self, data: bytes, peer: str, now: float) -> Decoded:
+        """Decode one datagram; never raises for bad input."""
+        ...

@@ -1,0 +1,43 @@
+"""Turning datagram payloads into text lines and reading the `APP/SOURCE` convention."""
+
+from __future__ import annotations
+
+import re
+
+# APP/SOURCE as the shipper writes it: the app a name, the source a dyno or process name
+# (`web.1`, `worker.3`, `run.8812`, `host-a@web.1`).
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+_SOURCE = r"[A-Za-z0-9_.@\-]+"
+CRYPTO_PREFIX = re.compile(rf"({_NAME})/({_SOURCE}) ")
+SOCKET_PREFIX = re.compile(rf"({_NAME})/({_SOURCE}):[ ]?")
+
+
+def split_lines(payload: bytes) -> tuple[list[str], int]:
+    """Split a payload into non-empty lines, keeping bytes that are not UTF-8 as escapes.
+
+    Returns the lines and how many of them needed escaping. uWSGI may hand a logger several
+    lines in one write (a backtrace is one), so a datagram is not always one line.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return _split_escaping(payload)
+    if "\n" not in text:
+        line = text.rstrip("\r")
+        return ([line] if line else []), 0
+    return [line for part in text.split("\n") if (line := part.rstrip("\r"))], 0
+
+
+def _split_escaping(payload: bytes) -> tuple[list[str], int]:
+    lines: list[str] = []
+    escaped = 0
+    for part in payload.split(b"\n"):
+        raw = part.rstrip(b"\r")
+        if not raw:
+            continue
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("utf-8", "backslashreplace"))
+            escaped += 1
+    return lines, escaped

@@ -1,0 +1,108 @@
+"""Live fan-out: every published record to every follower whose filter it matches.
+
+Records are published before their batch commits, so a follower sees a line within
+milliseconds. The hub also keeps the published-but-uncommitted records, so a follower that
+starts (or resumes) reads the store and then these, and misses nothing in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from collector.record import Record
+
+Match = Callable[[Record], bool]
+
+
+class Subscription:
+    """One follower's queue. When it falls `limit` records behind, it is marked lagged and
+    stops receiving; the follower then catches up from the store, so nothing is lost."""
+
+    def __init__(self, match: Match, limit: int) -> None:
+        self._match = match
+        self._limit = limit
+        self._items: list[Record] = []
+        self._wakeup = asyncio.Event()
+        self.lagged = False
+
+    def offer(self, records: Sequence[Record]) -> None:
+        """Queue the matching records (called by the hub)."""
+        if self.lagged:
+            return
+        match = self._match
+        matching = [r for r in records if match(r)]
+        if not matching:
+            return
+        self._items.extend(matching)
+        if len(self._items) > self._limit:
+            self.lagged = True
+            self._items.clear()
+        self._wakeup.set()
+
+    async def take(self, wait: float) -> list[Record]:
+        """Everything queued, waiting up to `wait` seconds for something to arrive."""
+        if not self._items and not self.lagged:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+            except TimeoutError:
+                return []
+        items, self._items = self._items, []
+        return items
+
+    def wake(self) -> None:
+        """Make a pending `take` return now."""
+        self._wakeup.set()
+
+    def resume(self) -> None:
+        """Start receiving again after catching up from the store."""
+        self.lagged = False
+
+
+class Hub:
+    """The fan-out, and the set of records published but not yet committed."""
+
+    def __init__(self, follower_limit: int = 100_000) -> None:
+        self._subscriptions: set[Subscription] = set()
+        self._pending: deque[Sequence[Record]] = deque()
+        self._follower_limit = follower_limit
+        self.published = 0
+
+    def consume(self, records: Sequence[Record]) -> None:
+        """Publish records to followers and remember them until committed."""
+        self._pending.append(records)
+        self.published += len(records)
+        for subscription in self._subscriptions:
+            subscription.offer(records)
+
+    def committed(self, last_id: int) -> None:
+        """Forget pending records up to `last_id` (the store's commit callback)."""
+        pending = self._pending
+        while pending and pending[0][-1].id <= last_id:
+            pending.popleft()
+
+    def uncommitted(self, match: Match, after: int) -> list[Record]:
+        """Pending records after `after` that match."""
+        return [r for batch in self._pending for r in batch if r.id > after and match(r)]
+
+    def subscribe(self, match: Match) -> Subscription:
+        """Start following; call `unsubscribe` when done."""
+        subscription = Subscription(match, self._follower_limit)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop following."""
+        self._subscriptions.discard(subscription)
+
+    def wake_all(self) -> None:
+        """Wake every follower at once (at shutdown, so streams end without waiting)."""
+        for subscription in self._subscriptions:
+            subscription.wake()
+
+    @property
+    def followers(self) -> int:
+        """How many followers are connected."""
+        return len(self._subscriptions)

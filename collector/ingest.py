@@ -1,0 +1,125 @@
+"""From decoded lines to records, handed to the store and then to every consumer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from collector.decode.result import Lines
+from collector.record import Record
+from collector.requestlog import WorkerMap, parse_request_line
+from collector.store.base import Store
+
+log = structlog.get_logger("collector.ingest")
+
+
+class Consumer(Protocol):
+    """Something that sees every stored record: the live fan-out, the alarms engine."""
+
+    def consume(self, records: Sequence[Record]) -> None:
+        """Take records; must not block (schedule I/O instead)."""
+        ...
+
+
+class Ids:
+    """Record ids: the microsecond of receipt, bumped past the last id when they collide.
+
+    While fewer than a million lines a second arrive, ids never run ahead of the clock, so
+    after a crash and restart the clock alone is past every id issued before it: ids never
+    repeat, and a client resuming after its last id neither skips nor repeats a line.
+    """
+
+    def __init__(self, last: int = 0) -> None:
+        self._last = last
+
+    @property
+    def last(self) -> int:
+        """The most recent id handed out."""
+        return self._last
+
+    def take(self, count: int) -> int:
+        """Reserve `count` consecutive ids; return the first."""
+        first = max(self._last + 1, time.time_ns() // 1000)
+        self._last = first + count - 1
+        return first
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where lines came in: the listener's name, format and defaults."""
+
+    listener: str
+    format: str
+    app: str
+    source: str
+
+
+class Ingest:
+    """Builds records from decoded lines and hands them on; counts what it turns away."""
+
+    def __init__(self, ids: Ids, store: Store, consumers: Sequence[Consumer] = ()) -> None:
+        self._ids = ids
+        self._store = store
+        self._consumers = list(consumers)
+        self._workers = WorkerMap()
+        self.consumer_errors = 0
+
+    @property
+    def last_id(self) -> int:
+        """The newest id handed out so far."""
+        return self._ids.last
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Have `consumer` see every record from now on."""
+        self._consumers.append(consumer)
+
+    def accept(self, origin: Origin, host: str, decoded: Lines) -> bool:
+        """Turn one datagram's lines into records; False if the store's queue is full."""
+        app = decoded.app or origin.app
+        source = decoded.source or origin.source
+        markers, lines = decoded.markers, decoded.lines
+        next_id = self._ids.take(len(markers) + len(lines))
+        records: list[Record] = []
+        for text in markers:
+            records.append(Record(next_id, decoded.emitted_at, app, source, host,
+                                  origin.format, text, "marker"))
+            next_id += 1
+        for text in lines:
+            record = Record(next_id, decoded.emitted_at, app, source, host, origin.format,
+                            text)
+            next_id += 1
+            if "[pid: " in text:
+                fields = parse_request_line(text)
+                if fields is not None:
+                    record.method = fields.method
+                    record.path = fields.path
+                    record.status = fields.status
+                    record.msecs = fields.msecs
+                    record.size = fields.size
+                    record.pid = fields.pid
+                    record.worker = self._workers.worker(app, source, fields.pid)
+            elif "uWSGI worker" in text:
+                self._workers.learn(app, source, text)
+            records.append(record)
+        return self.publish(records)
+
+    def publish(self, records: list[Record]) -> bool:
+        """Store records and hand them to the consumers (also for collector-made records)."""
+        if not self._store.append(records):
+            return False
+        for consumer in self._consumers:
+            try:
+                consumer.consume(records)
+            except Exception:
+                # A consumer's bug must not stop ingest; it is logged and counted here, once.
+                self.consumer_errors += 1
+                log.exception("consumer_failed", consumer=type(consumer).__name__)
+        return True
+
+    def next_ids(self, count: int) -> int:
+        """Reserve ids for records the collector itself writes (alarms, markers)."""
+        return self._ids.take(count)

@@ -1,0 +1,1 @@
+"""UDP listeners: sockets that hand each datagram to a decoder and the result onward."""

@@ -1,0 +1,31 @@
+"""Which decoder a listener gets for its `format`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from collector.config.model import ListenerConfig
+from collector.decode.crypto import CryptoDecoder, CryptoKey
+from collector.decode.result import Decoder
+from collector.decode.socket import SocketDecoder
+
+
+def _crypto(config: ListenerConfig) -> Decoder:
+    keys = [CryptoKey(s.secret, s.algo, s.iv, s.app, label=f"{s.location}")
+            for s in config.secrets]
+    return CryptoDecoder(keys, max_skew=config.max_skew, replay_window=config.replay_window)
+
+
+def _socket(config: ListenerConfig) -> Decoder:
+    return SocketDecoder(config.allow)
+
+
+FACTORIES: dict[str, Callable[[ListenerConfig], Decoder]] = {
+    "crypto": _crypto,
+    "socket": _socket,
+}
+
+
+def make_decoder(config: ListenerConfig) -> Decoder:
+    """The decoder for the listener's format."""
+    return FACTORIES[config.format](config)

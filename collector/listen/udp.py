@@ -1,0 +1,134 @@
+"""The UDP listener: a datagram protocol that only decodes and hands on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import cast
+
+import structlog
+
+from collector.config.model import ListenerConfig
+from collector.decode.result import Decoder, Dropped
+from collector.errors import ConfigError
+from collector.ingest import Ingest, Origin
+from collector.listen.ratelimit import SenderLimiter
+from collector.listen.stats import ListenerStats
+
+log = structlog.get_logger("collector.listen")
+
+
+class DatagramListener(asyncio.DatagramProtocol):
+    """Feeds each datagram to the decoder and the decoded lines to ingest.
+
+    This is the one catch point for the per-datagram task: whatever goes wrong with one
+    datagram is counted under a reason and the next datagram is served as usual.
+    """
+
+    def __init__(self, config: ListenerConfig, decoder: Decoder, ingest: Ingest) -> None:
+        self.config = config
+        self.stats = ListenerStats()
+        self._decoder = decoder
+        self._ingest = ingest
+        self._origin = Origin(config.name, decoder.format, config.app, config.source)
+        self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
+        self._max = config.max_datagram
+        self._logged: set[str] = set()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport for closing and for the socket's inode."""
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        """Decode one datagram and hand its lines on; count it whatever happens."""
+        stats = self.stats
+        stats.datagrams += 1
+        host = str(addr[0])
+        try:
+            now = time.time()
+            if len(data) > self._max:
+                self._drop("oversize", host)
+                return
+            if self._limiter is not None and not self._limiter.allow(host, now):
+                self._drop("rate_limited", host)
+                return
+            result = self._decoder.decode(data, host, now)
+            if type(result) is Dropped:
+                self._drop(result.reason, host)
+                return
+            assert not isinstance(result, Dropped)
+            count = len(result.lines)
+            if not self._ingest.accept(self._origin, host, result):
+                stats.dropped["store_backlog"] += 1
+                stats.lines_dropped["store_backlog"] += count
+                return
+            stats.datagrams_accepted += 1
+            stats.lines += count
+            stats.escaped += result.escaped
+        except Exception:
+            stats.dropped["internal_error"] += 1
+            log.exception("datagram_failed", listener=self.config.name, peer=host)
+
+    def _drop(self, reason: str, host: str) -> None:
+        self.stats.dropped[reason] += 1
+        # One log line per reason and listener: a flood must not become a log flood.
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("datagram_dropped", listener=self.config.name, reason=reason,
+                        peer=host, note="further drops for this reason are only counted")
+
+    def error_received(self, exc: Exception) -> None:
+        """Socket errors (ICMP and the like) on a receive-only socket are only noted."""
+        log.debug("socket_error", listener=self.config.name, error=str(exc))
+
+    def inode(self) -> int | None:
+        """The socket's inode, to find it in /proc/net/udp."""
+        if self.transport is None:
+            return None
+        sock = self.transport.get_extra_info("socket")
+        return os.fstat(sock.fileno()).st_ino if sock is not None else None
+
+
+def bind_udp(config: ListenerConfig) -> socket.socket:
+    """Bind the listener's socket with a large receive buffer (bursts wait in the kernel)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        _grow_receive_buffer(sock, config.rcvbuf)
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on udp {config.host}:{config.port}: {exc.strerror}",
+                          config.location) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    # SO_RCVBUFFORCE passes net.core.rmem_max when the collector runs as root (CAP_NET_ADMIN);
+    # otherwise the kernel caps SO_RCVBUF there, and /metrics shows the buffer we got.
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Ingest
+                         ) -> DatagramListener:
+    """Bind and start one listener on the running loop."""
+    loop = asyncio.get_running_loop()
+    sock = bind_udp(config)
+    _, protocol = await loop.create_datagram_endpoint(
+        lambda: DatagramListener(config, decoder, ingest), sock=sock)
+    buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    log.info("listener_started", listener=config.name, format=decoder.format,
+             address=f"{config.host}:{config.port}", rcvbuf=buffer)
+    return protocol

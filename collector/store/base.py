@@ -1,0 +1,63 @@
+"""The storage interface: what the server needs of any backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from collector.metrics import Histogram
+from collector.query import LogQuery
+from collector.record import Record
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Figures for /metrics."""
+
+    queued: int
+    appended: int
+    committed: int
+    dropped: int
+    batches: int
+    partitions: int
+    bytes_on_disk: int
+
+
+class Store(Protocol):
+    """Append-only log storage with group commit.
+
+    `append` never blocks the event loop: it queues for a writer and returns False when the
+    queue is full (the caller counts those lines as dropped). Committed batches survive a
+    `kill -9`.
+    """
+
+    batch_seconds: Histogram
+
+    def open(self) -> int:
+        """Open or create the store; return the highest committed record id (0 if none)."""
+        ...
+
+    def append(self, records: Sequence[Record]) -> bool:
+        """Queue records for the next batch; False when the queue is full."""
+        ...
+
+    def on_commit(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(last_id)` in the caller's event loop after each batch commits."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once every record appended so far is committed."""
+        ...
+
+    async def query(self, query: LogQuery) -> list[Record]:
+        """Records matching `query` (see LogQuery for the order)."""
+        ...
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        ...
+
+    def stats(self) -> StoreStats:
+        """Counters for /metrics."""
+        ...

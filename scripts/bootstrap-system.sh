@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs, through apt-get, the system packages the project needs on a fresh Debian:
+# venv support, a C compiler and the Python and OpenSSL headers (uWSGI with logcrypto is
+# built from source in the virtual environment), and the openssl command (the bf-cbc test
+# vectors). Installs nothing that is already there.
+set -euo pipefail
+PYTHON=${1:-python3}
+
+missing=()
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=("python3-venv")
+include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+[ -f "$include/Python.h" ] || missing+=("python3-dev")
+command -v cc >/dev/null 2>&1 || missing+=("build-essential")
+command -v make >/dev/null 2>&1 || missing+=("make")
+[ -f /usr/include/openssl/evp.h ] || missing+=("libssl-dev")
+command -v openssl >/dev/null 2>&1 || missing+=("openssl")
+# uWSGI's build looks for these and links them when found; a missing one only removes a
+# feature, so they are installed only for a complete build.
+[ -f /usr/include/zlib.h ] || missing+=("zlib1g-dev")
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing system packages: ${missing[*]} (install them; no apt-get here)" >&2
+    exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
