@@ -25,6 +25,9 @@ def collect(context: Context) -> list[Family]:
     kernel = Family("collector_udp_kernel_drops_total", "counter",
                     "Datagrams the kernel dropped before the collector read them "
                     "(receive buffer full), from /proc/net/udp.")
+    lost = Family("collector_lines_lost_total", "counter",
+                  "Lines lost before reaching the collector, as the wire format reports "
+                  "them (sequence gaps, sender-side drops), by app and source.")
     inodes = {listener: listener.inode() for listener in context.listeners}
     kernel_drops = udp_drops(i for i in inodes.values() if i is not None)
     for listener in context.listeners:
@@ -38,12 +41,14 @@ def collect(context: Context) -> list[Family]:
             lines_dropped.add(count, listener=name, reason=reason)
         lines.add(stats.lines, listener=name)
         escaped.add(stats.escaped, listener=name)
+        for (app, source), count in sorted(stats.lost.items()):
+            lost.add(count, listener=name, app=app, source=source)
         inode = inodes[listener]
         if inode is not None and inode in kernel_drops:
             kernel.add(kernel_drops[inode], listener=name)
     store = context.store.stats()
     families = [
-        received, accepted, dropped, lines, lines_dropped, escaped, kernel,
+        received, accepted, dropped, lines, lines_dropped, escaped, lost, kernel,
         Family("collector_store_queue_depth", "gauge",
                "Lines waiting for the store's writer.").add(store.queued),
         Family("collector_store_lines_committed_total", "counter",

@@ -19,7 +19,11 @@ class Lines:
     source: str | None = None
     emitted_at: float | None = None
     escaped: int = 0
+    # Lines the collector writes about the stream (`-- 12 lines lost from web.1 --`); they
+    # are stored before `lines`, with kind "marker".
     markers: list[str] = field(default_factory=list)
+    # Lines the format says were lost before these (sequence gaps, sender-side drops).
+    lost: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ class ListenerStats:
     """Datagrams and lines received, accepted and dropped (by reason) for one listener."""
 
     __slots__ = ("datagrams", "datagrams_accepted", "dropped", "escaped", "lines",
-                 "lines_dropped")
+                 "lines_dropped", "lost")
 
     def __init__(self) -> None:
         self.datagrams = 0
@@ -18,3 +18,5 @@ class ListenerStats:
         self.escaped = 0
         self.dropped: Counter[str] = Counter()
         self.lines_dropped: Counter[str] = Counter()
+        # Lines lost upstream, by (app, source), as the wire format reports them.
+        self.lost: Counter[tuple[str, str]] = Counter()

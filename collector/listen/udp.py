@@ -69,6 +69,9 @@ class DatagramListener(asyncio.DatagramProtocol):
             stats.datagrams_accepted += 1
             stats.lines += count
             stats.escaped += result.escaped
+            if result.lost:
+                stats.lost[(result.app or self.config.app,
+                            result.source or self.config.source)] += result.lost
         except Exception:
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
