@@ -19,7 +19,8 @@ def _loadgen(args: argparse.Namespace) -> int:
     if args.format == "crypto":
         if not args.secret:
             raise CollectorError("--format crypto needs --secret (or $LOG_SECRET)")
-        datagrams = encode_crypto(lines, args.secret, args.algo, args.iv, args.prefix)
+        datagrams = encode_crypto(lines, args.secret, args.algo, iv=args.iv,
+                                  prefix=args.prefix)
     else:
         datagrams = encode_socket(lines, args.prefix)
     report = send_paced(datagrams, (host, port), args.rate, duration=args.duration)

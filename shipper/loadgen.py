@@ -49,7 +49,7 @@ def make_lines(count: int, seed: int = 1, start: int = 0) -> list[bytes]:
             for seq in range(start, start + count)]
 
 
-def encode_crypto(lines: Sequence[bytes], secret: str, algo: str = "aes-256-cbc",
+def encode_crypto(lines: Sequence[bytes], secret: str, algo: str = "aes-256-cbc", *,
                   iv: str | None = None, prefix: str | None = None,
                   micros: int | None = None) -> list[bytes]:
     """One logcrypto datagram per line, stamped `micros` (default: now)."""
