@@ -26,6 +26,7 @@ class Subscription:
         self._items: list[Record] = []
         self._wakeup = asyncio.Event()
         self.lagged = False
+        self.closed = False
 
     def offer(self, records: Sequence[Record]) -> None:
         """Queue the matching records (called by the hub)."""
@@ -43,7 +44,7 @@ class Subscription:
 
     async def take(self, wait: float) -> list[Record]:
         """Everything queued, waiting up to `wait` seconds for something to arrive."""
-        if not self._items and not self.lagged:
+        if not self._items and not self.lagged and not self.closed:
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), wait)
@@ -52,8 +53,9 @@ class Subscription:
         items, self._items = self._items, []
         return items
 
-    def wake(self) -> None:
-        """Make a pending `take` return now."""
+    def close(self) -> None:
+        """End the subscription: `take` returns at once, now and from now on."""
+        self.closed = True
         self._wakeup.set()
 
     def resume(self) -> None:
@@ -97,10 +99,10 @@ class Hub:
         """Stop following."""
         self._subscriptions.discard(subscription)
 
-    def wake_all(self) -> None:
-        """Wake every follower at once (at shutdown, so streams end without waiting)."""
+    def close_all(self) -> None:
+        """End every follower's subscription (at shutdown, so streams end at once)."""
         for subscription in self._subscriptions:
-            subscription.wake()
+            subscription.close()
 
     @property
     def followers(self) -> int:

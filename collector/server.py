@@ -93,7 +93,7 @@ class Server:
         for listener in context.listeners:
             if listener.transport is not None:
                 listener.transport.close()
-        context.hub.wake_all()
+        context.hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -104,7 +104,7 @@ async def _follow(request: web.Request, context: Context, parsed: LogsRequest
 
 async def _stream(response: web.StreamResponse, context: Context, query: LogQuery,
                   subscription: Subscription, last: int) -> None:
-    while not context.closing.is_set():
+    while not subscription.closed:
         if subscription.lagged:
             subscription.resume()
             last = await _send(response, await _catch_up(context, query, last), last)
@@ -112,7 +112,7 @@ async def _stream(response: web.StreamResponse, context: Context, query: LogQuer
         batch = await subscription.take(HEARTBEAT_SECONDS)
         if batch:
             last = await _send(response, batch, last)
-        elif not context.closing.is_set():
+        elif not subscription.closed:
             # A blank line lets both ends notice a dead connection.
             await response.write(b"\n")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,15 @@ class CollectorProcess:
                 name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
+
+    def wait_metrics(self, ready: Callable[[dict[str, float]], bool], timeout: float,
+                     what: str) -> dict[str, float]:
+        """Poll /metrics until `ready(metrics)` holds; return those metrics."""
+        def check() -> dict[str, float] | None:
+            metrics = self.metrics()
+            return metrics if ready(metrics) else None
+
+        return wait_for(check, timeout, what)
 
     def close(self) -> None:
         """Kill the process if it is still running (test teardown)."""
