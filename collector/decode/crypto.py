@@ -178,10 +178,18 @@ class CryptoDecoder:
         """Try the sender's last key, then the rest; remember the one that works."""
         keys = self._keys
         first = self._by_peer.get(peer, 0)
+        key = keys[first]
         outcome: Dropped | None = None
-        for index in (first, *(i for i in range(len(keys)) if i != first)):
-            key = keys[index]
-            if len(data) % key._block:
+        # The usual case: the sender's key works at the first try.
+        if not len(data) % key._block:
+            plain = key.decrypt(data)
+            if plain is not None:
+                parsed = parse_plaintext(plain)
+                if parsed is not None:
+                    return key, parsed[0], parsed[1]
+                outcome = Dropped("bad_timestamp")
+        for index, key in enumerate(keys):
+            if index == first or len(data) % key._block:
                 continue
             plain = key.decrypt(data)
             if plain is None:
@@ -190,10 +198,9 @@ class CryptoDecoder:
             if parsed is None:
                 outcome = Dropped("bad_timestamp")
                 continue
-            if index != first:
-                if len(self._by_peer) >= self._max_senders:
-                    self._by_peer.clear()
-                self._by_peer[peer] = index
+            if len(self._by_peer) >= self._max_senders:
+                self._by_peer.clear()
+            self._by_peer[peer] = index
             return key, parsed[0], parsed[1]
         return outcome
 

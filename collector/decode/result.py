@@ -6,11 +6,13 @@ exception handling and a bad datagram costs no more than a good one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs twice as much, and one Lines is made
+# per datagram.
+@dataclass(slots=True)
 class Lines:
     """An accepted datagram: its lines and what the format said about their origin."""
 
@@ -21,7 +23,7 @@ class Lines:
     escaped: int = 0
     # Lines the collector writes about the stream (`-- 12 lines lost from web.1 --`); they
     # are stored before `lines`, with kind "marker".
-    markers: list[str] = field(default_factory=list)
+    markers: tuple[str, ...] = ()
     # Lines the format says were lost before these (sequence gaps, sender-side drops).
     lost: int = 0
 

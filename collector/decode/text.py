@@ -22,9 +22,13 @@ def split_lines(payload: bytes) -> tuple[list[str], int]:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return _split_escaping(payload)
+    # The common case, one line with its newline, without building a list of parts.
+    if text[-1:] == "\n":
+        text = text[:-1]
     if "\n" not in text:
-        line = text.rstrip("\r")
-        return ([line] if line else []), 0
+        if text[-1:] == "\r":
+            text = text.rstrip("\r")
+        return ([text] if text else []), 0
     return [line for part in text.split("\n") if (line := part.rstrip("\r"))], 0
 
 

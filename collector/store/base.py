@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +34,7 @@ class Store(Protocol):
 
     batch_seconds: Histogram
 
-    def open(self) -> int:
+    async def open(self) -> int:
         """Open or create the store; return the highest committed record id (0 if none)."""
         ...
 
@@ -44,6 +44,11 @@ class Store(Protocol):
 
     def on_commit(self, callback: Callable[[int], None]) -> None:
         """Call `callback(last_id)` in the caller's event loop after each batch commits."""
+        ...
+
+    def uncommitted(self) -> Iterator[Record]:
+        """Records appended but not yet committed, in id order (a follower reads the store,
+        then these, and so misses nothing that is still on its way to disk)."""
         ...
 
     async def flush(self) -> None:

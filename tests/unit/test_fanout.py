@@ -28,19 +28,6 @@ async def test_followers_get_matching_records() -> None:
     assert hub.followers == 1
 
 
-async def test_pending_until_committed() -> None:
-    """Published records stay pending until the store says their batch committed."""
-    hub = Hub()
-    hub.consume([rec(1), rec(2)])
-    hub.consume([rec(3)])
-    everything = matcher(LogQuery())
-    assert [r.id for r in hub.uncommitted(everything, 1)] == [2, 3]
-    hub.committed(2)
-    assert [r.id for r in hub.uncommitted(everything, 0)] == [3]
-    hub.committed(3)
-    assert hub.uncommitted(everything, 0) == []
-
-
 async def test_slow_follower_is_marked_lagged() -> None:
     """A follower that falls behind stops receiving and knows to catch up from the store."""
     hub = Hub(follower_limit=3)

@@ -12,6 +12,7 @@ from collector.query import LogQuery
 from collector.record import Record
 from collector.store.partitions import Partition, expired, list_partitions, partition_path
 from collector.store.sqlite import SqliteStore
+from collector.store.writer import PartitionWriter
 
 HOUR = 3_600_000_000
 
@@ -25,7 +26,7 @@ def rec(record_id: int, line: str = "x", app: str = "a", source: str = "web.1",
 async def test_append_flush_query_and_filters(tmp_path: Path) -> None:
     """What is appended and flushed is found again, filtered and in order."""
     store = SqliteStore(tmp_path)
-    assert store.open() == 0
+    assert await store.open() == 0
     store.append([rec(10, "GET / 200", status=200), rec(11, "boom", app="b")])
     store.append([rec(12, "GET /x 500", status=500, source="web.2")])
     await store.flush()
@@ -46,14 +47,14 @@ async def test_append_flush_query_and_filters(tmp_path: Path) -> None:
 async def test_partitions_split_by_id_and_reopen(tmp_path: Path) -> None:
     """Records land in the partition of their hour; reopening finds the last id."""
     store = SqliteStore(tmp_path, partition_seconds=3600)
-    store.open()
+    await store.open()
     ids = [HOUR - 1, HOUR, 2 * HOUR + 5, 5 * HOUR]
     store.append([rec(i) for i in ids])
     await store.close()
     assert [p.start for p in list_partitions(tmp_path / "logs")] == [0, HOUR, 2 * HOUR,
                                                                      5 * HOUR]
     again = SqliteStore(tmp_path)
-    assert again.open() == 5 * HOUR
+    assert await again.open() == 5 * HOUR
     assert [r.id for r in await again.query(LogQuery(after=0))] == ids
     assert [r.id for r in await again.query(LogQuery(limit=3))] == ids[1:]
     assert [r.id for r in await again.query(LogQuery(after=HOUR, limit=10))] == ids[2:]
@@ -72,7 +73,7 @@ async def test_full_queue_refuses_and_counts(tmp_path: Path) -> None:
 async def test_commit_callback_runs_in_the_loop(tmp_path: Path) -> None:
     """on_commit callbacks get the last committed id, on the event loop thread."""
     store = SqliteStore(tmp_path)
-    store.open()
+    await store.open()
     seen: list[int] = []
     done = asyncio.Event()
 
@@ -103,23 +104,46 @@ def test_expiry_by_age_and_size() -> None:
 
 
 async def test_retention_deletes_files(tmp_path: Path) -> None:
-    """run_maintenance removes expired partition files (and their WAL files)."""
-    store = SqliteStore(tmp_path, retention_seconds=3600)
-    store.open()
+    """The writer's maintenance removes expired partition files (and their WAL files),
+    and readers then find only what is left."""
+    store = SqliteStore(tmp_path)
+    await store.open()
     store.append([rec(HOUR), rec(2 * HOUR), rec(10**15)])
-    await store.flush()
-    await asyncio.to_thread(store.run_maintenance)
+    await store.close()
+    writer = PartitionWriter(tmp_path / "logs", span_us=HOUR, retention_us=HOUR, max_bytes=0)
+    deleted = writer.maintain(now_us=10**15 + 2 * HOUR)
+    assert [p.start for p in deleted] == [HOUR, 2 * HOUR]
     left = list_partitions(tmp_path / "logs")
     assert [p.start for p in left] == [10**15 - 10**15 % HOUR]
     assert not partition_path(tmp_path / "logs", HOUR).exists()
-    assert [r.id for r in await store.query(LogQuery(after=0))] == [10**15]
+    assert not (tmp_path / "logs" / (partition_path(tmp_path / "logs", HOUR).name + "-wal")
+                ).exists()
+    again = SqliteStore(tmp_path)
+    await again.open()
+    assert [r.id for r in await again.query(LogQuery(after=0))] == [10**15]
+    await again.close()
+
+
+async def test_a_dead_writer_is_replaced_and_loses_nothing(tmp_path: Path) -> None:
+    """If the writer process dies, a new one gets every unacknowledged frame again."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    store.append([rec(i) for i in range(1, 101)])
+    await store.flush()
+    assert store._process is not None
+    store._process.kill()
+    store.append([rec(i) for i in range(101, 201)])
+    await asyncio.wait_for(store.flush(), 30)
+    assert store.writer_restarts == 1
+    assert [r.id for r in await store.query(LogQuery(after=0, limit=500))] == list(
+        range(1, 201))
     await store.close()
 
 
 async def test_integrity_after_close(tmp_path: Path) -> None:
     """The files pass SQLite's own integrity check."""
     store = SqliteStore(tmp_path)
-    store.open()
+    await store.open()
     store.append([rec(i, f"line {i}") for i in range(1, 2000)])
     await store.close()
     (partition,) = list_partitions(tmp_path / "logs")
@@ -135,3 +159,15 @@ def test_query_matcher_rejects_nothing_it_was_given_checked(bad: str) -> None:
 
     assert regex_error(bad)
     assert regex_error(r"\d+") is None
+
+
+async def test_uncommitted_until_acknowledged(tmp_path: Path) -> None:
+    """Appended records are listed as uncommitted until the writer acknowledges them."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    store.append([rec(1), rec(2)])
+    store.append([rec(3)])
+    assert [r.id for r in store.uncommitted()] == [1, 2, 3]
+    await store.flush()
+    assert list(store.uncommitted()) == []
+    await store.close()

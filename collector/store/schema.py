@@ -1,0 +1,42 @@
+"""The partition files' schema and connection settings, shared by writer and readers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from collector.record import COLUMNS
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    emitted_at REAL,
+    app TEXT NOT NULL,
+    source TEXT NOT NULL,
+    host TEXT NOT NULL,
+    format TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    line TEXT NOT NULL,
+    method TEXT,
+    path TEXT,
+    status INTEGER,
+    msecs REAL,
+    size INTEGER,
+    pid INTEGER,
+    worker INTEGER
+);
+CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, source, id);
+"""
+# Built from the fixed column list, never from input.
+INSERT = f"INSERT INTO logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM logs"  # noqa: S608
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode: readers never block the writer, and with synchronous=NORMAL
+    a committed transaction survives the process being killed (not a power cut)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA journal_size_limit=67108864")
+    return conn
