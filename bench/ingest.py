@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import (  # noqa: E402 - after the path set-up above
+from bench.harness import (
     BareReceiver,
     Collector,
     Follower,
