@@ -63,6 +63,10 @@ def _serve(args: argparse.Namespace) -> int:
 
         config = replace(config, store=replace(config.store, data_dir=Path(args.data_dir)))
     configure_logging(config.log_level, config.log_format)
+    # Printed, not logged: a secret has no place in a log, but the operator who started
+    # the embedded default needs it to configure uWSGI.
+    for notice in config.notices:
+        print(notice, file=sys.stderr, flush=True)
     run_async(serve(config))
     return 0
 

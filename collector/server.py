@@ -125,8 +125,6 @@ def _tune_gc() -> None:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
-    for notice in config.notices:
-        log.warning("notice", message=notice)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
