@@ -17,6 +17,8 @@ def collect(context: Context) -> list[Family]:
                       "Datagrams decoded and stored.")
     dropped = Family("collector_datagrams_dropped_total", "counter",
                      "Datagrams dropped, by listener and reason.")
+    lines_received = Family("collector_lines_received_total", "counter",
+                            "Log lines decoded from accepted datagrams.")
     lines = Family("collector_lines_accepted_total", "counter", "Log lines accepted.")
     lines_dropped = Family("collector_lines_dropped_total", "counter",
                            "Decoded lines dropped after decoding, by reason.")
@@ -40,6 +42,7 @@ def collect(context: Context) -> list[Family]:
         for reason, count in sorted(stats.lines_dropped.items()):
             lines_dropped.add(count, listener=name, reason=reason)
         lines.add(stats.lines, listener=name)
+        lines_received.add(stats.lines + sum(stats.lines_dropped.values()), listener=name)
         escaped.add(stats.escaped, listener=name)
         for (app, source), count in sorted(stats.lost.items()):
             lost.add(count, listener=name, app=app, source=source)
@@ -48,7 +51,7 @@ def collect(context: Context) -> list[Family]:
             kernel.add(kernel_drops[inode], listener=name)
     store = context.store.stats()
     families = [
-        received, accepted, dropped, lines, lines_dropped, escaped, lost, kernel,
+        received, accepted, dropped, lines_received, lines, lines_dropped, escaped, lost, kernel,
         Family("collector_store_queue_depth", "gauge",
                "Lines waiting for the store's writer.").add(store.queued),
         Family("collector_store_lines_committed_total", "counter",

@@ -122,6 +122,7 @@ def test_metrics_count_accepted_and_dropped(collector: CollectorProcess) -> None
         lambda m: m['collector_datagrams_received_total{listener="crypto",format="crypto"}']
         == 3, 10, "three datagrams counted")
     assert metrics['collector_datagrams_accepted_total{listener="crypto"}'] == 1
+    assert metrics['collector_lines_received_total{listener="crypto"}'] == 1
     assert metrics['collector_datagrams_dropped_total{listener="crypto",'
                    'reason="bad_length"}'] == 1
     assert metrics['collector_datagrams_dropped_total{listener="crypto",'
