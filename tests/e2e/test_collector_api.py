@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -131,16 +132,18 @@ def test_metrics_count_accepted_and_dropped(collector: CollectorProcess) -> None
     assert 'collector_store_batch_seconds_count' in metrics
 
 
-def test_sigterm_flushes_and_exits_zero(new_collector: Callable[..., CollectorProcess]
-                                        ) -> None:
-    """SIGTERM commits the last batch and exits 0; everything sent is there afterwards."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_flushes_and_exits_zero(new_collector: Callable[..., CollectorProcess],
+                                       signum: int) -> None:
+    """SIGTERM or SIGINT commits the last batch and exits 0; everything sent is there
+    afterwards."""
     collector = new_collector(config=CONFIG, env={"LOG_SECRET": SECRET})
     collector.start()
     sent = send(crypto_lines([f"line {i}" for i in range(2000)], SECRET), collector.port(
         "crypto"))
     collector.wait_metrics(lambda m: m['collector_lines_accepted_total{listener="crypto"}']
                            == sent, 20, "all lines accepted")
-    assert collector.stop() == 0
+    assert collector.stop(signum=signum) == 0
     collector.start()
     assert len(records(collector, limit=5000)) == sent
     assert "collector_stopped" in collector.output()

@@ -96,10 +96,10 @@ class CollectorProcess:
         return "\n".join(p.read_text(errors="replace")
                          for p in sorted(self.workdir.glob("collector-*.log")))
 
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
+    def stop(self, timeout: float = 20.0, signum: int = signal.SIGTERM) -> int:
+        """SIGTERM (or `signum`) and wait; returns the exit code."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signum)
         code = self.process.wait(timeout)
         self.process = None
         return code
