@@ -323,9 +323,11 @@ def _query_partition(partition: Partition, query: LogQuery, *, low: int | None,
         clauses.append("id < ?")
         params.append(high)
     try:
-        conn = sqlite3.connect(partition.path, timeout=30)
+        # mode=rw: a partition deleted by retention since it was listed must not be
+        # created again, empty, by a reader.
+        conn = sqlite3.connect(f"file:{partition.path}?mode=rw", uri=True, timeout=30)
     except sqlite3.Error:
-        return []  # deleted by retention between listing and opening
+        return []
     with closing(conn):
         if query.regex is not None:
             pattern = compile_regex(query.regex)
