@@ -99,6 +99,10 @@ class AppEngine:
             events.extend(self._segfault.expire(now))
         return events
 
+    def finish(self) -> list[Event]:
+        """Events still being assembled (backtraces), sent with what they have."""
+        return self._segfault.expire(float("inf")) if self._segfault is not None else []
+
     def _remember(self, source: str, line: str) -> None:
         recent = self._context.get(source)
         if recent is None:
@@ -139,6 +143,13 @@ class AlarmEngine:
         moment = self._clock() if now is None else now
         for engine in self._apps.values():
             events = engine.tick(moment)
+            if events:
+                self._emit(engine, events)
+
+    def finish(self) -> None:
+        """End of input (offline evaluation): emit what is still being assembled."""
+        for engine in self._apps.values():
+            events = engine.finish()
             if events:
                 self._emit(engine, events)
 

@@ -59,6 +59,6 @@ class Notification:
     def text(self) -> str:
         """The message as a command or plain-text receiver gets it: like uWSGI, the message
         itself, with a note of held-back repeats when there were any."""
-        note = (f"\n[{self.suppressed} similar alarm messages were suppressed by alarm-freq]"
-                if self.suppressed else "")
+        note = (f"\n[{self.suppressed} earlier messages to this alarm were suppressed by "
+                "alarm-freq]" if self.suppressed else "")
         return self.message + note

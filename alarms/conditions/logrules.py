@@ -32,7 +32,10 @@ class PatternSet:
         """Indices of the patterns found in `line`, ascending."""
         if self._set is None:
             return []
-        hits: list[int] = self._set.Match(line)
+        # The binding answers None, not an empty list, when nothing matches.
+        hits: list[int] | None = self._set.Match(line)
+        if not hits:
+            return []
         if len(hits) > 1:
             hits.sort()
         return hits
