@@ -65,6 +65,7 @@ class Dispatcher:
         self._global = asyncio.Semaphore(max_in_flight)
         self._lanes: dict[Key, asyncio.Semaphore] = {}
         self._incoming: list[Notification] = []
+        self._persisting = 0  # notifications being written right now
         self._persist_wake = asyncio.Event()
         self._persisted = asyncio.Event()
         self._schedule_wake = asyncio.Event()
@@ -97,10 +98,13 @@ class Dispatcher:
         An attempt cut short stays pending in the outbox and is sent again after a restart
         (with the same id, so a receiver can tell it has it already).
         """
-        if self._incoming:
+        if self._incoming or self._persisting:
             self._persist_wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(), grace)
+        if self._incoming or self._persisting:
+            log.error("alarm_outbox_unwritten", count=len(self._incoming) + self._persisting,
+                      note="the outbox could not be written before shutdown")
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
@@ -114,7 +118,7 @@ class Dispatcher:
             await asyncio.wait(set(self._tasks))
 
     async def _drained(self) -> None:
-        while self._incoming:
+        while self._incoming or self._persisting:
             self._persisted.clear()
             await self._persisted.wait()
 
@@ -133,9 +137,11 @@ class Dispatcher:
             if not batch:
                 continue
             now = self._clock()
+            self._persisting = len(batch)
             try:
                 await self._outbox.add(batch, now)
             except StoreError as exc:
+                self._persisting = 0
                 # Kept in memory and written again shortly; not sent before it is kept.
                 self.errors["outbox_write"] += 1
                 log.error("alarm_outbox_write_failed", error=str(exc), count=len(batch),
@@ -144,6 +150,7 @@ class Dispatcher:
                 await asyncio.sleep(_STORE_RETRY)
                 self._persist_wake.set()
                 continue
+            self._persisting = 0
             for notification in batch:
                 entry = Entry(notification, next_attempt=now, updated_at=now)
                 self._pending[entry.id] = entry

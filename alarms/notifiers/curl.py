@@ -7,6 +7,8 @@ https:// URL POSTs the message as alarm_curl does (`method` to change the verb,
 
 from __future__ import annotations
 
+import base64
+
 import aiohttp
 
 from alarms.notification import Notification
@@ -56,13 +58,16 @@ class CurlHttpNotifier:
         self._connect = float(options["conn_timeout"]) if options.get("conn_timeout") else None
         self._verify = "ssl_insecure" not in options
         user = options.get("auth_user")
-        self._auth = aiohttp.BasicAuth(user, options.get("auth_pass", "")) if user else None
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if user:
+            # Built here rather than with aiohttp's BasicAuth, which aiohttp deprecates.
+            token = base64.b64encode(f"{user}:{options.get('auth_pass', '')}".encode())
+            self._headers["Authorization"] = "Basic " + token.decode()
 
     async def send(self, notification: Notification) -> str:
         """One request."""
         return await http.post(
             self._session, self._url, notification.text().encode(),
-            headers={"Content-Type": "text/plain; charset=utf-8",
-                     "X-Alarm-Id": notification.id},
+            headers={**self._headers, "X-Alarm-Id": notification.id},
             seconds=self._timeout, connect_timeout=self._connect, method=self._method,
-            auth=self._auth, verify=self._verify)
+            verify=self._verify)

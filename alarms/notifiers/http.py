@@ -15,12 +15,11 @@ _RETRYABLE = frozenset({408, 425, 429})
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, *,
                headers: dict[str, str], seconds: float, connect_timeout: float | None = None,
-               method: str = "POST", auth: aiohttp.BasicAuth | None = None,
-               verify: bool = True) -> str:
+               method: str = "POST", verify: bool = True) -> str:
     """Send one request; return "HTTP <status>" or raise NotifierError."""
     try:
         async with session.request(
-                method, url, data=body, headers=headers, auth=auth, ssl=verify,
+                method, url, data=body, headers=headers, ssl=verify,
                 timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=connect_timeout),
                 allow_redirects=False) as response:
             await response.read()
