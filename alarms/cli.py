@@ -117,11 +117,15 @@ def add_commands(commands: Any) -> None:
         description="With no subcommand: list recent alarms, newest first.")
     _list_options(alarms)
     sub = alarms.add_subparsers(dest="alarms_command")
-    listing = sub.add_parser("list", help="recent alarms, newest first (the default)")
+    # A subcommand's defaults would overwrite options given before it (argparse copies the
+    # subparser's namespace over the parent's): `collector alarms --url U list` must keep U.
+    listing = sub.add_parser("list", help="recent alarms, newest first (the default)",
+                             argument_default=argparse.SUPPRESS)
     _list_options(listing)
-    retry = sub.add_parser("retry", help="send dead letters again")
-    retry.add_argument("ids", nargs="*", help="alarm ids (msg_...)")
-    retry.add_argument("--dead", dest="all_dead", action="store_true",
+    retry = sub.add_parser("retry", help="send dead letters again",
+                           argument_default=argparse.SUPPRESS)
+    retry.add_argument("ids", nargs="*", default=[], help="alarm ids (msg_...)")
+    retry.add_argument("--dead", dest="all_dead", action="store_true", default=False,
                        help="every dead letter")
     add_client_options(retry)
     test = sub.add_parser("test", help="evaluate an app's rules over lines on stdin; "

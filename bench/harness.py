@@ -15,13 +15,15 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
+import uvloop
+from aiohttp import web
 
 from collector.store.partitions import list_partitions
 
@@ -299,10 +301,11 @@ class SendResult:
 class Sender:
     """A bench.sender process, encoded and waiting for `go()`."""
 
-    def __init__(self, port: int, rate: float, duration: float, secret: str) -> None:
+    def __init__(self, port: int, rate: float, duration: float, secret: str,
+                 extra: Sequence[str] = ()) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bench.sender", f"--port={port}", f"--rate={rate}",
-             f"--duration={duration}", f"--secret={secret}"],
+             f"--duration={duration}", f"--secret={secret}", *extra],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         if self._process.stdout.readline().strip() != "ready":
@@ -319,6 +322,63 @@ class Sender:
 def latencies(sent: dict[int, float], seen: dict[int, float]) -> list[float]:
     """Milliseconds from send to seen, for probes seen."""
     return [(seen[seq] - at) * 1000 for seq, at in sent.items() if seq in seen]
+
+
+class WebhookReceiver(threading.Thread):
+    """A local aiohttp server (uvloop, its own thread) that notes when each POST arrived.
+
+    `arrivals` holds (path, time.time() once the body was read, body); parsing is left to
+    the caller, after the run, so that the receiver adds as little as it can.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.port = free_port()
+        self.arrivals: list[tuple[str, float, bytes]] = []
+        self._loop = uvloop.new_event_loop()
+        self._ready = threading.Event()
+        self._halt: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start serving; returns once it listens."""
+        super().start()
+        if not self._ready.wait(10):
+            raise RuntimeError("webhook receiver did not start")
+
+    def run(self) -> None:
+        """Serve until stopped."""
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self._halt = asyncio.Event()
+        self._ready.set()
+        await self._halt.wait()
+        await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.arrivals.append((request.path, time.time(), body))
+        return web.Response(text="ok")
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._halt is not None:
+            self._loop.call_soon_threadsafe(self._halt.set)
+        self.join(10)
 
 
 class BareReceiver:

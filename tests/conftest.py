@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.collector_proc import CollectorProcess
+from tests.support.smtp import SmtpServer
 from tests.support.uwsgi_proc import UwsgiProcess
+from tests.support.webhook import WebhookServer
 
 
 @pytest.fixture
@@ -57,3 +60,27 @@ def new_uwsgi(tmp_path: Path, uwsgi_apps: list[UwsgiProcess]
         return app
 
     return make
+
+
+@pytest.fixture
+def new_webhook() -> Iterator[Callable[..., WebhookServer]]:
+    """A factory: `new_webhook(start=True, status=200, delay=0.0, port=None)` makes an
+    HTTP receiver on 127.0.0.1 (started unless `start=False`); all stopped at teardown."""
+    made: list[WebhookServer] = []
+
+    def make(*, start: bool = True, **kwargs: Any) -> WebhookServer:
+        server = WebhookServer(**kwargs)
+        made.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A running aiosmtpd server on 127.0.0.1 that keeps every message it takes."""
+    server = SmtpServer().start()
+    yield server
+    server.stop()
