@@ -62,6 +62,7 @@ def _uwsgi_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    parent = os.getppid()
     from collector.cli import run_async  # noqa: PLC0415 - keeps the other commands light
     from collector.logsetup import configure_logging  # noqa: PLC0415
     from shipper.sidecar import SidecarConfig, run_sidecar  # noqa: PLC0415
@@ -75,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         listen=_address(args.listen, "--listen"), collector=_address(collector, "--collector"),
         key=_key(args), app=args.app, source=args.source or os.environ.get("DYNO"),
         budget=args.budget, delay=args.delay_ms / 1000, max_lines=args.max_queue,
-        max_rate=args.max_rate, watch_parent=not args.no_watch_parent)
+        max_rate=args.max_rate, watch_parent=not args.no_watch_parent, parent=parent)
     configure_logging(args.log_level)
     code: int = run_async(run_sidecar(config))
     return code

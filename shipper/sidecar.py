@@ -53,6 +53,9 @@ class SidecarConfig:
     max_lines: int = 20_000
     max_rate: float = 0.0
     watch_parent: bool = True
+    # The parent as the command line first saw it: read before anything slow, so that a
+    # parent dying while the sidecar starts up is still noticed.
+    parent: int = 0
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
@@ -279,12 +282,14 @@ async def run_sidecar(config: SidecarConfig) -> int:
         raise ShipperError(f"cannot listen on udp {host}:{port}: {exc.strerror}") from None
     recv.setblocking(False)
     transport, _ = await loop.create_datagram_endpoint(lambda: sidecar, sock=recv)
-    parent = os.getppid()
+    parent = config.parent or os.getppid()
+    # Already orphaned (adopted by init): whoever started the sidecar is gone.
+    orphaned = config.watch_parent and parent == 1
     log.info("shipper_started", listen=f"{host}:{port}",
              collector=f"{config.collector[0]}:{config.collector[1]}", key=config.key.label,
              stream=f"{sidecar.encoder.stream_id:016x}", parent=parent)
-    reason = "signal"
-    while not stop.is_set():
+    reason = "parent_gone" if orphaned else "signal"
+    while not orphaned and not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), _PARENT_CHECK)
         except TimeoutError:
