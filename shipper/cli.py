@@ -108,10 +108,13 @@ def _loadgen(args: argparse.Namespace) -> int:
         datagrams = encode_socket(lines, args.prefix)
     # The rate is in lines; a native datagram carries several.
     rate = args.rate * len(datagrams) / max(1, len(lines))
-    report = send_paced(datagrams, (host, port), rate, duration=args.duration)
+    # Pacing takes `duration` for rate*duration lines; the bound leaves room to finish.
+    bound = args.duration * 1.2 + 0.5 if not args.count else args.duration
+    report = send_paced(datagrams, (host, port), rate, duration=bound)
     wire = sum(len(d) for d in datagrams[:report.sent])
-    print(f"sent {report.sent} datagrams ({wire} bytes) in {report.seconds:.2f}s "
-          f"({report.rate:.0f}/s), {report.errors} send errors")
+    sent_lines = round(len(lines) * report.sent / max(1, len(datagrams)))
+    print(f"sent {report.sent} datagrams ({sent_lines} lines, {wire} bytes) in "
+          f"{report.seconds:.2f}s ({report.rate:.0f}/s), {report.errors} send errors")
     return 0
 
 
@@ -181,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="native datagram size limit")
     load.add_argument("--prefix", default="loadgen/web.1", help="APP/SOURCE prefix")
     load.add_argument("--rate", type=float, default=1000.0, help="lines per second")
-    load.add_argument("--duration", type=float, default=10.0, help="seconds (bound)")
+    load.add_argument("--duration", type=float, default=10.0,
+                      help="seconds of sending at --rate (stops at 1.2x that at the latest); "
+                      "with --count, the hard bound")
     load.add_argument("--count", type=int, default=0, help="lines (default rate*duration)")
     load.add_argument("--seed", type=int, default=1)
     load.set_defaults(func=_loadgen)
