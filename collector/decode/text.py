@@ -43,18 +43,7 @@ def split_lines(payload: bytes) -> tuple[list[str], int]:
 
 
 def _split_escaping(payload: bytes) -> tuple[list[str], int]:
-    lines: list[str] = []
-    escaped = 0
-    for part in payload.split(b"\n"):
-        raw = part.rstrip(b"\r")
-        if not raw:
-            continue
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            lines.append(raw.decode("utf-8", "backslashreplace"))
-            escaped += 1
-    return lines, escaped
+    return decode_lines([part.rstrip(b"\r") for part in payload.split(b"\n")])
 
 
 def decode_lines(raws: list[bytes]) -> tuple[list[str], int]:
