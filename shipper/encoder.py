@@ -84,9 +84,14 @@ class StreamEncoder:
         return datagram
 
 
+# The format allows 255 bytes; the sender keeps names short so that even the smallest
+# budget leaves room for lines.
+NAME_LIMIT = min(64, MAX_NAME)
+
+
 def clean_name(name: str | bytes | None) -> bytes:
-    """An app or source name as the plaintext carries it (at most 255 bytes)."""
+    """An app or source name as the sender puts it in the plaintext (cut at 64 bytes)."""
     if name is None:
         return b""
     raw = name.encode() if isinstance(name, str) else name
-    return raw[:MAX_NAME]
+    return raw[:NAME_LIMIT]

@@ -18,7 +18,7 @@ from collector.decode.crypto import encrypt, frame
 from collector.decode.native_wire import DEFAULT_BUDGET, NativeKey
 from collector.decode.text import split_socket_prefix
 from shipper.batcher import Batcher
-from shipper.encoder import StreamEncoder
+from shipper.encoder import StreamEncoder, clean_name
 
 _METHODS = ("GET", "GET", "GET", "GET", "POST", "PUT", "DELETE")
 _PATHS = ("/", "/api/v1/items", "/api/v1/items/{n}", "/login", "/static/app.{n}.js",
@@ -79,7 +79,7 @@ def encode_native(lines: Sequence[bytes], key: NativeKey, prefix: str | None = N
     encoder = encoder or StreamEncoder(key, budget)
     batcher = Batcher(encoder, max_lines=len(lines) + 1, max_bytes=1 << 62)
     for line in lines:
-        batcher.add(app or b"", source or b"", line.rstrip(b"\n"), stamp / 1e6)
+        batcher.add(clean_name(app), clean_name(source), line.rstrip(b"\n"), stamp / 1e6)
     return batcher.take(stamp / 1e6, force=True)
 
 

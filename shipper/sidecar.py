@@ -112,8 +112,8 @@ class Sidecar(asyncio.DatagramProtocol):
                 self._transport.sendto(READY_PONG, addr)
             return
         app, source, body = split_socket_prefix(data)
-        app = self._app if app is None else app
-        source = self._source if source is None else source
+        app = self._app if app is None else clean_name(app)
+        source = self._source if source is None else clean_name(source)
         now = time.time()
         for part in body.split(b"\n"):
             line = part.rstrip(b"\r")

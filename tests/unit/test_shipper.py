@@ -15,7 +15,7 @@ from collector.decode.native_wire import make_key
 from collector.decode.result import Lines
 from collector.errors import ConfigError
 from shipper.batcher import Batcher
-from shipper.encoder import StreamEncoder
+from shipper.encoder import StreamEncoder, clean_name
 from shipper.loadgen import encode_native, make_lines
 from shipper.uwsgi_config import ShipOptions, uwsgi_lines
 
@@ -167,3 +167,19 @@ def test_native_listener_keys(tmp_path: Path) -> None:
         load_config(write(tmp_path, f"key = {KEY.token}\nkey = {KEY.token}\n"), env={})
     with pytest.raises(ConfigError, match="shipper keygen"):
         load_config(write(tmp_path, ""), env={})
+
+
+def test_smallest_budget_with_longest_names_still_carries_lines() -> None:
+    """At the 256-byte minimum budget, names are cut so that lines, long ones in parts,
+    still fit."""
+    encoder = StreamEncoder(KEY, 256)
+    name = clean_name(b"n" * 300)
+    assert len(name) == 64
+    batcher = Batcher(encoder)
+    batcher.add(name, name, b"z" * 1000, NOW)
+    datagrams = batcher.take(NOW, force=True)
+    assert all(len(d) <= 256 for d in datagrams)
+    decoder = NativeDecoder([KEY])
+    got = [line for d in datagrams
+           for line in getattr(decoder.decode(d, "h", NOW), "lines", [])]
+    assert got == ["z" * 1000]
