@@ -79,6 +79,7 @@ class Sidecar(asyncio.DatagramProtocol):
         self.batcher = Batcher(self.encoder, config.delay, config.max_lines)
         self._unsent: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
         self._writer = False
         self._send_sock: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -121,14 +122,14 @@ class Sidecar(asyncio.DatagramProtocol):
                 self.batcher.add(app, source, line, now)
         self.pump()
 
-    def pump(self, force: bool = False) -> None:
+    def pump(self) -> None:
         """Send what is due; arm the timer for what is not; wait while blocked."""
         if not self._send_unsent():
             return
         now = time.time()
         if self.config.max_rate > 0:
             self._refill()
-        self._unsent = self.batcher.take(now, force=force)
+        self._unsent = self.batcher.take(now)
         if self._send_unsent():
             self._arm(self.batcher.deadline())
 
@@ -179,9 +180,13 @@ class Sidecar(asyncio.DatagramProtocol):
         self.pump()
 
     def _arm(self, when: float | None) -> None:
+        # Most lines join a batch whose deadline is already armed: keep that timer.
+        if self._timer is not None and when == self._timer_when:
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_when = when
         if when is None:
             return
         loop = asyncio.get_running_loop()
@@ -189,6 +194,7 @@ class Sidecar(asyncio.DatagramProtocol):
 
     def _fire(self) -> None:
         self._timer = None
+        self._timer_when = None
         self.pump()
 
     def _warn(self, event: str, **context: object) -> None:
