@@ -18,7 +18,6 @@ from collector.decode.native_wire import (
 from collector.decode.native_wire import (
     DEFAULT_BUDGET,
     MIN_BUDGET,
-    KeyTokenError,
     NativeKey,
     generate_key,
     parse_key_token,
@@ -40,8 +39,8 @@ def _key(args: argparse.Namespace) -> NativeKey:
         raise ShipperError("no key: set $LOG_KEY (or --key) to a token from `shipper keygen`")
     try:
         return parse_key_token(token)
-    except KeyTokenError as exc:
-        raise ShipperError(f"key: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"--key/$LOG_KEY: {exc.message}") from None
 
 
 def _address(value: str, option: str) -> tuple[str, int]:

@@ -29,7 +29,7 @@ from collector.config.units import (
     parse_size,
 )
 from collector.decode.crypto import ALGORITHMS
-from collector.decode.native_wire import KeyTokenError, parse_key_token
+from collector.decode.native_wire import parse_key_token
 from collector.errors import ConfigError, Location
 
 _FORMATS: tuple[Format, ...] = ("crypto", "socket", "native")
@@ -239,8 +239,8 @@ def _parse_keys(entries: list[Entry]) -> tuple[str, ...]:
     for entry in entries:
         try:
             key = parse_key_token(entry.value)
-        except KeyTokenError as exc:
-            raise ConfigError(str(exc), entry.location) from None
+        except ConfigError as exc:
+            raise ConfigError(exc.message, entry.location) from None
         if key.key_id in seen:
             raise ConfigError(f"key id {key.key_id:08x} is already given at {seen[key.key_id]}",
                               entry.location)

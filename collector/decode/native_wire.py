@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from collector.errors import ConfigError
+
 VERSION: Final = 1
 HEADER = struct.Struct(">BBHIQQQ")
 HEADER_SIZE: Final = HEADER.size  # 32
@@ -59,10 +61,6 @@ ALGORITHMS: Final = ("aes256gcm", "chacha20poly1305")
 _KEY_ID_LABEL: Final = b"uwsgi-logship key id v1\0"
 _STREAM_KEY_LABEL: Final = b"uwsgi-logship stream key v1\0"
 _NONCE_PAD: Final = b"\0\0\0\0"
-
-
-class KeyTokenError(ValueError):
-    """A key token that cannot be used; the message says why (never the key)."""
 
 
 def key_id_for(algo: str, secret: bytes) -> int:
@@ -95,9 +93,9 @@ class NativeKey:
 def make_key(algo: str, secret: bytes) -> NativeKey:
     """A key from its parts (keygen, tests)."""
     if algo not in ALGORITHMS:
-        raise KeyTokenError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
+        raise ConfigError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
     if len(secret) != KEY_SIZE:
-        raise KeyTokenError(f"a key is {KEY_SIZE} bytes, not {len(secret)}")
+        raise ConfigError(f"a key is {KEY_SIZE} bytes, not {len(secret)}")
     return NativeKey(algo, secret, key_id_for(algo, secret))
 
 
@@ -107,24 +105,25 @@ def generate_key(algo: str = "aes256gcm") -> NativeKey:
 
 
 def parse_key_token(token: str) -> NativeKey:
-    """Read a `shipper keygen` token; KeyTokenError says what is wrong with it."""
+    """Read a `shipper keygen` token; a ConfigError says what is wrong with it (never
+    showing the key)."""
     parts = token.strip().split(".")
     if len(parts) != 4 or parts[0] != TOKEN_PREFIX:
-        raise KeyTokenError(f"not a key token: expected {TOKEN_PREFIX}.ALGO.KEYID.KEY "
+        raise ConfigError(f"not a key token: expected {TOKEN_PREFIX}.ALGO.KEYID.KEY "
                             "(make one with `shipper keygen`)")
     _, algo, key_id_text, encoded = parts
     if algo not in ALGORITHMS:
-        raise KeyTokenError(f"unknown algorithm {algo!r} in key token; "
+        raise ConfigError(f"unknown algorithm {algo!r} in key token; "
                             f"use one of {', '.join(ALGORITHMS)}")
     try:
         key_id = int(key_id_text, 16)
         secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
     except (ValueError, binascii.Error):
-        raise KeyTokenError("key token is damaged (bad key id or key encoding)") from None
+        raise ConfigError("key token is damaged (bad key id or key encoding)") from None
     if len(key_id_text) != 8 or len(secret) != KEY_SIZE:
-        raise KeyTokenError("key token is damaged (wrong key id or key length)")
+        raise ConfigError("key token is damaged (wrong key id or key length)")
     if key_id_for(algo, secret) != key_id:
-        raise KeyTokenError("key token is damaged (its key id does not match its key)")
+        raise ConfigError("key token is damaged (its key id does not match its key)")
     return NativeKey(algo, secret, key_id)
 
 

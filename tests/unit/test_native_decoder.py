@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from collector.decode.native import NativeDecoder
 from collector.decode.native_wire import (
     HEADER_SIZE,
-    KeyTokenError,
     NativeKey,
     generate_key,
     make_key,
     parse_key_token,
 )
 from collector.decode.result import Decoded, Dropped, Lines
+from collector.errors import ConfigError
 from shipper.batcher import Batcher
 from shipper.encoder import StreamEncoder
 
@@ -303,7 +303,7 @@ def test_key_tokens() -> None:
                 f"{prefix}.{algo}.{key_id}.{encoded[:-2]}",
                 f"{prefix}.{algo}.{key_id}.{encoded[:5]}{swapped}{encoded[6:]}",
                 f"{prefix}.aes256gcm.{key_id}.{encoded}"):
-        with pytest.raises(KeyTokenError):
+        with pytest.raises(ConfigError):
             parse_key_token(bad)
 
 
