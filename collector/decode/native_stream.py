@@ -50,8 +50,10 @@ class StreamTracker:
 
     def __init__(self, first_seq: int, window: int, wait: float) -> None:
         self.next_seq = first_seq - min(first_seq, REJOIN_MARGIN)
-        # The line index expected next; unknown when joining a stream part-way.
-        self.next_line: int | None = 0 if self.next_seq == 0 else None
+        # The line index expected next: unknown unless the stream's very first datagram
+        # came first (a collector that restarts must not count what its predecessor
+        # stored as lost).
+        self.next_line: int | None = 0 if first_seq == 0 else None
         # Datagrams above a gap: seq -> (first line, end line).
         self.pending: dict[int, tuple[int, int]] = {}
         self._heap: list[int] = []
