@@ -21,7 +21,7 @@ from shipper.encoder import StreamEncoder
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_udp_port, wait_for
 from tests.support.send import send
-from tests.support.shipper_proc import SidecarProcess, shipper, shipper_env
+from tests.support.shipper_proc import SidecarProcess, gone, shipper, shipper_env
 
 pytestmark = pytest.mark.e2e
 
@@ -178,7 +178,8 @@ def test_a_lost_datagram_shows_in_tail_and_metrics(collector: CollectorProcess) 
     last = datagrams(encoder, ["later"])
     port = collector.port("native")
     send(first + middle, port)
-    time.sleep(1.3)
+    # The gap becomes final once `after` has waited a second for the missing datagram.
+    time.sleep(1.5)
     send(last, port)
     metrics = collector.wait_metrics(
         lambda m: metric(m, "collector_lines_lost_total", listener="native", app="shop",
@@ -205,8 +206,7 @@ def test_sidecar_exits_when_its_parent_is_killed(collector: CollectorProcess) ->
         assert shipper("ready", "--listen", f"127.0.0.1:{port}").stderr == ""
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        wait_for(lambda: not psutil.pid_exists(child.pid) or
-                 child.status() == psutil.STATUS_ZOMBIE, 10, "the orphaned sidecar to exit")
+        wait_for(lambda: gone(child), 10, "the orphaned sidecar to exit")
     finally:
         if parent.poll() is None:
             parent.kill()

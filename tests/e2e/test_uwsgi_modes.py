@@ -13,7 +13,7 @@ import pytest
 from collector.decode.native_wire import generate_key
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_udp_port, wait_for
-from tests.support.shipper_proc import shipper, shipper_env
+from tests.support.shipper_proc import gone, shipper, shipper_env
 from tests.support.uwsgi_proc import UwsgiProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi]
@@ -80,8 +80,7 @@ def test_uwsgi_config_output_ships_with_a_real_uwsgi(
     if mode == "native":
         (sidecar,) = sidecars_of(uwsgi)
         uwsgi.stop()
-        wait_for(lambda: not sidecar.is_running() or sidecar.status() == psutil.STATUS_ZOMBIE,
-                 10, "the sidecar to stop with uWSGI")
+        wait_for(lambda: gone(sidecar), 10, "the sidecar to stop with uWSGI")
         shipped = collector.cli("tail", "-n", "1000", "--app", "shop").stdout
         # uWSGI logs the daemon's command line; the key is not on it.
         assert '[uwsgi-daemons] spawning "shipper run' in shipped

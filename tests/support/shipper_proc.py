@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from tests.support.net import free_udp_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -26,6 +28,14 @@ def shipper(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0
     """Run `shipper ARGS` to completion."""
     return subprocess.run([sys.executable, "-m", "shipper", *args], env=env or shipper_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def gone(process: psutil.Process) -> bool:
+    """Whether a process has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @dataclass
