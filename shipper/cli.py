@@ -71,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--collector HOST:PORT (or $LOG_COLLECTOR) is required")
     if args.budget < MIN_BUDGET:
         raise ConfigError(f"--budget must be at least {MIN_BUDGET} bytes")
+    if args.max_queue < 1 or args.delay_ms < 0 or args.max_rate < 0:
+        raise ConfigError("--max-queue must be at least 1, --delay-ms and --max-rate at "
+                          "least 0")
     config = SidecarConfig(
         listen=_address(args.listen, "--listen"), collector=_address(collector, "--collector"),
         key=_key(args), app=args.app, source=args.source or os.environ.get("DYNO"),
