@@ -7,7 +7,7 @@ from a separate process, which pre-encrypts everything before it starts sending.
 is zero-loss when every line sent was committed to the store (and, for native, the
 collector counted no line lost). Rates go up until two in a row miss.
 
-    .venv/bin/python bench/native.py                      # about two minutes
+    .venv/bin/python bench/native.py                      # two to three minutes
     .venv/bin/python bench/native.py --duration 3 --crypto-rates 50000 75000
 """
 
@@ -114,11 +114,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per rate")
     parser.add_argument("--crypto-rates", type=float, nargs="+",
-                        default=[20_000, 30_000, 40_000, 50_000, 60_000, 75_000, 90_000,
-                                 110_000])
+                        default=[20_000, 25_000, 30_000, 35_000, 40_000, 50_000, 60_000,
+                                 75_000, 90_000, 110_000])
     parser.add_argument("--native-rates", type=float, nargs="+",
-                        default=[60_000, 90_000, 120_000, 150_000, 180_000, 225_000,
-                                 270_000, 330_000])
+                        default=[60_000, 75_000, 90_000, 105_000, 120_000, 150_000,
+                                 180_000, 225_000, 270_000, 330_000])
     args = parser.parse_args()
     print(f"# native vs crypto: {env_note()}; {args.duration:g} s per rate")
     print(f"{'format':>7} {'rate/s':>9} {'lines':>9} {'dgrams':>9} {'stored%':>8} "
