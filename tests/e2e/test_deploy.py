@@ -86,6 +86,7 @@ def test_heroku_layout_boots_ships_and_stops_on_sigterm(
         assert status.stdout.strip() == "200"
 
         def shipped() -> list[dict[str, Any]]:
+            """The app's records at the collector, once the request line is among them."""
             done = collector.cli("tail", "--json", "-n", "1000", "--app", "myapp")
             found = [json.loads(line) for line in done.stdout.splitlines() if line]
             return found if any(r.get("path") == "/hello" for r in found) else []

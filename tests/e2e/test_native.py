@@ -117,6 +117,7 @@ def test_drop_oldest_reaches_the_collector_as_a_marker(
     assert sidecar.stop() == 0
 
     def settled(metrics: dict[str, float]) -> bool:
+        """Every line is stored or counted dropped."""
         lost = metric(metrics, "collector_lines_lost_total", listener="native", app="shop",
                       source="web.1")
         stored = metric(metrics, "collector_lines_accepted_total", listener="native")

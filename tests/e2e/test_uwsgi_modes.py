@@ -70,6 +70,7 @@ def test_uwsgi_config_output_ships_with_a_real_uwsgi(
     assert uwsgi.get(f"/{mode}?x=1") == 200
 
     def requests() -> list[dict[str, Any]]:
+        """The request line this test made, once it is at the collector."""
         out = collector.cli("tail", "--json", "-n", "1000", "--app", "shop")
         found = [json.loads(line) for line in out.stdout.splitlines() if line]
         return [r for r in found if r.get("path") == f"/{mode}?x=1"]
