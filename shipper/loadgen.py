@@ -70,14 +70,12 @@ def encode_socket(lines: Sequence[bytes], prefix: str | None = None) -> list[byt
 
 
 def encode_native(lines: Sequence[bytes], key: NativeKey, prefix: str | None = None, *,
-                  budget: int = DEFAULT_BUDGET, micros: int | None = None,
-                  encoder: StreamEncoder | None = None) -> list[bytes]:
+                  budget: int = DEFAULT_BUDGET, micros: int | None = None) -> list[bytes]:
     """Native datagrams for `lines`, batched as the sidecar batches at its default
     (as many lines as fit the budget), stamped `micros` (default: now)."""
     stamp = time.time_ns() // 1000 if micros is None else micros
     app, source, _ = split_socket_prefix((prefix or "").encode() + b":")
-    encoder = encoder or StreamEncoder(key, budget)
-    batcher = Batcher(encoder, max_lines=len(lines) + 1, max_bytes=1 << 62)
+    batcher = Batcher(StreamEncoder(key, budget), max_lines=len(lines) + 1, max_bytes=1 << 62)
     for line in lines:
         batcher.add(clean_name(app), clean_name(source), line.rstrip(b"\n"), stamp / 1e6)
     return batcher.take(stamp / 1e6, force=True)
