@@ -26,6 +26,21 @@ algo = aes-256-cbc
 secret = $(SECRET_256)
 app = fallback
 
+[listener:crypto256iv]
+udp = 127.0.0.1:{port:c256iv}
+format = crypto
+algo = aes-256-cbc
+secret = $(SECRET_256)
+iv = 0123456789abcdef
+app = fallback
+
+[listener:crypto128]
+udp = 127.0.0.1:{port:c128bare}
+format = crypto
+algo = aes-128-cbc
+secret = $(SECRET_128)
+app = fallback
+
 [listener:crypto128iv]
 udp = 127.0.0.1:{port:c128}
 format = crypto
@@ -50,7 +65,7 @@ def tail_json(collector: CollectorProcess, *args: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def collector(new_collector: Callable[..., CollectorProcess]) -> CollectorProcess:
-    """A collector with an aes-256 listener, an aes-128 listener with an iv, and a socket
+    """A collector with aes-256 and aes-128 listeners, with and without an iv, and a socket
     listener."""
     made = new_collector(config=CONFIG, env={"SECRET_128": SECRET_128,
                                              "SECRET_256": SECRET_256})
@@ -63,17 +78,22 @@ def collector(new_collector: Callable[..., CollectorProcess]) -> CollectorProces
      + ",prefix=shop/web.1", "shop", "web.1"),
     ("crypto:addr=127.0.0.1:{c256},algo=aes-256-cbc,secret=" + SECRET_256,
      "fallback", "uwsgi"),
+    ("crypto:addr=127.0.0.1:{c256iv},algo=aes-256-cbc,secret=" + SECRET_256
+     + ",iv=0123456789abcdef,prefix=shop/web.2", "shop", "web.2"),
     ("crypto:addr=127.0.0.1:{c128},algo=aes-128-cbc,secret=" + SECRET_128
      + ",iv=1234,prefix=api/worker.2", "api", "worker.2"),
+    ("crypto:addr=127.0.0.1:{c128bare},algo=aes-128-cbc,secret=" + SECRET_128
+     + ",prefix=api/worker.3", "api", "worker.3"),
     ("socket:127.0.0.1:{plain},blog/web.3:", "blog", "web.3"),
-], ids=["aes256-prefix", "aes256-bare", "aes128-iv-prefix", "socket-prefix"])
+], ids=["aes256-prefix", "aes256-bare", "aes256-iv-prefix", "aes128-iv-prefix",
+        "aes128-prefix", "socket-prefix"])
 def test_requests_reach_tail_with_fields(collector: CollectorProcess,
                                           new_uwsgi: Callable[..., UwsgiProcess],
                                           logger: str, app: str, source: str) -> None:
     """Each request the app serves appears once in tail output, parsed, under the app and
     source the logger's prefix names (or the listener's defaults without one)."""
-    ports = {"c256": collector.port("c256"), "c128": collector.port("c128"),
-             "plain": collector.port("plain")}
+    ports = {name: collector.port(name)
+             for name in ("c256", "c256iv", "c128", "c128bare", "plain")}
     uwsgi = new_uwsgi(lines=[f"logger = {logger.format(**ports)}"])
     uwsgi.start()
     assert uwsgi.get("/hello?x=1") == 200

@@ -1,0 +1,1 @@
+"""Conditions: pure recognisers of the uWSGI lines and patterns that raise alarms."""

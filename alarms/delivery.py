@@ -1,0 +1,289 @@
+"""The dispatcher: fired notifications into the outbox, then out through their notifiers.
+
+`submit` (called by the engine on the event loop) only queues. A persister task writes what
+was queued to the outbox in one transaction and only then schedules it, so nothing is sent
+that a crash could forget. A scheduler task starts each due attempt as its own task, gated
+by a semaphore per alarm instance (`alarm-concurrency`) and a global cap: a slow webhook
+holds its own lane, never another alarm's mail. A failed attempt is rescheduled with
+backoff and jitter (alarms.retry) or, when retries are used up or the failure is permanent,
+kept as a dead letter until someone retries it.
+
+Each attempt is one task and its one catch point: whatever a notifier raises is recorded
+against that entry, logged once for it, and counted; the dispatcher goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from alarms.notification import Notification
+from alarms.notifiers.base import Notifier
+from alarms.outbox.base import Entry, Outbox
+from alarms.retry import next_attempt
+from alarms.spec import RetryPolicy
+from collector.errors import NotifierError, StoreError
+from collector.metrics import DELIVERY_BUCKETS, Histogram
+
+log = structlog.get_logger("alarms.delivery")
+
+Key = tuple[str, str]  # (app, alarm)
+_STORE_RETRY = 1.0
+
+
+@dataclass
+class LaneFigures:
+    """Delivery counts of one alarm instance, for /metrics."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+class Dispatcher:
+    """See the module docstring."""
+
+    def __init__(self, outbox: Outbox, notifiers: Mapping[Key, Notifier],
+                 policies: Mapping[str, RetryPolicy], *, max_in_flight: int = 64,
+                 clock: Callable[[], float] = time.time,
+                 draw: Callable[[], float] = random.random) -> None:
+        self._outbox = outbox
+        self._notifiers = dict(notifiers)
+        self._policies = dict(policies)
+        self._default_policy = RetryPolicy()
+        self._clock = clock
+        self._draw = draw
+        self._global = asyncio.Semaphore(max_in_flight)
+        self._lanes: dict[Key, asyncio.Semaphore] = {}
+        self._incoming: list[Notification] = []
+        self._persisting = 0  # notifications being written right now
+        self._persist_wake = asyncio.Event()
+        self._persisted = asyncio.Event()
+        self._schedule_wake = asyncio.Event()
+        # Pending entries by id (scheduled or in flight); the heap holds (due, seq, id) and
+        # may keep stale items for entries since rescheduled, skipped when popped.
+        self._pending: dict[str, Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self.figures: dict[Key, LaneFigures] = {}
+        self.plugins: dict[Key, str] = {key: n.plugin for key, n in self._notifiers.items()}
+        self.latency: dict[str, Histogram] = {}
+        self.errors: Counter[str] = Counter()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self, pending: Iterable[Entry]) -> None:
+        """Schedule what the outbox still holds, and start the persister and scheduler."""
+        for entry in pending:
+            self._pending[entry.id] = entry
+            self._push(entry)
+        self._workers = [asyncio.create_task(self._persist_loop(), name="alarm-persister"),
+                         asyncio.create_task(self._schedule_loop(), name="alarm-scheduler")]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Persist what was submitted, give attempts in flight `grace` seconds, then stop.
+
+        An attempt cut short stays pending in the outbox and is sent again after a restart
+        (with the same id, so a receiver can tell it has it already).
+        """
+        if self._incoming or self._persisting:
+            self._persist_wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), grace)
+        if self._incoming or self._persisting:
+            log.error("alarm_outbox_unwritten", count=len(self._incoming) + self._persisting,
+                      note="the outbox could not be written before shutdown")
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _drained(self) -> None:
+        while self._incoming or self._persisting:
+            self._persisted.clear()
+            await self._persisted.wait()
+
+    # -- intake ----------------------------------------------------------------------
+
+    def submit(self, notification: Notification) -> None:
+        """Queue a fired notification (called on the event loop; never blocks)."""
+        self._incoming.append(notification)
+        self._persist_wake.set()
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await self._persist_wake.wait()
+            self._persist_wake.clear()
+            batch, self._incoming = self._incoming, []
+            if not batch:
+                continue
+            now = self._clock()
+            self._persisting = len(batch)
+            try:
+                await self._outbox.add(batch, now)
+            except StoreError as exc:
+                self._persisting = 0
+                # Kept in memory and written again shortly; not sent before it is kept.
+                self.errors["outbox_write"] += 1
+                log.error("alarm_outbox_write_failed", error=str(exc), count=len(batch),
+                          retry_in=_STORE_RETRY)
+                self._incoming[:0] = batch
+                await asyncio.sleep(_STORE_RETRY)
+                self._persist_wake.set()
+                continue
+            self._persisting = 0
+            for notification in batch:
+                entry = Entry(notification, next_attempt=now, updated_at=now)
+                self._pending[entry.id] = entry
+                self._push(entry)
+            self._persisted.set()
+
+    def _push(self, entry: Entry) -> None:
+        heapq.heappush(self._heap, (entry.next_attempt, next(self._seq), entry.id))
+        self._schedule_wake.set()
+
+    async def _schedule_loop(self) -> None:
+        heap = self._heap
+        while True:
+            self._schedule_wake.clear()
+            now = self._clock()
+            while heap and heap[0][0] <= now:
+                due, _, entry_id = heapq.heappop(heap)
+                entry = self._pending.get(entry_id)
+                if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
+                    continue
+                self._in_flight.add(entry_id)
+                task = asyncio.create_task(self._attempt(entry))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            wait = heap[0][0] - now if heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._schedule_wake.wait(), wait)
+
+    # -- one attempt -----------------------------------------------------------------
+
+    def _lane(self, key: Key, policy: RetryPolicy) -> asyncio.Semaphore:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = asyncio.Semaphore(policy.concurrency)
+        return lane
+
+    async def _attempt(self, entry: Entry) -> None:
+        notification = entry.notification
+        key = (notification.app, notification.alarm)
+        policy = self._policies.get(notification.app, self._default_policy)
+        figures = self.figures.setdefault(key, LaneFigures())
+        try:
+            notifier = self._notifiers.get(key)
+            if notifier is None:
+                await self._fail(entry, policy, figures, NotifierError(
+                    f"alarm {notification.alarm!r} is no longer configured for app "
+                    f"{notification.app!r}", permanent=True))
+                return
+            async with self._lane(key, policy), self._global:
+                try:
+                    # The notifiers time out on their own; this bound only catches one that
+                    # would not, so a lane can never be held forever.
+                    async with asyncio.timeout(policy.timeout + 5.0):
+                        outcome = await notifier.send(notification)
+                except NotifierError as exc:
+                    await self._fail(entry, policy, figures, exc)
+                    return
+                except TimeoutError:
+                    await self._fail(entry, policy, figures, NotifierError(
+                        f"no answer within {policy.timeout + 5.0:g} s"))
+                    return
+                except Exception as exc:
+                    log.exception("alarm_notifier_crashed", alarm=notification.alarm,
+                                  app=notification.app, plugin=notifier.plugin)
+                    await self._fail(entry, policy, figures, NotifierError(
+                        f"internal error: {type(exc).__name__}: {exc}"))
+                    return
+            await self._delivered(entry, outcome, figures)
+        finally:
+            self._in_flight.discard(entry.id)
+
+    async def _delivered(self, entry: Entry, outcome: str, figures: LaneFigures) -> None:
+        now = self._clock()
+        entry.attempts += 1
+        entry.state, entry.outcome, entry.delivered_at, entry.updated_at = (
+            "delivered", outcome, now, now)
+        self._pending.pop(entry.id, None)
+        figures.delivered += 1
+        notification = entry.notification
+        self.latency.setdefault(notification.plugin, Histogram(DELIVERY_BUCKETS)).observe(
+            max(0.0, now - (notification.created_at or now)))
+        log.info("alarm_delivered", id=entry.id, alarm=notification.alarm,
+                 app=notification.app, plugin=notification.plugin, outcome=outcome,
+                 attempts=entry.attempts)
+        await self._record(entry, self._outbox.delivered)
+
+    async def _fail(self, entry: Entry, policy: RetryPolicy, figures: LaneFigures,
+                    error: NotifierError) -> None:
+        now = self._clock()
+        entry.attempts += 1
+        entry.last_error = str(error)
+        entry.updated_at = now
+        due = next_attempt(entry.attempts, error.permanent, policy, now, self._draw())
+        notification = entry.notification
+        context = {"id": entry.id, "alarm": notification.alarm, "app": notification.app,
+                   "plugin": notification.plugin, "error": entry.last_error,
+                   "attempts": entry.attempts}
+        if due is None:
+            entry.state = "dead"
+            self._pending.pop(entry.id, None)
+            figures.dead += 1
+            log.error("alarm_dead", **context,
+                      note="kept as a dead letter; `collector alarms retry` sends it again")
+        else:
+            entry.next_attempt = due
+            figures.retried += 1
+            # Once per entry: an outage must not turn into one log line per retry.
+            (log.warning if entry.attempts == 1 else log.debug)(
+                "alarm_delivery_failed", **context, retry_in=round(due - now, 3))
+        await self._record(entry, self._outbox.failed)
+        if due is not None:
+            self._push(entry)
+
+    async def _record(self, entry: Entry, step: Callable[[Entry], Awaitable[None]]) -> None:
+        try:
+            await step(entry)
+        except StoreError as exc:
+            # The delivery itself happened (or failed) regardless; at worst a restart sends
+            # it once more, with the same id.
+            self.errors["outbox_update"] += 1
+            log.error("alarm_outbox_update_failed", id=entry.id, error=str(exc))
+
+    # -- operator actions ------------------------------------------------------------
+
+    async def retry(self, ids: list[str] | None) -> list[Entry]:
+        """Dead letters (those named, or all) back to pending, due now."""
+        entries = await self._outbox.requeue(ids, self._clock())
+        for entry in entries:
+            self._pending[entry.id] = entry
+            self._push(entry)
+        return entries
+
+    def pending_counts(self) -> Counter[Key]:
+        """Pending entries per alarm instance (scheduled or in flight)."""
+        return Counter((e.notification.app, e.notification.alarm)
+                       for e in self._pending.values())

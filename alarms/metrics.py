@@ -1,0 +1,45 @@
+"""The alarms' figures as Prometheus families (built only when /metrics is scraped)."""
+
+from __future__ import annotations
+
+from alarms.delivery import Dispatcher
+from alarms.engine import AlarmEngine
+from collector.metrics import Family
+
+
+def families(engine: AlarmEngine, dispatcher: Dispatcher) -> list[Family]:
+    """Fired, suppressed, delivered, retried, dead and pending alarms per notifier."""
+    plugins = dispatcher.plugins
+    fired = Family("collector_alarms_fired_total", "counter",
+                   "Notifications raised, by app, alarm, plugin and condition.")
+    for (app, alarm, condition), count in sorted(engine.fired.items()):
+        fired.add(count, app=app, alarm=alarm, plugin=plugins.get((app, alarm), ""),
+                  condition=condition)
+    suppressed = Family("collector_alarms_suppressed_total", "counter",
+                        "Messages alarm-freq held back (counted in the next notification).")
+    for (app, alarm), count in sorted(engine.suppressed.items()):
+        suppressed.add(count, app=app, alarm=alarm, plugin=plugins.get((app, alarm), ""))
+    delivered = Family("collector_alarms_delivered_total", "counter",
+                       "Notifications delivered.")
+    retried = Family("collector_alarms_retried_total", "counter",
+                     "Failed attempts that were scheduled to be tried again.")
+    dead = Family("collector_alarms_dead_total", "counter",
+                  "Notifications given up on (kept as dead letters).")
+    for (app, alarm), figures in sorted(dispatcher.figures.items()):
+        labels = {"app": app, "alarm": alarm, "plugin": plugins.get((app, alarm), "")}
+        delivered.add(figures.delivered, **labels)
+        retried.add(figures.retried, **labels)
+        dead.add(figures.dead, **labels)
+    pending = Family("collector_alarms_pending", "gauge",
+                     "Notifications in the outbox waiting to be delivered.")
+    for (app, alarm), count in sorted(dispatcher.pending_counts().items()):
+        pending.add(count, app=app, alarm=alarm, plugin=plugins.get((app, alarm), ""))
+    latency = Family("collector_alarm_delivery_seconds", "histogram",
+                     "From an alarm firing to its delivery, retries included, by plugin.")
+    for plugin, histogram in sorted(dispatcher.latency.items()):
+        histogram.add_to(latency, plugin=plugin)
+    errors = Family("collector_alarms_outbox_errors_total", "counter",
+                    "Outbox writes that failed (retried), by step.")
+    for step, count in sorted(dispatcher.errors.items()):
+        errors.add(count, step=step)
+    return [fired, suppressed, delivered, retried, dead, pending, latency, errors]

@@ -1,0 +1,64 @@
+"""What a fired alarm becomes: a notification for one alarm instance, kept in the outbox."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def new_id() -> str:
+    """A notification id: time-ordered and unique (`msg_` + 48-bit ms + 80 random bits)."""
+    return f"msg_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+@dataclass
+class Notification:
+    """One alarm instance to be told about one event.
+
+    `count` is how many times the condition matched in this event (a rate's matches, a
+    listen queue's repeats); `suppressed` how many earlier messages alarm-freq held back for
+    this alarm since its last notification.
+    """
+
+    id: str
+    alarm: str
+    plugin: str
+    app: str
+    source: str
+    condition: str
+    message: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    count: int = 1
+    suppressed: int = 0
+    context: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+
+    def to_json(self) -> str:
+        """The outbox's stored form."""
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Notification:
+        """Inverse of `to_json`."""
+        return cls(**json.loads(text))
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook document (README: "Webhook payload")."""
+        return {
+            "id": self.id, "type": "uwsgi.alarm", "alarm": self.alarm, "app": self.app,
+            "source": self.source, "condition": self.condition, "message": self.message,
+            "facts": self.facts, "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "count": self.count, "suppressed": self.suppressed,
+        }
+
+    def text(self) -> str:
+        """The message as a command or plain-text receiver gets it: like uWSGI, the message
+        itself, with a note of held-back repeats when there were any."""
+        note = (f"\n[{self.suppressed} earlier messages to this alarm were suppressed by "
+                "alarm-freq]" if self.suppressed else "")
+        return self.message + note

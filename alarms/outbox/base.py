@@ -1,0 +1,84 @@
+"""The outbox interface: what the dispatcher needs of any backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from alarms.notification import Notification
+
+State = Literal["pending", "delivered", "dead"]
+STATES: tuple[State, ...] = ("pending", "delivered", "dead")
+
+
+@dataclass
+class Entry:
+    """A notification and where its delivery stands."""
+
+    notification: Notification
+    state: State = "pending"
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str | None = None
+    outcome: str | None = None
+    delivered_at: float | None = None
+    updated_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """The notification's id (the outbox key, and the webhook-id)."""
+        return self.notification.id
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as `GET /v1/alarms` shows it."""
+        n = self.notification
+        return {
+            "id": n.id, "alarm": n.alarm, "plugin": n.plugin, "app": n.app,
+            "source": n.source, "condition": n.condition, "message": n.message,
+            "facts": n.facts, "first_seen": n.first_seen, "last_seen": n.last_seen,
+            "count": n.count, "suppressed": n.suppressed, "created_at": n.created_at,
+            "state": self.state, "attempts": self.attempts,
+            "next_attempt": self.next_attempt if self.state == "pending" else None,
+            "last_error": self.last_error, "outcome": self.outcome,
+            "delivered_at": self.delivered_at,
+        }
+
+
+class Outbox(Protocol):
+    """Durable notification storage. `add` returns only once the notifications would
+    survive the collector being killed; each later call records one step of a delivery."""
+
+    async def open(self) -> list[Entry]:
+        """Open or create; return the pending entries (to be sent again after a restart)."""
+        ...
+
+    async def add(self, notifications: Sequence[Notification], now: float) -> None:
+        """Keep new notifications as pending, due at once."""
+        ...
+
+    async def delivered(self, entry: Entry) -> None:
+        """Record a successful delivery (entry.outcome, entry.delivered_at set)."""
+        ...
+
+    async def failed(self, entry: Entry) -> None:
+        """Record a failed attempt: still pending with `next_attempt`, or dead."""
+        ...
+
+    async def requeue(self, ids: Sequence[str] | None, now: float) -> list[Entry]:
+        """Dead entries (those named, or all when `ids` is None) made pending again with
+        their attempts reset; returns them."""
+        ...
+
+    async def recent(self, state: State | None = None, app: str | None = None,
+                     limit: int = 100) -> list[Entry]:
+        """The newest entries first, optionally of one state and app."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Forget delivered entries created before `before`; how many."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and close."""
+        ...

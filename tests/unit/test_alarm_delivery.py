@@ -1,0 +1,200 @@
+"""The dispatcher with the real outbox, real notifiers, and a real HTTP receiver on
+loopback: retries with the same id, dead letters, lanes, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from alarms.delivery import Dispatcher
+from alarms.notification import Notification, new_id
+from alarms.notifiers.base import Notifier
+from alarms.notifiers.cmd import CmdNotifier
+from alarms.notifiers.webhook import WebhookNotifier
+from alarms.outbox.sqlite import SqliteOutbox
+from alarms.spec import RetryPolicy
+from collector.errors import NotifierError
+from tests.unit.alarm_support import Receiver
+
+FAST = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2, timeout=5.0, concurrency=1)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A running receiver."""
+    made = Receiver()
+    await made.start()
+    yield made
+    await made.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The HTTP client session notifiers share."""
+    async with aiohttp.ClientSession() as made:
+        yield made
+
+
+def fired(alarm: str = "hook", message: str = "GET / (HTTP/1.1 500)") -> Notification:
+    """A notification for app `shop`."""
+    return Notification(id=new_id(), alarm=alarm, plugin="webhook", app="shop",
+                        source="web.1", condition="log", message=message, created_at=1.0)
+
+
+async def settle(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait (bounded) until `check()` is true."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the dispatcher")
+        await asyncio.sleep(0.01)
+
+
+async def start(tmp_path: Path, notifiers: dict[tuple[str, str], Notifier]
+                ) -> tuple[Dispatcher, SqliteOutbox]:
+    """A dispatcher over a (re)opened outbox in tmp_path."""
+    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    pending = await outbox.open()
+    dispatcher = Dispatcher(outbox, notifiers, {"shop": FAST})
+    dispatcher.start(pending)
+    return dispatcher, outbox
+
+
+async def test_failures_are_retried_with_the_same_id_until_delivered(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """Two 500s, then success: three attempts, one webhook-id, state delivered."""
+    receiver.statuses = [500, 503]
+    hook = WebhookNotifier(receiver.url, session, 5.0)
+    dispatcher, outbox = await start(tmp_path, {("shop", "hook"): hook})
+    notification = fired()
+    dispatcher.submit(notification)
+    await settle(lambda: dispatcher.figures.get(("shop", "hook")) is not None
+                 and dispatcher.figures[("shop", "hook")].delivered == 1)
+    assert receiver.ids == [notification.id] * 3
+    (entry,) = await outbox.recent()
+    assert (entry.state, entry.attempts, entry.outcome) == ("delivered", 3, "HTTP 204")
+    assert entry.last_error == "HTTP 503"
+    assert dispatcher.figures[("shop", "hook")].retried == 2
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_permanent_failure_and_exhausted_retries_become_dead_letters(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """A 410 is dead at once; 500s are dead after `attempts`; retry() sends them again."""
+    receiver.statuses = [410, 500, 500, 500, 500]
+    hook = WebhookNotifier(receiver.url, session, 5.0)
+    dispatcher, outbox = await start(tmp_path, {("shop", "hook"): hook})
+    gone, failing = fired(message="one"), fired(message="two")
+    dispatcher.submit(gone)
+    await settle(lambda: len(receiver.ids) == 1)
+    dispatcher.submit(failing)
+    await settle(lambda: dispatcher.figures[("shop", "hook")].dead == 2)
+    dead = {e.id: e for e in await outbox.recent(state="dead")}
+    assert dead[gone.id].attempts == 1
+    assert dead[failing.id].attempts == FAST.attempts
+    assert dispatcher.pending_counts() == {}
+    retried = await dispatcher.retry(None)
+    assert {e.id for e in retried} == {gone.id, failing.id}
+    await settle(lambda: dispatcher.figures[("shop", "hook")].delivered == 2)
+    assert {e.state for e in await outbox.recent()} == {"delivered"}
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_a_slow_webhook_does_not_delay_another_alarm(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """Each alarm has its own lane: a command alarm fired after a stuck webhook is
+    delivered while the webhook is still waiting for its answer."""
+    receiver.delay = 3.0
+    out = tmp_path / "page.txt"
+    notifiers: dict[tuple[str, str], Notifier] = {
+        ("shop", "hook"): WebhookNotifier(receiver.url, session, 10.0),
+        ("shop", "page"): CmdNotifier(f"cat > {out}", 5.0)}
+    dispatcher, outbox = await start(tmp_path, notifiers)
+    dispatcher.submit(fired("hook", "first"))
+    await settle(lambda: len(receiver.ids) == 1)
+    dispatcher.submit(fired("page", "second"))
+    await settle(lambda: out.exists() and out.read_text() == "second")
+    assert ("shop", "hook") not in dispatcher.figures or \
+        dispatcher.figures[("shop", "hook")].delivered == 0
+    await dispatcher.stop(grace=0.1)
+    await outbox.close()
+
+
+async def test_pending_alarms_survive_a_restart_and_go_out_once(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """Submitted while the receiver is down, kept through a stop (even one that cuts the
+    persister short), then delivered exactly once by a new dispatcher."""
+    # Port 1 on loopback: nothing listens there, so every attempt is refused.
+    first, outbox = await start(tmp_path, {
+        ("shop", "hook"): WebhookNotifier("http://127.0.0.1:1/hook", session, 1.0)})
+    items = [fired(message=f"m{i}") for i in range(5)]
+    for item in items:
+        first.submit(item)
+    await first.stop(grace=2.0)
+    await outbox.close()
+
+    second, reopened = await start(tmp_path, {
+        ("shop", "hook"): WebhookNotifier(receiver.url, session, 5.0)})
+    await settle(lambda: len(receiver.ids) == 5)
+    await asyncio.sleep(0.3)  # nothing more arrives
+    assert sorted(receiver.ids) == sorted(i.id for i in items)
+    assert {e.state for e in await reopened.recent()} == {"delivered"}
+    await second.stop()
+    await reopened.close()
+
+
+async def test_an_alarm_no_longer_configured_is_a_dead_letter(tmp_path: Path) -> None:
+    """After a config change removed an alarm, its pending entries say so and stop."""
+    dispatcher, outbox = await start(tmp_path, {})
+    dispatcher.submit(fired("gone"))
+    await settle(lambda: ("shop", "gone") in dispatcher.figures
+                 and dispatcher.figures[("shop", "gone")].dead == 1)
+    (entry,) = await outbox.recent(state="dead")
+    assert "no longer configured" in (entry.last_error or "")
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_cmd_gets_the_message_on_stdin_and_facts_in_its_environment(
+        tmp_path: Path) -> None:
+    """cmd: runs /bin/sh -c COMMAND; the message is stdin, never part of the command line,
+    so shell syntax in a log line is inert."""
+    out = tmp_path / "out.json"
+    canary = tmp_path / "canary"
+    script = (f"{sys.executable} -c 'import json,os,sys; json.dump({{\"stdin\": "
+              f"sys.stdin.read(), \"env\": {{k: v for k, v in os.environ.items() "
+              f"if k.startswith(\"ALARM_\")}}}}, open(\"{out}\", \"w\"))'")
+    notifier = CmdNotifier(script, 5.0)
+    message = f"boom $(touch {canary}); touch {canary} `touch {canary}`"
+    notification = fired("page", message)
+    notification.suppressed = 2
+    assert await notifier.send(notification) == "exit 0"
+    got = json.loads(out.read_text())
+    assert got["stdin"] == notification.text()
+    assert got["stdin"].startswith(message)
+    assert not canary.exists()
+    env = got["env"]
+    assert (env["ALARM_NAME"], env["ALARM_APP"], env["ALARM_SOURCE"],
+            env["ALARM_CONDITION"], env["ALARM_ID"], env["ALARM_SUPPRESSED"]) == (
+        "page", "shop", "web.1", "log", notification.id, "2")
+
+
+async def test_cmd_failures_carry_exit_code_and_timeouts_kill_the_group(
+        tmp_path: Path) -> None:
+    """A non-zero exit is a failure naming the code and the last stderr line; a command
+    that outlives its timeout is killed with its children."""
+    with pytest.raises(NotifierError, match="exit 3: nope"):
+        await CmdNotifier("echo nope >&2; exit 3", 5.0).send(fired("page"))
+    marker = tmp_path / "late"
+    with pytest.raises(NotifierError, match="timed out"):
+        await CmdNotifier(f"sleep 1.5 && touch {marker}", 0.3).send(fired("page"))
+    await asyncio.sleep(1.8)
+    assert not marker.exists()
