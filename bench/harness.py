@@ -58,10 +58,12 @@ def wait_until(check: Callable[[], bool], timeout: float) -> bool:
 
 @dataclass
 class Collector:
-    """`collector serve` in a temporary directory, with one crypto listener."""
+    """`collector serve` in a temporary directory, with one listener: crypto unless
+    `listener` gives the lines of another (after `udp =`)."""
 
     secret: str = "benchmark-secret-aes-256-cbc-key"
     extra: str = ""
+    listener: str = ""
     udp_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
     http_port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
@@ -75,10 +77,11 @@ class Collector:
     def start(self) -> None:
         """Write the config, start, wait for /healthz."""
         config = self.workdir / "collector.ini"
+        listener = self.listener or f"format = crypto\nsecret = {self.secret}"
         config.write_text(
             f"[collector]\ndata-dir = {self.data_dir}\nhttp = 127.0.0.1:{self.http_port}\n"
             f"log-level = warning\n\n[listener:bench]\nudp = 127.0.0.1:{self.udp_port}\n"
-            f"format = crypto\nsecret = {self.secret}\n{self.extra}\n")
+            f"{listener}\n{self.extra}\n")
         with (self.workdir / "collector.log").open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "collector", "serve", "--config", str(config)],

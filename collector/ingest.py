@@ -82,6 +82,9 @@ class Ingest:
         app = decoded.app or origin.app
         source = decoded.source or origin.source
         markers, lines = decoded.markers, decoded.lines
+        if not markers and not lines:
+            # A datagram can carry nothing to store yet (one part of a long line).
+            return True
         next_id = self._ids.take(len(markers) + len(lines))
         emitted, fmt = decoded.emitted_at, origin.format
         records: list[Record] = []

@@ -15,6 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from collector.decode.crypto import encrypt, frame
+from collector.decode.native_wire import DEFAULT_BUDGET, NativeKey
+from collector.decode.text import split_socket_prefix
+from shipper.batcher import Batcher
+from shipper.encoder import StreamEncoder, clean_name
 
 _METHODS = ("GET", "GET", "GET", "GET", "POST", "PUT", "DELETE")
 _PATHS = ("/", "/api/v1/items", "/api/v1/items/{n}", "/login", "/static/app.{n}.js",
@@ -63,6 +67,18 @@ def encode_socket(lines: Sequence[bytes], prefix: str | None = None) -> list[byt
     """One logsocket datagram per line, with the `APP/SOURCE:` prefix when given."""
     head = (prefix + ":").encode() if prefix else b""
     return [head + line for line in lines]
+
+
+def encode_native(lines: Sequence[bytes], key: NativeKey, prefix: str | None = None, *,
+                  budget: int = DEFAULT_BUDGET, micros: int | None = None) -> list[bytes]:
+    """Native datagrams for `lines`, batched as the sidecar batches at its default
+    (as many lines as fit the budget), stamped `micros` (default: now)."""
+    stamp = time.time_ns() // 1000 if micros is None else micros
+    app, source, _ = split_socket_prefix((prefix or "").encode() + b":")
+    batcher = Batcher(StreamEncoder(key, budget), max_lines=len(lines) + 1, max_bytes=1 << 62)
+    for line in lines:
+        batcher.add(clean_name(app), clean_name(source), line.rstrip(b"\n"), stamp / 1e6)
+    return batcher.take(stamp / 1e6, force=True)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from collector.config.units import (
     parse_size,
 )
 from collector.decode.crypto import ALGORITHMS
+from collector.decode.native_wire import parse_key_token
 from collector.errors import ConfigError, Location
 
 _FORMATS: tuple[Format, ...] = ("crypto", "socket", "native")
@@ -220,7 +221,7 @@ def _build_listener(section: Section, name: str) -> ListenerConfig:
     return ListenerConfig(
         name=name, host=host, port=port, format=fmt, app=app, source=source,
         secrets=tuple(_parse_secret(x, algo, iv, None) for x in secret_entries),
-        keys=tuple(_text(x.value, x.location) for x in key_entries),
+        keys=_parse_keys(key_entries),
         allow=allow or LOOPBACK_NETWORKS,
         max_skew=_value(e, "max-skew", 300.0, parse_duration),
         max_datagram=_value(e, "max-datagram", 65507,
@@ -230,6 +231,21 @@ def _build_listener(section: Section, name: str) -> ListenerConfig:
         replay_window=_value(e, "replay-window", 65536, parse_int),
         location=section.location,
     )
+
+
+def _parse_keys(entries: list[Entry]) -> tuple[str, ...]:
+    """Check each `key = ` token now, so a mistyped key fails at load with its line."""
+    seen: dict[int, Location] = {}
+    for entry in entries:
+        try:
+            key = parse_key_token(entry.value)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, entry.location) from None
+        if key.key_id in seen:
+            raise ConfigError(f"key id {key.key_id:08x} is already given at {seen[key.key_id]}",
+                              entry.location)
+        seen[key.key_id] = entry.location
+    return tuple(entry.value.strip() for entry in entries)
 
 
 def _only_for(fmt: Format, wanted: Format, entries: list[Entry]) -> None:

@@ -8,14 +8,11 @@ listener's default app.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 
 from collector.config.model import Network
 from collector.decode.result import Decoded, Dropped, Lines
-from collector.decode.text import SOCKET_PREFIX, split_lines
-
-_PREFIX_BYTES = re.compile(SOCKET_PREFIX.pattern.encode())
+from collector.decode.text import split_lines, split_socket_prefix
 
 
 class AllowList:
@@ -44,13 +41,9 @@ class AllowList:
 
 def parse_socket_payload(data: bytes) -> Decoded:
     """Read the optional `APP/SOURCE:` prefix and split the rest into lines."""
-    app = source = None
-    body = data
-    match = _PREFIX_BYTES.match(data)
-    if match:
-        app = match.group(1).decode()
-        source = match.group(2).decode()
-        body = data[match.end():]
+    raw_app, raw_source, body = split_socket_prefix(data)
+    app = raw_app.decode() if raw_app is not None else None
+    source = raw_source.decode() if raw_source is not None else None
     if b"\0" in body:
         # SQLite and terminals both cut text at NUL; keep the byte visible instead.
         body = body.replace(b"\0", b"\\x00")

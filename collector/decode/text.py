@@ -10,6 +10,16 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 _SOURCE = r"[A-Za-z0-9_.@\-]+"
 CRYPTO_PREFIX = re.compile(rf"({_NAME})/({_SOURCE}) ")
 SOCKET_PREFIX = re.compile(rf"({_NAME})/({_SOURCE}):[ ]?")
+_SOCKET_PREFIX_BYTES = re.compile(SOCKET_PREFIX.pattern.encode())
+
+
+def split_socket_prefix(data: bytes) -> tuple[bytes | None, bytes | None, bytes]:
+    """App, source and the rest of a logsocket datagram (`APP/SOURCE:` convention); the
+    names are None where the datagram has no such prefix."""
+    match = _SOCKET_PREFIX_BYTES.match(data)
+    if match is None:
+        return None, None, data
+    return match.group(1), match.group(2), data[match.end():]
 
 
 def split_lines(payload: bytes) -> tuple[list[str], int]:
@@ -33,15 +43,21 @@ def split_lines(payload: bytes) -> tuple[list[str], int]:
 
 
 def _split_escaping(payload: bytes) -> tuple[list[str], int]:
+    return decode_lines([part.rstrip(b"\r") for part in payload.split(b"\n")])
+
+
+def decode_lines(raws: list[bytes]) -> tuple[list[str], int]:
+    """Lines that arrive already split (the native format): UTF-8 where they are, escaped
+    where not (counted), NUL kept visible as `\\x00`, empty ones skipped."""
     lines: list[str] = []
     escaped = 0
-    for part in payload.split(b"\n"):
-        raw = part.rstrip(b"\r")
+    for raw in raws:
         if not raw:
             continue
+        clean = raw.replace(b"\0", b"\\x00") if b"\0" in raw else raw
         try:
-            lines.append(raw.decode("utf-8"))
+            lines.append(clean.decode("utf-8"))
         except UnicodeDecodeError:
-            lines.append(raw.decode("utf-8", "backslashreplace"))
+            lines.append(clean.decode("utf-8", "backslashreplace"))
             escaped += 1
     return lines, escaped

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from collector.config.model import ListenerConfig
 from collector.decode.crypto import CryptoDecoder, CryptoKey
+from collector.decode.native import NativeDecoder
+from collector.decode.native_wire import parse_key_token
 from collector.decode.result import Decoder
 from collector.decode.socket import SocketDecoder
 
@@ -20,9 +22,16 @@ def _socket(config: ListenerConfig) -> Decoder:
     return SocketDecoder(config.allow)
 
 
+def _native(config: ListenerConfig) -> Decoder:
+    return NativeDecoder([parse_key_token(token) for token in config.keys],
+                         max_skew=config.max_skew, replay_window=config.replay_window,
+                         source=config.source)
+
+
 FACTORIES: dict[str, Callable[[ListenerConfig], Decoder]] = {
     "crypto": _crypto,
     "socket": _socket,
+    "native": _native,
 }
 
 
