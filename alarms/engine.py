@@ -12,7 +12,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 
 from alarms.conditions.event import Event
-from alarms.conditions.logrules import PatternSet, apply_order, never_alarms
+from alarms.conditions.logrules import NEVER_ALARMS, apply_order
 from alarms.conditions.segfault import SegfaultAssembler
 from alarms.conditions.uwsgi_lines import parse_backlog, parse_harakiri
 from alarms.conditions.watches import RateWatch, SilenceWatch
@@ -20,9 +20,12 @@ from alarms.notification import Notification, new_id
 from alarms.spec import AppRules
 from alarms.storm import Storm
 from collector.record import Record
+from collector.regex import RegexSet
 
 CONTEXT_LINES = 10
 _MAX_CONTEXT_SOURCES = 10_000
+# Sources times alarms; past it the oldest anti-storm state is forgotten.
+_MAX_STORMS = 100_000
 
 
 class AppEngine:
@@ -32,30 +35,45 @@ class AppEngine:
         self.rules = rules
         self._log_rules = rules.log_rules
         self._rates = [RateWatch(rule) for rule in rules.rate]
-        self._patterns = PatternSet([r.regex for r in rules.log_rules]
-                                    + [r.regex for r in rules.rate])
+        patterns = [r.regex for r in rules.log_rules] + [r.regex for r in rules.rate]
+        self._search = RegexSet(patterns).match if patterns else None
         self._segfault = SegfaultAssembler(rules.segfault) if rules.segfault else None
         self._silences = [SilenceWatch(rule) for rule in rules.silence]
         self._context: dict[str, deque[str]] = {}
 
-    def evaluate(self, record: Record) -> list[Event]:
-        """Events this record raises."""
-        line, source, at = record.line, record.source, record.received_at
-        for watch in self._silences:
-            watch.seen(source, at)
-        events: list[Event] = []
-        if record.kind != "alarm" and not never_alarms(line):
-            self._match(line, source, at, events)
-            for event in events:
-                if not event.context:
-                    event.context = self.context(source)
-        self._remember(source, line)
+    def evaluate(self, record: Record) -> list[Event] | None:
+        """Events this record raises; None for the usual line, which raises none.
+
+        This runs for every line of the app, so the usual line costs one RE2 pass and a few
+        substring tests, and allocates nothing but its place in the source's context.
+        """
+        line, source = record.line, record.source
+        if self._silences:
+            for watch in self._silences:
+                watch.seen(source, record.received_at)
+        events = None
+        if record.kind != "alarm" and not line.startswith(NEVER_ALARMS):
+            hits = self._search(line) if self._search is not None else None
+            rules = self.rules
+            segfault = self._segfault
+            if hits or (rules.backlog and "listen queue" in line) or (
+                    rules.harakiri and "HARAKIRI ON WORKER" in line) or (
+                    segfault is not None and ("!!!" in line or "*** backtrace of" in line
+                                              or segfault.active(source))):
+                events = self._match(line, source, record.received_at, hits or [])
+        recent = self._context.get(source)
+        if recent is None:
+            if len(self._context) >= _MAX_CONTEXT_SOURCES:
+                self._context.pop(next(iter(self._context)))
+            recent = self._context[source] = deque(maxlen=CONTEXT_LINES)
+        recent.append(line)
         return events
 
-    def _match(self, line: str, source: str, at: float, events: list[Event]) -> None:
+    def _match(self, line: str, source: str, at: float, hits: list[int]) -> list[Event] | None:
         rules = self.rules
-        hits = self._patterns.match(line)
+        events: list[Event] = []
         if hits:
+            hits.sort()
             split = len(self._log_rules)
             fired = apply_order(self._log_rules, [h for h in hits if h < split])
             if fired:
@@ -89,6 +107,10 @@ class AppEngine:
                 events.append(Event(rules.harakiri, "harakiri", source, harakiri.message, at,
                                     facts={"worker": harakiri.worker, "pid": harakiri.pid,
                                            "try": harakiri.attempt}))
+        for event in events:
+            if not event.context:
+                event.context = self.context(source)
+        return events or None
 
     def tick(self, now: float) -> list[Event]:
         """Time-driven events: silences, and backtraces that never ended."""
@@ -103,28 +125,26 @@ class AppEngine:
         """Events still being assembled (backtraces), sent with what they have."""
         return self._segfault.expire(float("inf")) if self._segfault is not None else []
 
-    def _remember(self, source: str, line: str) -> None:
-        recent = self._context.get(source)
-        if recent is None:
-            if len(self._context) >= _MAX_CONTEXT_SOURCES:
-                self._context.pop(next(iter(self._context)))
-            recent = self._context[source] = deque(maxlen=CONTEXT_LINES)
-        recent.append(line)
-
     def context(self, source: str) -> list[str]:
         """The source's latest lines, oldest first."""
         return list(self._context.get(source, ()))
 
 
 class AlarmEngine:
-    """All apps' engines, anti-storm per alarm instance, and the figures for /metrics."""
+    """All apps' engines, anti-storm, and the figures for /metrics.
+
+    Anti-storm state is kept per app, alarm and source: in uWSGI every dyno has its own
+    alarm instances, each remembering its own last message, so moving the alarm lines to
+    the collector keeps each dyno's alarms as they were: one dyno's storm never hides
+    another dyno's first alarm.
+    """
 
     def __init__(self, rules: Iterable[AppRules], sink: Callable[[Notification], None],
                  clock: Callable[[], float] = time.time) -> None:
         self._apps = {r.app: AppEngine(r) for r in rules if r.has_conditions}
         self._sink = sink
         self._clock = clock
-        self._storms: dict[tuple[str, str], Storm] = {}
+        self._storms: dict[tuple[str, str, str], Storm] = {}
         self.fired: Counter[tuple[str, str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
 
@@ -158,7 +178,12 @@ class AlarmEngine:
         for event in events:
             message = truncate(event.message, rules.msg_size)
             for alarm in event.alarms:
-                storm = self._storms.setdefault((rules.app, alarm), Storm())
+                key = (rules.app, alarm, event.source)
+                storm = self._storms.get(key)
+                if storm is None:
+                    if len(self._storms) >= _MAX_STORMS:
+                        self._storms.pop(next(iter(self._storms)))
+                    storm = self._storms[key] = Storm()
                 held = storm.admit(event.storm_key, event.at, rules.freq, sliding=event.sliding)
                 if held is None:
                     self.suppressed[(rules.app, alarm)] += 1

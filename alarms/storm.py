@@ -2,8 +2,8 @@
 
 uWSGI (core/alarm.c, uwsgi_alarm_run) skips a message for an alarm instance when it equals
 the last message sent to that instance and less than alarm-freq seconds have passed since
-that send. The collector does the same per (app, alarm), and counts the skipped messages so
-the next notification of that alarm can say how many there were.
+that send. The collector does the same per (app, alarm, source), and counts the skipped
+messages so the next notification of that alarm can say how many there were.
 """
 
 from __future__ import annotations

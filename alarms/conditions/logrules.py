@@ -10,35 +10,8 @@ matches in file order then gives exactly uWSGI's result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from alarms.spec import LogRule
-from collector.regex import new_set
-
-
-class PatternSet:
-    """Many RE2 patterns searched in one pass; `match` returns the sorted indices hit."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self._size = len(patterns)
-        self._set: Any = None
-        if patterns:
-            self._set = new_set()
-            for pattern in patterns:
-                self._set.Add(pattern)
-            self._set.Compile()
-
-    def match(self, line: str) -> list[int]:
-        """Indices of the patterns found in `line`, ascending."""
-        if self._set is None:
-            return []
-        # The binding answers None, not an empty list, when nothing matches.
-        hits: list[int] | None = self._set.Match(line)
-        if not hits:
-            return []
-        if len(hits) > 1:
-            hits.sort()
-        return hits
 
 
 def apply_order(rules: Sequence[LogRule], hits: Sequence[int]) -> list[LogRule]:
@@ -52,6 +25,5 @@ def apply_order(rules: Sequence[LogRule], hits: Sequence[int]) -> list[LogRule]:
     return fired
 
 
-def never_alarms(line: str) -> bool:
-    """uWSGI's own guard against alarm loops."""
-    return line.startswith("[uwsgi-alarm")
+# uWSGI's own guard against alarm loops: lines starting so never alarm.
+NEVER_ALARMS = "[uwsgi-alarm"

@@ -214,3 +214,15 @@ def test_fuzz_engine_never_raises(lines: list[str]) -> None:
     engine.tick(2000.0)
     engine.finish()
     assert all(n.app == "shop" for n in fired)
+
+
+def test_anti_storm_is_per_source_as_each_dyno_had_its_own() -> None:
+    """The same message from two dynos alarms for each (in uWSGI each dyno's alarm
+    instance remembers only its own last message); each dyno's repeats are held back."""
+    engine, fired = engine_for("log-alarm = page boom\n")
+    engine.consume([record("boom", 1000.0, source="web.1"),
+                    record("boom", 1000.5, source="web.2"),
+                    record("boom", 1001.0, source="web.1"),
+                    record("boom", 1001.5, source="web.2")])
+    assert [n.source for n in fired] == ["web.1", "web.2"]
+    assert engine.suppressed[("shop", "page")] == 2
