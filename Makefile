@@ -1,6 +1,6 @@
 # make run   - start the collector on its embedded default (creates .venv)
 # make test  - install what the tests need, lint, type-check and run every test
-# make bench - the benchmarks (bench/README.md)
+# make bench - the benchmarks (README.md, Benchmarks), about eight minutes
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -51,6 +51,8 @@ test: $(INSTALLED) $(UWSGI)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/alarms.py
+	$(BIN)/python bench/native.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis data
