@@ -36,3 +36,19 @@ def parse_target(arg: str, known: frozenset[str]) -> Target | str:
     if not url:
         return "a URL is required"
     return Target(url, options)
+
+
+def seconds_error(options: dict[str, str], names: tuple[str, ...] = ("timeout", "conn_timeout")
+                  ) -> str | None:
+    """What is wrong with the options that give seconds (alarm_curl's timeouts), or None."""
+    for name in names:
+        value = options.get(name)
+        if not value:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            return f"{name}: expected seconds, got {value!r}"
+        if seconds <= 0:
+            return f"{name}: must be more than 0 seconds, got {value!r}"
+    return None

@@ -13,7 +13,7 @@ import aiohttp
 
 from alarms.notification import Notification
 from alarms.notifiers import http, mail
-from alarms.options import Target, parse_target
+from alarms.options import Target, parse_target, seconds_error
 
 OPTIONS = mail.OPTIONS | {"method", "url"}
 
@@ -28,12 +28,7 @@ def check(arg: str) -> str | None:
         return parsed if isinstance(parsed, str) else None
     if not target.url.startswith(("http://", "https://")):
         return f"curl: expected an http(s):// or smtp(s):// URL, got {target.url!r}"
-    for key in ("timeout", "conn_timeout"):
-        try:
-            float(target.options.get(key) or 0)
-        except ValueError:
-            return f"{key}: expected seconds, got {target.options[key]!r}"
-    return None
+    return seconds_error(target.options)
 
 
 def parse(arg: str) -> Target:

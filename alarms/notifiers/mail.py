@@ -9,6 +9,7 @@ logged just before it, for context.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import ssl
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 
 from alarms.notification import Notification
-from alarms.options import Target, parse_target
+from alarms.options import Target, parse_target, seconds_error
 from collector.errors import NotifierError
 
 OPTIONS = frozenset({"mail_to", "mail_from", "subject", "ssl", "ssl_insecure", "auth_user",
@@ -56,12 +57,15 @@ def parse_mail(target: Target) -> MailConfig | str:
     recipients = tuple(a.strip() for a in options.get("mail_to", "").split(",") if a.strip())
     if not recipients:
         return "mail_to is required (a comma-separated list)"
+    problem = seconds_error(options)
+    if problem:
+        return problem
     try:
         port = url.port or (465 if url.scheme == "smtps" else 25)
-        timeout = _seconds(options.get("timeout"))
-        connect_timeout = _seconds(options.get("conn_timeout"))
     except ValueError as exc:
-        return f"bad number: {exc}"
+        return f"bad port in {target.url!r}: {exc}"
+    timeout = _seconds(options.get("timeout"))
+    connect_timeout = _seconds(options.get("conn_timeout"))
     return MailConfig(
         host=url.hostname, port=port, implicit_tls=url.scheme == "smtps",
         starttls="ssl" in options, verify="ssl_insecure" not in options,
@@ -117,12 +121,17 @@ class MailNotifier:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         try:
-            await aiosmtplib.send(
-                compose(config, notification), sender=config.sender,
-                recipients=list(config.recipients), hostname=config.host, port=config.port,
-                use_tls=config.implicit_tls, start_tls=config.starttls or None,
-                tls_context=context if config.implicit_tls or config.starttls else None,
-                username=config.user, password=config.password, timeout=self._timeout)
+            # As with curl: `timeout` bounds the whole transaction, `conn_timeout` each
+            # step of it (aiosmtplib's own timeout is per step, the connection included).
+            async with asyncio.timeout(self._timeout):
+                await aiosmtplib.send(
+                    compose(config, notification), sender=config.sender,
+                    recipients=list(config.recipients), hostname=config.host,
+                    port=config.port, use_tls=config.implicit_tls,
+                    start_tls=config.starttls or None,
+                    tls_context=context if config.implicit_tls or config.starttls else None,
+                    username=config.user, password=config.password,
+                    timeout=config.connect_timeout or self._timeout)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise NotifierError(f"SMTP authentication failed: {exc.code}",
                                 permanent=True) from None

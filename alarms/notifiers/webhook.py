@@ -20,7 +20,7 @@ import aiohttp
 
 from alarms.notification import Notification
 from alarms.notifiers import http
-from alarms.options import Target, parse_target
+from alarms.options import Target, parse_target, seconds_error
 
 OPTIONS = frozenset({"secret", "timeout", "conn_timeout", "ssl_insecure"})
 
@@ -54,12 +54,7 @@ def check(arg: str) -> str | None:
         key = secret_key(target.options["secret"])
         if isinstance(key, str):
             return key
-    for name in ("timeout", "conn_timeout"):
-        try:
-            float(target.options.get(name) or 0)
-        except ValueError:
-            return f"{name}: expected seconds, got {target.options[name]!r}"
-    return None
+    return seconds_error(target.options)
 
 
 class WebhookNotifier:

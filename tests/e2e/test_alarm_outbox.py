@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.alarms_api import alarms, wait_alarms
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
@@ -31,22 +32,6 @@ udp = 127.0.0.1:{port:crypto}
 format = crypto
 secret = $(LOG_SECRET)
 """
-
-
-def alarms(collector: CollectorProcess, query: str = "") -> list[dict[str, Any]]:
-    """GET /v1/alarms (newest first)."""
-    found: list[dict[str, Any]] = collector.get(f"/v1/alarms?limit=1000&{query}")["alarms"]
-    return found
-
-
-def wait_alarms(collector: CollectorProcess, query: str, count: int, what: str,
-                timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Poll /v1/alarms?QUERY until it lists exactly `count` alarms; return them."""
-    def check() -> list[dict[str, Any]] | None:
-        found = alarms(collector, query)
-        return found if len(found) == count else None
-
-    return wait_for(check, timeout, what)
 
 
 def ship(collector: CollectorProcess, *lines: str) -> None:

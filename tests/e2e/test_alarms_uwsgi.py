@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.support.alarms_api import alarms, wait_alarms
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
 from tests.support.smtp import SmtpServer
@@ -60,22 +61,6 @@ def logs(collector: CollectorProcess, regex: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = collector.get(
         f"/v1/logs?app=shop&limit=1000&regex={quote(regex)}")["records"]
     return found
-
-
-def alarms(collector: CollectorProcess, query: str = "") -> list[dict[str, Any]]:
-    """GET /v1/alarms, oldest first."""
-    found: list[dict[str, Any]] = collector.get(f"/v1/alarms?limit=1000&{query}")["alarms"]
-    return found[::-1]
-
-
-def wait_alarms(collector: CollectorProcess, query: str, count: int, what: str,
-                timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Poll /v1/alarms?QUERY until it lists exactly `count` alarms; return them."""
-    def check() -> list[dict[str, Any]] | None:
-        found = alarms(collector, query)
-        return found if len(found) == count else None
-
-    return wait_for(check, timeout, what)
 
 
 def wait_logs(collector: CollectorProcess, regex: str, count: int, what: str,

@@ -1,9 +1,11 @@
-"""A real SMTP server (aiosmtpd) on 127.0.0.1, in its own thread and event loop."""
+"""A real SMTP server (aiosmtpd) on 127.0.0.1, in its own thread and event loop, plain or
+with TLS from the first byte."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -47,16 +49,18 @@ class _Handler:
 class SmtpServer:
     """aiosmtpd's Controller on a free loopback port; `mails` holds what arrived."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self._tls = tls
         self._lock = threading.Lock()
         self._mails: list[Mail] = []
         self._controller: Controller | None = None
 
     def start(self) -> SmtpServer:
         """Serve in aiosmtpd's thread; returns once it answers."""
+        # With `tls`, TLS from the first byte (smtps://), as on port 465.
         controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                ready_timeout=10)
+                                ready_timeout=10, ssl_context=self._tls)
         controller.start()
         self._controller = controller
         return self

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -23,22 +23,6 @@ from collector.errors import NotifierError
 from tests.unit.alarm_support import Receiver
 
 FAST = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2, timeout=5.0, concurrency=1)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A running receiver."""
-    made = Receiver()
-    await made.start()
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The HTTP client session notifiers share."""
-    async with aiohttp.ClientSession() as made:
-        yield made
 
 
 def fired(alarm: str = "hook", message: str = "GET / (HTTP/1.1 500)") -> Notification:

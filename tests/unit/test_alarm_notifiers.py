@@ -8,7 +8,8 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -24,26 +25,11 @@ from collector.errors import NotifierError
 from collector.record import Record
 from tests.support.net import free_port
 from tests.support.smtp import SmtpServer
+from tests.support.tls import server_context
 from tests.unit.alarm_support import Receiver
 
 KEY = b"0123456789abcdef0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A running HTTP receiver."""
-    made = Receiver()
-    await made.start()
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The HTTP client session notifiers share."""
-    async with aiohttp.ClientSession() as made:
-        yield made
 
 
 @pytest.fixture
@@ -142,6 +128,30 @@ async def test_mail_reaches_a_real_smtp_server(smtp: SmtpServer) -> None:
     assert body.startswith(notification.message)
     assert "3 earlier messages to this alarm were suppressed" in body
     assert body.index("GET /a 200") < body.index("GET /segfault")
+
+
+async def test_mail_over_smtps(tmp_path: Path) -> None:
+    """smtps:// speaks TLS from the first byte; `ssl_insecure=1` accepts the server's
+    self-signed certificate (options take a value, as in alarm_curl), and without it the
+    failure says the certificate is the problem."""
+    server = SmtpServer(tls=server_context(tmp_path)).start()
+    try:
+        for options, delivered in (("ssl_insecure=1", True), ("", False)):
+            target = parse_target(f"smtps://127.0.0.1:{server.port};mail_to=ops@example.com;"
+                                  f"{options}", frozenset({"mail_to", "ssl_insecure"}))
+            assert not isinstance(target, str)
+            config = parse_mail(target)
+            assert not isinstance(config, str)
+            notifier = MailNotifier(config, 10.0)
+            if delivered:
+                assert await notifier.send(segfault()) == "mail to 1"
+            else:
+                with pytest.raises(NotifierError, match=r"(?i)certificate"):
+                    await notifier.send(segfault())
+        assert len(server.mails) == 1
+        assert server.mails[0].body.startswith("!!! uWSGI process 7")
+    finally:
+        server.stop()
 
 
 async def test_mail_to_a_server_that_is_down_is_retryable() -> None:
