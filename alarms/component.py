@@ -69,8 +69,16 @@ class AlarmsComponent:
         assert engine is not None
         next_prune = 0.0
         loop = asyncio.get_running_loop()
+        failed = False
         while True:
-            engine.tick()
+            try:
+                engine.tick()
+            except Exception:
+                # The ticker's one catch point: a bug in a time-driven condition is logged
+                # once and the ticker goes on, so silences and backtraces still expire.
+                if not failed:
+                    log.exception("alarm_tick_failed")
+                failed = True
             if loop.time() >= next_prune:
                 next_prune = loop.time() + PRUNE_SECONDS
                 try:
