@@ -21,7 +21,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -235,7 +235,7 @@ class Dispatcher:
         log.info("alarm_delivered", id=entry.id, alarm=notification.alarm,
                  app=notification.app, plugin=notification.plugin, outcome=outcome,
                  attempts=entry.attempts)
-        await self._record(entry, self._outbox.delivered)
+        await self._save(entry)
 
     async def _fail(self, entry: Entry, policy: RetryPolicy, figures: LaneFigures,
                     error: NotifierError) -> None:
@@ -260,13 +260,13 @@ class Dispatcher:
             # Once per entry: an outage must not turn into one log line per retry.
             (log.warning if entry.attempts == 1 else log.debug)(
                 "alarm_delivery_failed", **context, retry_in=round(due - now, 3))
-        await self._record(entry, self._outbox.failed)
+        await self._save(entry)
         if due is not None:
             self._push(entry)
 
-    async def _record(self, entry: Entry, step: Callable[[Entry], Awaitable[None]]) -> None:
+    async def _save(self, entry: Entry) -> None:
         try:
-            await step(entry)
+            await self._outbox.save(entry)
         except StoreError as exc:
             # The delivery itself happened (or failed) regardless; at worst a restart sends
             # it once more, with the same id.

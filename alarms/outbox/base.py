@@ -57,12 +57,9 @@ class Outbox(Protocol):
         """Keep new notifications as pending, due at once."""
         ...
 
-    async def delivered(self, entry: Entry) -> None:
-        """Record a successful delivery (entry.outcome, entry.delivered_at set)."""
-        ...
-
-    async def failed(self, entry: Entry) -> None:
-        """Record a failed attempt: still pending with `next_attempt`, or dead."""
+    async def save(self, entry: Entry) -> None:
+        """Record one step of a delivery: the entry's state, attempts, next attempt, last
+        error and outcome as they now stand."""
         ...
 
     async def requeue(self, ids: Sequence[str] | None, now: float) -> list[Entry]:

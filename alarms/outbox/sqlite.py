@@ -114,20 +114,14 @@ class SqliteOutbox:
 
         await self._run(insert)
 
-    async def _update(self, entry: Entry) -> None:
+    async def save(self, entry: Entry) -> None:
+        """Store the entry's delivery state (delivered, pending with its next attempt, or
+        dead)."""
         args = (entry.state, entry.attempts, entry.next_attempt, entry.last_error,
                 entry.outcome, entry.delivered_at, entry.updated_at, entry.id)
         await self._run(lambda conn: conn.execute(
             "UPDATE outbox SET state = ?, attempts = ?, next_attempt = ?, last_error = ?, "
             "outcome = ?, delivered_at = ?, updated_at = ? WHERE id = ?", args))
-
-    async def delivered(self, entry: Entry) -> None:
-        """Store the delivered state."""
-        await self._update(entry)
-
-    async def failed(self, entry: Entry) -> None:
-        """Store the failed attempt (pending with its next attempt, or dead)."""
-        await self._update(entry)
 
     async def requeue(self, ids: Sequence[str] | None, now: float) -> list[Entry]:
         """Dead entries back to pending, attempts reset."""

@@ -121,12 +121,12 @@ class NativeDecoder:
         lines, escaped = decode_lines(raws)
         app = payload.app.decode("utf-8", "replace") or None
         source = payload.source.decode("utf-8", "replace") or None
+        name = source or self._source
         markers: tuple[str, ...] = ()
-        if lost or dropped:
-            name = source or self._source
-            markers = tuple(
-                [lost_marker(lost, name)] * bool(lost)
-                + [dropped_marker(dropped, name)] * bool(dropped))
+        if lost:
+            markers += (lost_marker(lost, name),)
+        if dropped:
+            markers += (dropped_marker(dropped, name),)
         return Lines(lines, app, source, emitted, escaped, markers, lost + dropped)
 
     def _remember(self, ident: tuple[int, int], stream: _Stream) -> None:

@@ -156,35 +156,11 @@ class StreamCipher:
             return None
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """The clear, authenticated head of a datagram."""
-
-    length: int
-    key_id: int
-    stream_id: int
-    seq: int
-    micros: int
-    version: int = VERSION
-    reserved: int = 0
-
-    def pack(self) -> bytes:
-        """The 32 header bytes."""
-        return HEADER.pack(self.version, self.reserved, self.length, self.key_id,
-                           self.stream_id, self.seq, self.micros)
-
-
-def unpack_header(data: bytes) -> Header:
-    """The header of a datagram at least HEADER_SIZE long."""
-    version, reserved, length, key_id, stream_id, seq, micros = HEADER.unpack_from(data)
-    return Header(length, key_id, stream_id, seq, micros, version, reserved)
-
-
 def seal_datagram(cipher: StreamCipher, plaintext: bytes, *, key_id: int, stream_id: int,
                   seq: int, micros: int) -> bytes:
     """One whole datagram: header, then the sealed plaintext."""
     length = HEADER_SIZE + len(plaintext) + TAG_SIZE
-    header = Header(length, key_id, stream_id, seq, micros).pack()
+    header = HEADER.pack(VERSION, 0, length, key_id, stream_id, seq, micros)
     return header + cipher.seal(header, seq, plaintext)
 
 

@@ -29,9 +29,9 @@ async def test_entries_survive_reopening_with_their_state(tmp_path: Path) -> Non
     pending = {e.id: e for e in await outbox.recent(state="pending")}
     done, dead = pending[first.id], pending[third.id]
     done.state, done.attempts, done.outcome, done.delivered_at = "delivered", 1, "HTTP 204", 11
-    await outbox.delivered(done)
+    await outbox.save(done)
     dead.state, dead.attempts, dead.last_error = "dead", 3, "HTTP 410"
-    await outbox.failed(dead)
+    await outbox.save(dead)
     await outbox.close()
 
     reopened = SqliteOutbox(tmp_path / "alarms.db")
@@ -55,7 +55,7 @@ async def test_requeue_moves_dead_letters_back(tmp_path: Path) -> None:
     for entry in await outbox.recent():
         if entry.id != items[2].id:
             entry.state, entry.attempts = "dead", 4
-            await outbox.failed(entry)
+            await outbox.save(entry)
     moved = await outbox.requeue([items[0].id, items[2].id], now=20.0)
     assert [(e.id, e.state, e.attempts, e.next_attempt) for e in moved] == [
         (items[0].id, "pending", 0, 20.0)]
@@ -74,7 +74,7 @@ async def test_add_twice_keeps_one_and_prune_forgets_old_deliveries(tmp_path: Pa
     await outbox.add([old, new, old], now=1000.0)
     for entry in await outbox.recent():
         entry.state = "delivered"
-        await outbox.delivered(entry)
+        await outbox.save(entry)
     assert await outbox.prune(before=500.0) == 1
     assert [e.id for e in await outbox.recent()] == [new.id]
     await outbox.close()
