@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from alarms.config import parse_app
 from alarms.offline import Outcome, evaluate
-from collector.client import ApiClient, resolve
+from collector.client.api import ApiClient, resolve
 from collector.config import load_config
 from collector.errors import ConfigError
 
@@ -96,7 +96,7 @@ def run_test(config_path: str, app: str, source: str, lines: TextIO, out: TextIO
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from collector.cli import run_async  # noqa: PLC0415 - cli imports this module's hook
+    from logwire.runner import run_async  # noqa: PLC0415 - cli imports this module's hook
 
     command = getattr(args, "alarms_command", None) or "list"
     if command == "test":

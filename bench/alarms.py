@@ -43,7 +43,7 @@ from bench.harness import (
     percentile,
     wait_until,
 )
-from collector.decode.crypto import encrypt, frame
+from logwire.logcrypto import encrypt, frame
 
 RATIO_TARGET = 0.8
 P99_TARGET_MS = 20.0

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import ROOT, Collector, Sampler, env_note
-from collector.decode.native_wire import generate_key
+from logwire.native import generate_key
 
 TARGET_RATIO = 3.0
 SECRET = "benchmark-secret-aes-256-cbc-key"

@@ -6,18 +6,17 @@ The only place errors become exit codes and messages on stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from collector.client import resolve
+from collector.client.api import resolve
+from collector.client.tail import TailOptions, run_tail
 from collector.config import Config, load_config, load_default_config
 from collector.errors import CollectorError
-from collector.logsetup import configure_logging
-from collector.tail import TailOptions, run_tail
+from logwire.logsetup import configure_logging
+from logwire.runner import run_async
 
 # Subcommands other packages add (alarms): each gets the subparsers object.
 ParserHook = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -28,16 +27,6 @@ def register_commands(hook: ParserHook) -> None:
     """Let another package add subcommands to `collector`."""
     if hook not in _parser_hooks:
         _parser_hooks.append(hook)
-
-
-def run_async(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Run on uvloop where it is installed, else on asyncio's own loop."""
-    try:
-        import uvloop  # noqa: PLC0415 - optional at run time
-    except ImportError:
-        return asyncio.run(coroutine)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:

@@ -63,9 +63,3 @@ class NotifierError(AlarmError):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         self.permanent = permanent
         super().__init__(message)
-
-
-class ShipperError(CollectorError):
-    """The dyno-side shipper cannot start or send."""
-
-    exit_code = 6

@@ -10,19 +10,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from collector.config.units import parse_hostport
-from collector.decode.crypto import ALGORITHMS
-from collector.decode.native_wire import (
+from logwire.address import split_hostport
+from logwire.errors import WireError
+from logwire.logcrypto import ALGORITHMS
+from logwire.native import (
     ALGORITHMS as NATIVE_ALGORITHMS,
 )
-from collector.decode.native_wire import (
+from logwire.native import (
     DEFAULT_BUDGET,
     MIN_BUDGET,
     NativeKey,
     generate_key,
     parse_key_token,
 )
-from collector.errors import CollectorError, ConfigError, Location, ShipperError
+from shipper.errors import ShipperError, UsageError
 from shipper.loadgen import encode_crypto, encode_native, encode_socket, make_lines, send_paced
 from shipper.uwsgi_config import (
     CRYPTO_ALGOS,
@@ -39,12 +40,15 @@ def _key(args: argparse.Namespace) -> NativeKey:
         raise ShipperError("no key: set $LOG_KEY (or --key) to a token from `shipper keygen`")
     try:
         return parse_key_token(token)
-    except ConfigError as exc:
-        raise ConfigError(f"--key/$LOG_KEY: {exc.message}") from None
+    except WireError as exc:
+        raise UsageError(f"--key/$LOG_KEY: {exc}") from None
 
 
 def _address(value: str, option: str) -> tuple[str, int]:
-    return parse_hostport(value, Location(option, 0))
+    try:
+        return split_hostport(value)
+    except WireError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -62,17 +66,17 @@ def _uwsgi_config(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     parent = os.getppid()
-    from collector.cli import run_async  # noqa: PLC0415 - keeps the other commands light
-    from collector.logsetup import configure_logging  # noqa: PLC0415
+    from logwire.logsetup import configure_logging  # noqa: PLC0415
+    from logwire.runner import run_async  # noqa: PLC0415 - keeps the other commands light
     from shipper.sidecar import SidecarConfig, run_sidecar  # noqa: PLC0415
 
     collector = args.collector or os.environ.get("LOG_COLLECTOR")
     if not collector:
-        raise ConfigError("--collector HOST:PORT (or $LOG_COLLECTOR) is required")
+        raise UsageError("--collector HOST:PORT (or $LOG_COLLECTOR) is required")
     if args.budget < MIN_BUDGET:
-        raise ConfigError(f"--budget must be at least {MIN_BUDGET} bytes")
+        raise UsageError(f"--budget must be at least {MIN_BUDGET} bytes")
     if args.max_queue < 1 or args.delay_ms < 0 or args.max_rate < 0:
-        raise ConfigError("--max-queue must be at least 1, --delay-ms and --max-rate at "
+        raise UsageError("--max-queue must be at least 1, --delay-ms and --max-rate at "
                           "least 0")
     config = SidecarConfig(
         listen=_address(args.listen, "--listen"), collector=_address(collector, "--collector"),
@@ -202,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.secret = os.environ.get("LOG_SECRET")
     try:
         code: int = args.func(args)
-    except CollectorError as exc:
+    except ShipperError as exc:
         print(f"shipper: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return code

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from collector.decode.native_wire import (
+from logwire.native import (
     MAX_NAME,
     MAX_PARTS,
     MAX_SEQUENCE,
@@ -24,7 +24,7 @@ from collector.decode.native_wire import (
     seal_datagram,
     split_line,
 )
-from collector.errors import ShipperError
+from shipper.errors import ShipperError
 
 
 class StreamEncoder:

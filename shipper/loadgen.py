@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from collector.decode.crypto import encrypt, frame
-from collector.decode.native_wire import DEFAULT_BUDGET, NativeKey
-from collector.decode.text import split_socket_prefix
+from logwire.logcrypto import encrypt, frame
+from logwire.native import DEFAULT_BUDGET, NativeKey
+from logwire.prefix import split_socket_prefix
 from shipper.batcher import Batcher
 from shipper.encoder import StreamEncoder, clean_name
 

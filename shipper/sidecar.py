@@ -21,11 +21,12 @@ from typing import cast
 
 import structlog
 
-from collector.decode.native_wire import NativeKey
-from collector.decode.text import split_socket_prefix
-from collector.errors import ShipperError
+from logwire.bucket import TokenBucket
+from logwire.native import NativeKey
+from logwire.prefix import split_socket_prefix
 from shipper.batcher import Batcher
 from shipper.encoder import StreamEncoder, clean_name
+from shipper.errors import ShipperError
 
 log = structlog.get_logger("shipper.sidecar")
 
@@ -83,8 +84,8 @@ class Sidecar(asyncio.DatagramProtocol):
         self._writer = False
         self._send_sock: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
-        self._tokens = max(config.max_rate, 1.0)
-        self._tokens_at = time.monotonic()
+        self._bucket = (TokenBucket(config.max_rate, time.monotonic())
+                        if config.max_rate > 0 else None)
         self.sent = 0
         self.send_errors = 0
         self._warned_at = -_WARN_EVERY
@@ -126,33 +127,20 @@ class Sidecar(asyncio.DatagramProtocol):
         """Send what is due; arm the timer for what is not; wait while blocked."""
         if not self._send_unsent():
             return
-        now = time.time()
-        if self.config.max_rate > 0:
-            self._refill()
-        self._unsent = self.batcher.take(now)
+        self._unsent = self.batcher.take(time.time())
         if self._send_unsent():
             self._arm(self.batcher.deadline())
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        rate = self.config.max_rate
-        self._tokens = min(max(rate, 1.0), self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
 
     def _send_unsent(self) -> bool:
         """Send held datagrams in order; False while some remain (socket full or rate)."""
         sock = self._send_sock
         assert sock is not None
-        limited = self.config.max_rate > 0
+        bucket = self._bucket
         for sent, datagram in enumerate(self._unsent):
-            if limited:
-                self._refill()
-                if self._tokens < 1.0:
-                    self._unsent = self._unsent[sent:]
-                    wait = (1.0 - self._tokens) / self.config.max_rate
-                    self._arm(time.time() + wait)
-                    return False
-                self._tokens -= 1.0
+            if bucket is not None and not bucket.take(now := time.monotonic()):
+                self._unsent = self._unsent[sent:]
+                self._arm(time.time() + bucket.wait(now))
+                return False
             try:
                 sock.send(datagram)
                 self.sent += 1

@@ -12,7 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from collector.errors import ConfigError
+from shipper.errors import UsageError
 
 MODES = ("crypto", "socket", "native")
 CRYPTO_ALGOS = ("aes-128-cbc", "aes-192-cbc", "aes-256-cbc")
@@ -41,22 +41,22 @@ class ShipOptions:
 def check(options: ShipOptions) -> None:
     """Refuse names and addresses that would break uWSGI's option syntax."""
     if options.mode not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}")
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}")
     if not _ADDRESS.fullmatch(options.collector):
-        raise ConfigError(f"--collector must be HOST:PORT or $(VAR); got {options.collector!r}")
+        raise UsageError(f"--collector must be HOST:PORT or $(VAR); got {options.collector!r}")
     if not _APP.fullmatch(options.app):
-        raise ConfigError(f"--app must be letters, digits, '.', '_' or '-'; got {options.app!r}")
+        raise UsageError(f"--app must be letters, digits, '.', '_' or '-'; got {options.app!r}")
     if not _SOURCE.fullmatch(options.source):
-        raise ConfigError("--source must be letters, digits, '.', '_', '-', '@' or $(VAR); "
+        raise UsageError("--source must be letters, digits, '.', '_', '-', '@' or $(VAR); "
                           f"got {options.source!r}")
     if options.algo not in CRYPTO_ALGOS:
-        raise ConfigError(f"--algo must be one of {', '.join(CRYPTO_ALGOS)} (uWSGI on "
+        raise UsageError(f"--algo must be one of {', '.join(CRYPTO_ALGOS)} (uWSGI on "
                           "OpenSSL 3 refuses bf-cbc)")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", options.secret_var):
-        raise ConfigError(f"--secret-var must be an environment variable name; "
+        raise UsageError(f"--secret-var must be an environment variable name; "
                           f"got {options.secret_var!r}")
     if not re.fullmatch(r"127\.\d+\.\d+\.\d+:\d+|\[::1\]:\d+", options.listen):
-        raise ConfigError(f"--listen must be a loopback HOST:PORT; got {options.listen!r}")
+        raise UsageError(f"--listen must be a loopback HOST:PORT; got {options.listen!r}")
 
 
 def uwsgi_lines(options: ShipOptions) -> list[str]:

@@ -28,9 +28,10 @@ from collector.config.units import (
     parse_network,
     parse_size,
 )
-from collector.decode.crypto import ALGORITHMS
-from collector.decode.native_wire import parse_key_token
 from collector.errors import ConfigError, Location
+from logwire.errors import WireError
+from logwire.logcrypto import ALGORITHMS
+from logwire.native import parse_key_token
 
 _FORMATS: tuple[Format, ...] = ("crypto", "socket", "native")
 _SECRET_OPTIONS = ("secret", "algo", "iv", "app")
@@ -239,8 +240,8 @@ def _parse_keys(entries: list[Entry]) -> tuple[str, ...]:
     for entry in entries:
         try:
             key = parse_key_token(entry.value)
-        except ConfigError as exc:
-            raise ConfigError(exc.message, entry.location) from None
+        except WireError as exc:
+            raise ConfigError(str(exc), entry.location) from None
         if key.key_id in seen:
             raise ConfigError(f"key id {key.key_id:08x} is already given at {seen[key.key_id]}",
                               entry.location)

@@ -6,6 +6,8 @@ import ipaddress
 import re
 
 from collector.errors import ConfigError, Location
+from logwire.address import split_hostport
+from logwire.errors import WireError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -53,12 +55,10 @@ def parse_bool(value: str, location: Location) -> bool:
 
 def parse_hostport(value: str, location: Location) -> tuple[str, int]:
     """`HOST:PORT`, `:PORT` (all interfaces) or `[V6]:PORT`."""
-    text = value.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"expected HOST:PORT, got {value!r}", location)
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':PORT' means every interface, as in uWSGI
-    return host, int(port_text)
+    try:
+        return split_hostport(value)
+    except WireError as exc:
+        raise ConfigError(str(exc), location) from None
 
 
 def parse_network(value: str, location: Location) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -11,7 +11,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from collector.decode.native_stream import StreamTracker
-from collector.decode.native_wire import (
+from collector.decode.result import Decoded, Dropped, Lines
+from collector.decode.text import decode_lines
+from logwire.native import (
     HEADER,
     HEADER_SIZE,
     PLAIN_HEAD,
@@ -21,8 +23,6 @@ from collector.decode.native_wire import (
     StreamCipher,
     decode_payload,
 )
-from collector.decode.result import Decoded, Dropped, Lines
-from collector.decode.text import decode_lines
 
 _MIN_DATAGRAM = HEADER_SIZE + PLAIN_HEAD.size + 2 + TAG_SIZE
 

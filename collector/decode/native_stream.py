@@ -18,7 +18,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
-from collector.decode.native_wire import Part
+from logwire.native import Part
 
 # A collector that starts (or restarts) in the middle of a stream accepts this many
 # datagrams from before the first one it sees, in case they were merely reordered, and

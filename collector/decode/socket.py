@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from collector.config.model import Network
 from collector.decode.result import Decoded, Dropped, Lines
-from collector.decode.text import split_lines, split_socket_prefix
+from collector.decode.text import split_lines
+from logwire.prefix import split_socket_prefix
 
 
 class AllowList:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from collector.config.model import ListenerConfig
 from collector.decode.crypto import CryptoDecoder, CryptoKey
 from collector.decode.native import NativeDecoder
-from collector.decode.native_wire import parse_key_token
 from collector.decode.result import Decoder
 from collector.decode.socket import SocketDecoder
+from logwire.native import parse_key_token
 
 
 def _crypto(config: ListenerConfig) -> Decoder:

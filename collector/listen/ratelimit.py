@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from logwire.bucket import TokenBucket
+
 
 class SenderLimiter:
     """Allows each sender address `rate` datagrams per second, with a burst of one second.
@@ -12,18 +14,14 @@ class SenderLimiter:
 
     def __init__(self, rate: float, max_senders: int = 65536) -> None:
         self._rate = rate
-        self._burst = max(rate, 1.0)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._max_senders = max_senders
 
     def allow(self, sender: str, now: float) -> bool:
         """Take one token from the sender's bucket if it has one."""
-        tokens, last = self._buckets.get(sender, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        if sender not in self._buckets and len(self._buckets) >= self._max_senders:
-            self._buckets.clear()
-        self._buckets[sender] = (tokens, now)
-        return allowed
+        bucket = self._buckets.get(sender)
+        if bucket is None:
+            if len(self._buckets) >= self._max_senders:
+                self._buckets.clear()
+            bucket = self._buckets[sender] = TokenBucket(self._rate, now)
+        return bucket.take(now)

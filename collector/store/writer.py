@@ -23,7 +23,6 @@ from typing import Any
 
 import structlog
 
-from collector.logsetup import configure_logging
 from collector.record import Row
 from collector.store import frames
 from collector.store.partitions import (
@@ -34,6 +33,7 @@ from collector.store.partitions import (
     partition_start,
 )
 from collector.store.schema import INSERT, SCHEMA, connect
+from logwire.logsetup import configure_logging
 
 log = structlog.get_logger("collector.store.writer")
 

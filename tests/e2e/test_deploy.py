@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from collector.decode.native_wire import generate_key
+from logwire.native import generate_key
 from shipper.uwsgi_config import ShipOptions, uwsgi_lines
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_port, tcp_open, wait_for

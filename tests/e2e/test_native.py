@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from collector.decode.native_wire import HEADER_SIZE, generate_key
+from logwire.native import HEADER_SIZE, generate_key
 from shipper.batcher import Batcher
 from shipper.encoder import StreamEncoder
 from tests.support.collector_proc import CollectorProcess

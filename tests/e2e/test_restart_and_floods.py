@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from collector.decode.crypto import encrypt, frame
 from collector.store.partitions import list_partitions
+from logwire.logcrypto import encrypt, frame
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send

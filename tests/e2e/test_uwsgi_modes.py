@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from collector.decode.native_wire import generate_key
+from logwire.native import generate_key
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_udp_port, wait_for
 from tests.support.shipper_proc import gone, shipper, shipper_env

@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from collector.decode.crypto import encrypt, frame
+from logwire.logcrypto import encrypt, frame
 
 
 def send(datagrams: Iterable[bytes], port: int, source: str = "127.0.0.1",

@@ -9,16 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.decode.crypto import (
-    ALGORITHMS,
-    CryptoDecoder,
-    CryptoKey,
-    derive_iv,
-    derive_key,
-    encrypt,
-    frame,
-)
+from collector.decode.crypto import CryptoDecoder, CryptoKey
 from collector.decode.result import Dropped, Lines
+from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key, encrypt, frame
 from tests.support.openssl import openssl_encrypt
 
 NOW = 1_790_000_000.0

@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.decode.native import NativeDecoder
-from collector.decode.native_wire import (
+from collector.decode.result import Decoded, Dropped, Lines
+from logwire.errors import WireError
+from logwire.native import (
     HEADER_SIZE,
     NativeKey,
     generate_key,
     make_key,
     parse_key_token,
 )
-from collector.decode.result import Decoded, Dropped, Lines
-from collector.errors import ConfigError
 from shipper.batcher import Batcher
 from shipper.encoder import StreamEncoder
 
@@ -303,7 +303,7 @@ def test_key_tokens() -> None:
                 f"{prefix}.{algo}.{key_id}.{encoded[:-2]}",
                 f"{prefix}.{algo}.{key_id}.{encoded[:5]}{swapped}{encoded[6:]}",
                 f"{prefix}.aes256gcm.{key_id}.{encoded}"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(WireError):
             parse_key_token(bad)
 
 

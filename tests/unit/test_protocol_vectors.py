@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from collector.decode.native import NativeDecoder
-from collector.decode.native_wire import (
+from collector.decode.result import Lines
+from logwire.native import (
     StreamCipher,
     line_records,
     parse_key_token,
@@ -23,7 +24,6 @@ from collector.decode.native_wire import (
     seal_datagram,
     stream_key,
 )
-from collector.decode.result import Lines
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 

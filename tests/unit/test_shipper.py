@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from collector.config.load import load_config
 from collector.decode.native import NativeDecoder
-from collector.decode.native_wire import make_key
 from collector.decode.result import Lines
 from collector.errors import ConfigError
+from logwire.native import make_key
 from shipper.batcher import Batcher
 from shipper.encoder import StreamEncoder, clean_name
+from shipper.errors import UsageError
 from shipper.loadgen import encode_native, make_lines
 from shipper.uwsgi_config import ShipOptions, uwsgi_lines
 
@@ -145,7 +146,7 @@ def test_uwsgi_lines_socket_and_native() -> None:
 ])
 def test_uwsgi_lines_refuse_what_uwsgi_would_misread(options: ShipOptions) -> None:
     """Commas, spaces, unknown modes and a non-loopback sidecar port are refused."""
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError):
         uwsgi_lines(options)
 
 

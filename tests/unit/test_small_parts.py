@@ -7,12 +7,12 @@ import time
 import pytest
 
 from collector.api.params import LogsRequest, parse_logs_params
+from collector.client.tail import format_line
 from collector.ingest import Ids
 from collector.listen.kernel import parse_udp_table
 from collector.listen.ratelimit import SenderLimiter
 from collector.metrics import Family, Histogram, render
 from collector.record import Record
-from collector.tail import format_line
 from collector.timespec import parse_time
 
 UDP_TABLE = "\n".join([

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from collector.client import ApiClient, ApiUnavailable
+from collector.client.api import ApiClient, ApiUnavailable
 from collector.record import Record
 
 _COLOURS = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)

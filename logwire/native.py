@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from collector.errors import ConfigError
+from logwire.errors import WireError
 
 VERSION: Final = 1
 HEADER = struct.Struct(">BBHIQQQ")
@@ -93,9 +93,9 @@ class NativeKey:
 def make_key(algo: str, secret: bytes) -> NativeKey:
     """A key from its parts (keygen, tests)."""
     if algo not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
+        raise WireError(f"unknown algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
     if len(secret) != KEY_SIZE:
-        raise ConfigError(f"a key is {KEY_SIZE} bytes, not {len(secret)}")
+        raise WireError(f"a key is {KEY_SIZE} bytes, not {len(secret)}")
     return NativeKey(algo, secret, key_id_for(algo, secret))
 
 
@@ -105,25 +105,25 @@ def generate_key(algo: str = "aes256gcm") -> NativeKey:
 
 
 def parse_key_token(token: str) -> NativeKey:
-    """Read a `shipper keygen` token; a ConfigError says what is wrong with it (never
+    """Read a `shipper keygen` token; a WireError says what is wrong with it (never
     showing the key)."""
     parts = token.strip().split(".")
     if len(parts) != 4 or parts[0] != TOKEN_PREFIX:
-        raise ConfigError(f"not a key token: expected {TOKEN_PREFIX}.ALGO.KEYID.KEY "
-                            "(make one with `shipper keygen`)")
+        raise WireError(f"not a key token: expected {TOKEN_PREFIX}.ALGO.KEYID.KEY "
+                        "(make one with `shipper keygen`)")
     _, algo, key_id_text, encoded = parts
     if algo not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algo!r} in key token; "
-                            f"use one of {', '.join(ALGORITHMS)}")
+        raise WireError(f"unknown algorithm {algo!r} in key token; "
+                        f"use one of {', '.join(ALGORITHMS)}")
     try:
         key_id = int(key_id_text, 16)
         secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
     except (ValueError, binascii.Error):
-        raise ConfigError("key token is damaged (bad key id or key encoding)") from None
+        raise WireError("key token is damaged (bad key id or key encoding)") from None
     if len(key_id_text) != 8 or len(secret) != KEY_SIZE:
-        raise ConfigError("key token is damaged (wrong key id or key length)")
+        raise WireError("key token is damaged (wrong key id or key length)")
     if key_id_for(algo, secret) != key_id:
-        raise ConfigError("key token is damaged (its key id does not match its key)")
+        raise WireError("key token is damaged (its key id does not match its key)")
     return NativeKey(algo, secret, key_id)
 
 
