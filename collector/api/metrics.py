@@ -30,6 +30,11 @@ def collect(context: Context) -> list[Family]:
     lost = Family("collector_lines_lost_total", "counter",
                   "Lines lost before reaching the collector, as the wire format reports "
                   "them (sequence gaps, sender-side drops), by app and source.")
+    rcvbuf = Family("collector_udp_receive_buffer_bytes", "gauge",
+                    "The socket receive buffer the kernel granted (getsockopt SO_RCVBUF: "
+                    "twice what was asked).")
+    rcvbuf_configured = Family("collector_udp_receive_buffer_configured_bytes", "gauge",
+                               "The receive buffer configured (rcvbuf).")
     inodes = {listener: listener.inode() for listener in context.listeners}
     kernel_drops = udp_drops(i for i in inodes.values() if i is not None)
     for listener in context.listeners:
@@ -44,6 +49,8 @@ def collect(context: Context) -> list[Family]:
         lines.add(stats.lines, listener=name)
         lines_received.add(stats.lines + sum(stats.lines_dropped.values()), listener=name)
         escaped.add(stats.escaped, listener=name)
+        rcvbuf.add(listener.rcvbuf, listener=name)
+        rcvbuf_configured.add(listener.config.rcvbuf, listener=name)
         for (app, source), count in sorted(stats.lost.items()):
             lost.add(count, listener=name, app=app, source=source)
         inode = inodes[listener]
@@ -52,6 +59,7 @@ def collect(context: Context) -> list[Family]:
     store = context.store.stats()
     families = [
         received, accepted, dropped, lines_received, lines, lines_dropped, escaped, lost, kernel,
+        rcvbuf, rcvbuf_configured,
         Family("collector_store_queue_depth", "gauge",
                "Lines waiting for the store's writer.").add(store.queued),
         Family("collector_store_lines_committed_total", "counter",
