@@ -98,7 +98,7 @@ class NativeDecoder:
         if payload is None:
             return Dropped("bad_record")
         if stream is None:
-            tracker = StreamTracker(seq, self._window, self._wait)
+            tracker = StreamTracker(seq, self._window, self._wait, payload.dropped_total)
         else:
             tracker = stream.tracker
             verdict = tracker.check(seq)

@@ -48,7 +48,8 @@ class StreamTracker:
     __slots__ = ("_arrivals", "_heap", "_lost_ranges", "dropped_total", "next_line",
                  "next_seq", "partials", "pending", "wait", "window")
 
-    def __init__(self, first_seq: int, window: int, wait: float) -> None:
+    def __init__(self, first_seq: int, window: int, wait: float, dropped_total: int = 0
+                 ) -> None:
         self.next_seq = first_seq - min(first_seq, REJOIN_MARGIN)
         # The line index expected next: unknown unless the stream's very first datagram
         # came first (a collector that restarts must not count what its predecessor
@@ -60,7 +61,10 @@ class StreamTracker:
         self._arrivals: deque[tuple[float, int]] = deque()
         self._lost_ranges: deque[tuple[int, int]] = deque(maxlen=_LOST_RANGES)
         self.partials: dict[int, Partial] = {}
-        self.dropped_total = 0
+        # The sender's dropped total is cumulative over its stream. Joined part way (a
+        # restart, or the stream was forgotten), what it already says was reported by a
+        # predecessor or lost with it: only growth from here on is reported, as with loss.
+        self.dropped_total = 0 if first_seq == 0 else dropped_total
         self.window = max(1, window)
         self.wait = wait
 

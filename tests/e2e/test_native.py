@@ -214,3 +214,35 @@ def test_sidecar_exits_when_its_parent_is_killed(collector: CollectorProcess) ->
             parent.wait(10)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_a_restarted_collector_does_not_report_the_sidecars_drops_again(
+        collector: CollectorProcess) -> None:
+    """The sidecar's dropped total is cumulative: after the collector restarts, the next
+    datagram still says 40, and no second marker for those 40 lines is stored or counted;
+    only drops after the restart are."""
+    encoder = StreamEncoder(KEY, 1472)
+    port = collector.port("native")
+    encoder.dropped_total = 40
+    send(datagrams(encoder, ["before restart"]), port)
+    collector.wait_metrics(
+        lambda m: metric(m, "collector_lines_accepted_total", listener="native") >= 1, 10,
+        "the line before the restart")
+    assert collector.stop() == 0
+    collector.start()
+    send(datagrams(encoder, ["after restart"]), port)
+    encoder.dropped_total = 43
+    send(datagrams(encoder, ["after more drops"]), port)
+    metrics = collector.wait_metrics(
+        lambda m: metric(m, "collector_lines_accepted_total", listener="native") >= 2, 10,
+        "the lines after the restart")
+    assert metric(metrics, "collector_lines_lost_total", listener="native", app="shop",
+                  source="web.1") == 3
+    found = records(collector, "--app", "shop")
+    assert [(r["kind"], r["line"]) for r in found] == [
+        ("marker", "-- 40 lines dropped by the shipper on web.1 --"),
+        ("log", "before restart"),
+        ("log", "after restart"),
+        ("marker", "-- 3 lines dropped by the shipper on web.1 --"),
+        ("log", "after more drops"),
+    ]
