@@ -7,7 +7,8 @@ class SenderLimiter:
     """Allows each sender address `rate` datagrams per second, with a burst of one second.
 
     Pure: the caller passes the clock. Memory is bounded by forgetting every bucket when
-    `max_senders` is reached, which at worst gives a flooder one fresh burst.
+    `max_senders` is reached, which at worst gives a flooder one fresh burst; `resets`
+    counts how often.
     """
 
     def __init__(self, rate: float, max_senders: int = 65536) -> None:
@@ -15,6 +16,7 @@ class SenderLimiter:
         self._burst = max(rate, 1.0)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._max_senders = max_senders
+        self.resets = 0
 
     def allow(self, sender: str, now: float) -> bool:
         """Take one token from the sender's bucket if it has one."""
@@ -25,5 +27,6 @@ class SenderLimiter:
             tokens -= 1.0
         if sender not in self._buckets and len(self._buckets) >= self._max_senders:
             self._buckets.clear()
+            self.resets += 1
         self._buckets[sender] = (tokens, now)
         return allowed

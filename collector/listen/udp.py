@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from typing import cast
 
 import structlog
@@ -16,7 +17,7 @@ from collector.decode.result import Decoder, Dropped
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen.ratelimit import SenderLimiter
-from collector.listen.stats import ListenerStats
+from collector.listen.stats import BoundedState, ListenerStats
 
 log = structlog.get_logger("collector.listen")
 
@@ -73,8 +74,8 @@ class DatagramListener(asyncio.DatagramProtocol):
             stats.lines += count
             stats.escaped += result.escaped
             if result.lost:
-                stats.lost[(result.app or self.config.app,
-                            result.source or self.config.source)] += result.lost
+                stats.count_lost(result.app or self.config.app,
+                                 result.source or self.config.source, result.lost)
         except Exception:
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
@@ -86,6 +87,19 @@ class DatagramListener(asyncio.DatagramProtocol):
             self._logged.add(reason)
             log.warning("datagram_dropped", listener=self.config.name, reason=reason,
                         peer=host, note="further drops for this reason are only counted")
+
+    def evictions(self) -> Counter[str]:
+        """State given up to stay within a bound, by reason, over the listener's parts."""
+        counts = Counter(self.stats.evicted)
+        if isinstance(self._decoder, BoundedState):
+            counts.update(self._decoder.evicted)
+        if self._limiter is not None and self._limiter.resets:
+            counts["sender_buckets"] += self._limiter.resets
+        return counts
+
+    def held(self) -> dict[str, int]:
+        """What the decoder holds for its senders now, by kind (empty if nothing)."""
+        return self._decoder.held() if isinstance(self._decoder, BoundedState) else {}
 
     def error_received(self, exc: Exception) -> None:
         """Socket errors (ICMP and the like) on a receive-only socket are only noted."""
