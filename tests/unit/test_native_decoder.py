@@ -281,11 +281,12 @@ def test_joining_a_stream_part_way_counts_nothing_before_it() -> None:
 
 
 def test_streams_are_bounded() -> None:
-    """Past `max_streams`, the least recently heard stream is forgotten."""
+    """Past `max_streams`, the least recently heard stream is forgotten, and counted."""
     dec = NativeDecoder([KEY], max_streams=3)
     for _ in range(5):
         assert isinstance(dec.decode(one_datagram(stream(), ["x"]), "h", NOW), Lines)
     assert dec.streams == 3
+    assert dec.evicted["stream"] == 2
 
 
 def test_key_tokens() -> None:
