@@ -8,6 +8,17 @@ from collector.context import CONTEXT, Context
 from collector.listen.kernel import udp_drops
 from collector.metrics import Family, render
 
+# What a listener's decoder holds for its senders (`held()` kinds), as gauges.
+_HELD = {
+    "streams": ("collector_native_streams", "Native streams tracked (bound: max-streams)."),
+    "pending_datagrams": ("collector_native_pending_datagrams",
+                          "Native datagrams held above a gap, over all streams "
+                          "(bounds: max-pending, max-stream-pending)."),
+    "partial_bytes": ("collector_native_partial_bytes",
+                      "Bytes of long lines being joined, bookkeeping included "
+                      "(bound: 16 MiB per listener)."),
+}
+
 
 def collect(context: Context) -> list[Family]:
     """Every metric family of the running server."""
@@ -30,6 +41,15 @@ def collect(context: Context) -> list[Family]:
     lost = Family("collector_lines_lost_total", "counter",
                   "Lines lost before reaching the collector, as the wire format reports "
                   "them (sequence gaps, sender-side drops), by app and source.")
+    rcvbuf = Family("collector_udp_receive_buffer_bytes", "gauge",
+                    "The socket receive buffer the kernel granted (getsockopt SO_RCVBUF: "
+                    "twice what was asked).")
+    rcvbuf_configured = Family("collector_udp_receive_buffer_configured_bytes", "gauge",
+                               "The receive buffer configured (rcvbuf).")
+    evictions = Family("collector_listener_evictions_total", "counter",
+                       "State senders made a listener hold, given up to stay within a "
+                       "bound, by reason.")
+    held = {kind: Family(name, "gauge", text) for kind, (name, text) in _HELD.items()}
     inodes = {listener: listener.inode() for listener in context.listeners}
     kernel_drops = udp_drops(i for i in inodes.values() if i is not None)
     for listener in context.listeners:
@@ -44,6 +64,13 @@ def collect(context: Context) -> list[Family]:
         lines.add(stats.lines, listener=name)
         lines_received.add(stats.lines + sum(stats.lines_dropped.values()), listener=name)
         escaped.add(stats.escaped, listener=name)
+        rcvbuf.add(listener.rcvbuf, listener=name)
+        rcvbuf_configured.add(listener.config.rcvbuf, listener=name)
+        for reason, count in sorted(listener.evictions().items()):
+            evictions.add(count, listener=name, reason=reason)
+        for kind, value in listener.held().items():
+            if kind in held:
+                held[kind].add(value, listener=name)
         for (app, source), count in sorted(stats.lost.items()):
             lost.add(count, listener=name, app=app, source=source)
         inode = inodes[listener]
@@ -52,6 +79,7 @@ def collect(context: Context) -> list[Family]:
     store = context.store.stats()
     families = [
         received, accepted, dropped, lines_received, lines, lines_dropped, escaped, lost, kernel,
+        rcvbuf, rcvbuf_configured, evictions, *held.values(),
         Family("collector_store_queue_depth", "gauge",
                "Lines waiting for the store's writer.").add(store.queued),
         Family("collector_store_lines_committed_total", "counter",

@@ -148,7 +148,9 @@ def _is_loopback(host: str) -> bool:
 _LISTENER_KEYS = {
     "udp", "format", "algo", "secret", "iv", "key", "app", "source", "allow", "max-skew",
     "max-datagram", "rcvbuf", "sender-rate", "replay-window",
+    "max-streams", "max-pending", "max-stream-pending",
 }
+_NATIVE_BOUNDS = ("max-streams", "max-pending", "max-stream-pending")
 
 
 def _parse_secret(entry: Entry, algo: str, iv: str | None, app: str | None) -> CryptoSecret:
@@ -211,7 +213,7 @@ def _build_listener(section: Section, name: str) -> ListenerConfig:
     allow_entries = [x for x in e if x.key == "allow"]
     _only_for(fmt, "crypto", [*secret_entries, *([algo_entry] if algo_entry else []),
                               *([iv_entry] if iv_entry else [])])
-    _only_for(fmt, "native", key_entries)
+    _only_for(fmt, "native", key_entries + [x for x in e if x.key in _NATIVE_BOUNDS])
     if fmt == "crypto" and not secret_entries:
         raise ConfigError(f"[{section.name}] has format = crypto but no secret = line",
                           section.location)
@@ -230,8 +232,15 @@ def _build_listener(section: Section, name: str) -> ListenerConfig:
         rcvbuf=_value(e, "rcvbuf", 32 << 20, parse_size),
         sender_rate=float(_value(e, "sender-rate", 0, parse_int)),
         replay_window=_value(e, "replay-window", 65536, parse_int),
+        max_streams=_value(e, "max-streams", 4096, _positive),
+        max_pending=_value(e, "max-pending", 65536, _positive),
+        max_stream_pending=_value(e, "max-stream-pending", 4096, _positive),
         location=section.location,
     )
+
+
+def _positive(value: str, location: Location) -> int:
+    return parse_int(value, location, minimum=1)
 
 
 def _parse_keys(entries: list[Entry]) -> tuple[str, ...]:

@@ -48,6 +48,10 @@ class ListenerConfig:
     rcvbuf: int = 32 << 20
     sender_rate: float = 0.0
     replay_window: int = 65536
+    # Native only: bounds on what senders make the listener hold (docs/PROTOCOL.md).
+    max_streams: int = 4096
+    max_pending: int = 65536
+    max_stream_pending: int = 4096
     location: Location | None = None
 
 

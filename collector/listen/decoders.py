@@ -25,7 +25,8 @@ def _socket(config: ListenerConfig) -> Decoder:
 def _native(config: ListenerConfig) -> Decoder:
     return NativeDecoder([parse_key_token(token) for token in config.keys],
                          max_skew=config.max_skew, replay_window=config.replay_window,
-                         source=config.source)
+                         max_streams=config.max_streams, max_pending=config.max_pending,
+                         max_stream_pending=config.max_stream_pending, source=config.source)
 
 
 FACTORIES: dict[str, Callable[[ListenerConfig], Decoder]] = {

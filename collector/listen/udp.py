@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
+from collections import Counter
 from typing import cast
 
 import structlog
@@ -15,7 +17,7 @@ from collector.decode.result import Decoder, Dropped
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen.ratelimit import SenderLimiter
-from collector.listen.stats import ListenerStats
+from collector.listen.stats import BoundedState, ListenerStats
 
 log = structlog.get_logger("collector.listen")
 
@@ -36,6 +38,8 @@ class DatagramListener(asyncio.DatagramProtocol):
         self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
         self._max = config.max_datagram
         self._logged: set[str] = set()
+        # The receive buffer the kernel granted (getsockopt SO_RCVBUF), set once bound.
+        self.rcvbuf = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,8 +74,8 @@ class DatagramListener(asyncio.DatagramProtocol):
             stats.lines += count
             stats.escaped += result.escaped
             if result.lost:
-                stats.lost[(result.app or self.config.app,
-                            result.source or self.config.source)] += result.lost
+                stats.count_lost(result.app or self.config.app,
+                                 result.source or self.config.source, result.lost)
         except Exception:
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
@@ -83,6 +87,19 @@ class DatagramListener(asyncio.DatagramProtocol):
             self._logged.add(reason)
             log.warning("datagram_dropped", listener=self.config.name, reason=reason,
                         peer=host, note="further drops for this reason are only counted")
+
+    def evictions(self) -> Counter[str]:
+        """State given up to stay within a bound, by reason, over the listener's parts."""
+        counts = Counter(self.stats.evicted)
+        if isinstance(self._decoder, BoundedState):
+            counts.update(self._decoder.evicted)
+        if self._limiter is not None and self._limiter.resets:
+            counts["sender_buckets"] += self._limiter.resets
+        return counts
+
+    def held(self) -> dict[str, int]:
+        """What the decoder holds for its senders now, by kind (empty if nothing)."""
+        return self._decoder.held() if isinstance(self._decoder, BoundedState) else {}
 
     def error_received(self, exc: Exception) -> None:
         """Socket errors (ICMP and the like) on a receive-only socket are only noted."""
@@ -96,12 +113,17 @@ class DatagramListener(asyncio.DatagramProtocol):
         return os.fstat(sock.fileno()).st_ino if sock is not None else None
 
 
+# Linux's number for SO_RCVBUFFORCE (asm-generic/socket.h); Python's socket module does
+# not export the name, and without it the buffer silently stays at net.core.rmem_max.
+_LINUX_SO_RCVBUFFORCE = 33
+
+
 def bind_udp(config: ListenerConfig) -> socket.socket:
     """Bind the listener's socket with a large receive buffer (bursts wait in the kernel)."""
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        _grow_receive_buffer(sock, config.rcvbuf)
+        grow_receive_buffer(sock, config.rcvbuf)
         sock.bind((config.host, config.port))
     except OSError as exc:
         sock.close()
@@ -111,17 +133,38 @@ def bind_udp(config: ListenerConfig) -> socket.socket:
     return sock
 
 
-def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
-    # SO_RCVBUFFORCE passes net.core.rmem_max when the collector runs as root (CAP_NET_ADMIN);
-    # otherwise the kernel caps SO_RCVBUF there, and /metrics shows the buffer we got.
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    if force is not None:
+def force_option(platform: str = sys.platform) -> int | None:
+    """The socket option that sets a receive buffer past net.core.rmem_max, if any."""
+    named: int | None = getattr(socket, "SO_RCVBUFFORCE", None)
+    if named is not None:
+        return named
+    return _LINUX_SO_RCVBUFFORCE if platform.startswith("linux") else None
+
+
+def grow_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a `size`-byte receive buffer; return what the kernel reports it granted.
+
+    SO_RCVBUFFORCE passes net.core.rmem_max for a process with CAP_NET_ADMIN (root);
+    without it (EPERM) SO_RCVBUF is used, which the kernel caps at rmem_max. Either way
+    the kernel reports (and grants) twice what it was asked, for its own bookkeeping.
+    """
+    option = force_option()
+    if option is not None:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-            return
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
         except OSError:
-            pass
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            option = None
+    if option is None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def receive_buffer_advice(wanted: int, obtained: int) -> str | None:
+    """None when the buffer obtained holds the `wanted` bytes; otherwise the command that
+    lets the kernel grant them (or run the collector with CAP_NET_ADMIN, e.g. as root)."""
+    if obtained >= wanted:
+        return None
+    return f"sysctl -w net.core.rmem_max={wanted}"
 
 
 async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Ingest
@@ -129,9 +172,17 @@ async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Inges
     """Bind and start one listener on the running loop."""
     loop = asyncio.get_running_loop()
     sock = bind_udp(config)
+    obtained = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     _, protocol = await loop.create_datagram_endpoint(
         lambda: DatagramListener(config, decoder, ingest), sock=sock)
-    buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    protocol.rcvbuf = obtained
     log.info("listener_started", listener=config.name, format=decoder.format,
-             address=f"{config.host}:{config.port}", rcvbuf=buffer)
+             address=f"{config.host}:{config.port}", rcvbuf=obtained,
+             rcvbuf_configured=config.rcvbuf)
+    advice = receive_buffer_advice(config.rcvbuf, obtained)
+    if advice is not None:
+        log.warning("receive_buffer_small", listener=config.name, rcvbuf=obtained,
+                    rcvbuf_configured=config.rcvbuf, fix=advice,
+                    note="bursts beyond the buffer are dropped by the kernel; or run the "
+                         "collector with CAP_NET_ADMIN (as root), which passes rmem_max")
     return protocol

@@ -214,3 +214,84 @@ def test_sidecar_exits_when_its_parent_is_killed(collector: CollectorProcess) ->
             parent.wait(10)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_a_restarted_collector_does_not_report_the_sidecars_drops_again(
+        collector: CollectorProcess) -> None:
+    """The sidecar's dropped total is cumulative: after the collector restarts, the next
+    datagram still says 40, and no second marker for those 40 lines is stored or counted;
+    only drops after the restart are."""
+    encoder = StreamEncoder(KEY, 1472)
+    port = collector.port("native")
+    encoder.dropped_total = 40
+    send(datagrams(encoder, ["before restart"]), port)
+    collector.wait_metrics(
+        lambda m: metric(m, "collector_lines_accepted_total", listener="native") >= 1, 10,
+        "the line before the restart")
+    assert collector.stop() == 0
+    collector.start()
+    send(datagrams(encoder, ["after restart"]), port)
+    encoder.dropped_total = 43
+    send(datagrams(encoder, ["after more drops"]), port)
+    metrics = collector.wait_metrics(
+        lambda m: metric(m, "collector_lines_accepted_total", listener="native") >= 2, 10,
+        "the lines after the restart")
+    assert metric(metrics, "collector_lines_lost_total", listener="native", app="shop",
+                  source="web.1") == 3
+    found = records(collector, "--app", "shop")
+    assert [(r["kind"], r["line"]) for r in found] == [
+        ("marker", "-- 40 lines dropped by the shipper on web.1 --"),
+        ("log", "before restart"),
+        ("log", "after restart"),
+        ("marker", "-- 3 lines dropped by the shipper on web.1 --"),
+        ("log", "after more drops"),
+    ]
+
+
+def test_a_flood_of_streams_and_sources_stays_within_the_bounds(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """Thousands of distinct streams, each from its own source and each leaving gaps:
+    /metrics shows the streams and pending datagrams held at their configured bounds, the
+    evictions by reason, the lost-line series capped, and the collector's memory levels
+    off from one wave of the flood to the next."""
+    collector = new_collector(config=CONFIG + "max-streams = 100\nmax-pending = 300\n"
+                              "max-stream-pending = 4\n",
+                              env={"LOG_KEY": KEY.token, "OLD_KEY": OLD_KEY.token})
+    collector.start()
+    port = collector.port("native")
+    process = psutil.Process(collector.process.pid if collector.process else 0)
+    sent = 0
+    rss: list[int] = []
+    for wave in range(3):
+        batch: list[bytes] = []
+        for n in range(1500):
+            encoder = StreamEncoder(KEY, 1472)
+            source = f"web.{wave}.{n}".encode()
+            made = [encoder.seal_lines(b"shop", source, [f"l{i}".encode()],
+                                       time.time_ns() // 1000) for i in range(13)]
+            batch += [made[0], *made[2::2]]
+        sent += send(batch, port)
+
+        def read(metrics: dict[str, float], total: int = sent) -> bool:
+            """Every datagram sent so far was read."""
+            return metric(metrics, "collector_datagrams_received_total", listener="native",
+                          format="native") >= total
+
+        collector.wait_metrics(read, 60, f"wave {wave} to be read")
+        rss.append(process.memory_info().rss)
+    metrics = collector.metrics()
+    assert metric(metrics, "collector_udp_kernel_drops_total", listener="native") == 0
+    assert metric(metrics, "collector_native_streams", listener="native") == 100
+    assert 0 < metric(metrics, "collector_native_pending_datagrams", listener="native") <= 300
+    evicted = {reason: metric(metrics, "collector_listener_evictions_total",
+                              listener="native", reason=reason)
+               for reason in ("stream", "stream_pending", "lost_series")}
+    assert evicted["stream"] == 4500 - 100
+    assert evicted["stream_pending"] == 4500 * 2
+    assert evicted["lost_series"] > 0
+    series = [k for k in metrics if k.startswith("collector_lines_lost_total{")]
+    assert len(series) <= 1025
+    assert metric(metrics, "collector_lines_lost_total", listener="native", app="_other",
+                  source="_other") > 0
+    # Generous: the bounds hold the decoder's state; what remains is allocator noise.
+    assert rss[2] - rss[1] < 16 << 20, rss

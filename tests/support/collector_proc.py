@@ -31,6 +31,8 @@ class CollectorProcess:
     token: str | None = None
     http_port: int = field(default_factory=free_port)
     udp_ports: dict[str, int] = field(default_factory=dict)
+    # A command the collector runs under (e.g. setpriv, to drop a capability).
+    prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -76,7 +78,7 @@ class CollectorProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with (self.workdir / f"collector-{self.starts}.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "collector", "serve", "--config",
+                [*self.prefix, sys.executable, "-m", "collector", "serve", "--config",
                  str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         self.starts += 1

@@ -281,11 +281,12 @@ def test_joining_a_stream_part_way_counts_nothing_before_it() -> None:
 
 
 def test_streams_are_bounded() -> None:
-    """Past `max_streams`, the least recently heard stream is forgotten."""
+    """Past `max_streams`, the least recently heard stream is forgotten, and counted."""
     dec = NativeDecoder([KEY], max_streams=3)
     for _ in range(5):
         assert isinstance(dec.decode(one_datagram(stream(), ["x"]), "h", NOW), Lines)
     assert dec.streams == 3
+    assert dec.evicted["stream"] == 2
 
 
 def test_key_tokens() -> None:
@@ -346,3 +347,37 @@ def test_a_restarted_collector_does_not_count_its_predecessors_lines() -> None:
         assert isinstance(result, Lines)
         lost += result.lost
     assert lost == 0
+
+
+def test_a_restarted_collector_does_not_report_drops_again() -> None:
+    """The sidecar's dropped total is cumulative: a collector that restarts (a fresh
+    decoder) mid-stream reports only the drops after it joined, not those its predecessor
+    already stored a marker for; a stream heard from its first datagram reports all."""
+    encoder = stream()
+    first = decoder()
+    encoder.dropped_total = 40
+    result = first.decode(one_datagram(encoder, ["a"]), "h", NOW)
+    assert isinstance(result, Lines)
+    assert result.markers == ("-- 40 lines dropped by the shipper on web.1 --",)
+    restarted = decoder()
+    result = restarted.decode(one_datagram(encoder, ["b"]), "h", NOW)
+    assert isinstance(result, Lines)
+    assert (result.lines, result.lost, result.markers) == (["b"], 0, ())
+    encoder.dropped_total = 45
+    result = restarted.decode(one_datagram(encoder, ["c"]), "h", NOW)
+    assert isinstance(result, Lines)
+    assert result.lost == 5
+    assert result.markers == ("-- 5 lines dropped by the shipper on web.1 --",)
+
+
+def test_a_forgotten_stream_does_not_report_drops_again() -> None:
+    """A stream forgotten to make room (max_streams) and heard again is joined part way:
+    its earlier drops are not counted a second time."""
+    dec = NativeDecoder([KEY], max_streams=1)
+    encoder = stream()
+    encoder.dropped_total = 7
+    assert lines_of(dec.decode(one_datagram(encoder, ["a"]), "h", NOW)) == ["a"]
+    assert isinstance(dec.decode(one_datagram(stream(), ["other"]), "h", NOW), Lines)
+    result = dec.decode(one_datagram(encoder, ["b"]), "h", NOW)
+    assert isinstance(result, Lines)
+    assert (result.lost, result.markers) == (0, ())
