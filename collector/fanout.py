@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from collector.record import Record
 
 Match = Callable[[Record], bool]
+# Records queued for one follower before it is marked lagged: what a slow follower can
+# make the collector hold (besides one write buffer), a few MB at typical line sizes.
+FOLLOWER_LIMIT = 10_000
 
 
 class Subscription:
@@ -57,6 +60,12 @@ class Subscription:
         self.closed = True
         self._wakeup.set()
 
+    def pause(self) -> None:
+        """Stop receiving (and drop what is queued) while the follower reads the store;
+        `resume` when it has caught up."""
+        self.lagged = True
+        self._items.clear()
+
     def resume(self) -> None:
         """Start receiving again after catching up from the store."""
         self.lagged = False
@@ -65,7 +74,7 @@ class Subscription:
 class Hub:
     """The fan-out to live followers."""
 
-    def __init__(self, follower_limit: int = 100_000) -> None:
+    def __init__(self, follower_limit: int = FOLLOWER_LIMIT) -> None:
         self._subscriptions: set[Subscription] = set()
         self._follower_limit = follower_limit
 
