@@ -77,11 +77,16 @@ class Hub:
     def __init__(self, follower_limit: int = FOLLOWER_LIMIT) -> None:
         self._subscriptions: set[Subscription] = set()
         self._follower_limit = follower_limit
+        self.lagged_total = 0
 
     def consume(self, records: Sequence[Record]) -> None:
         """Publish records to followers."""
         for subscription in self._subscriptions:
+            if subscription.lagged:
+                continue
             subscription.offer(records)
+            if subscription.lagged:
+                self.lagged_total += 1
 
     def subscribe(self, match: Match) -> Subscription:
         """Start following; call `unsubscribe` when done."""

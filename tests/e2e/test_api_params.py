@@ -58,7 +58,8 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorPro
     workdir: Path = tmp_path_factory.mktemp("params")
     made = CollectorProcess(workdir, config=CONFIG, token=TOKEN)
     made.start()
-    send([b"web.1:GET / 200", b"web.2:GET /x 500", b"web.1:boom"], made.port("plain"))
+    send([b"shop/web.1:GET / 200", b"shop/web.2:GET /x 500", b"shop/web.1:boom"],
+         made.port("plain"))
     wait_for(lambda: len(made.get("/v1/logs")["records"]) == 3, 10, "three stored lines")
     yield made
     made.close()

@@ -202,3 +202,40 @@ def test_follow_from_the_middle_resumes_there(
     assert lines[0] == b'{"cursor": %d}' % middle
     assert [record_id(line) for line in lines[1:3]] == [middle + 1, middle + 2]
     wait_for(lambda: collector.get("/healthz")["status"] == "ok", 5, "the collector")
+
+
+def test_a_follower_that_stops_reading_live_catches_up_from_the_store(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """A follower that stops reading while 30,000 lines arrive falls behind the live
+    stream (counted in /metrics) without the collector holding them for it: once it reads
+    again it gets every accepted line, once and in order, from the store."""
+    collector = new_collector(config=CONFIG)
+    collector.start()
+    assert collector.process is not None
+    reader = NdjsonReader(collector.http_port, "/v1/logs?follow=1&limit=0")
+    ids: list[int] = []
+    try:
+        lines: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while not lines and time.monotonic() < deadline:
+            lines.extend(line for line in reader.read(4096) if line)
+        assert lines[0].startswith(b'{"cursor": ')
+        with RssSampler(collector.process.pid) as rss:
+            send([f"shop/web.1:live {i:05d} {'x' * 200}".encode() for i in range(30_000)],
+                 collector.port("plain"))
+            metrics = collector.wait_metrics(
+                lambda m: m.get("collector_followers_lagged_total", 0) >= 1, 20,
+                "the follower marked lagged")
+            accepted = int(metrics['collector_lines_accepted_total{listener="plain"}'])
+            deadline = time.monotonic() + 60
+            while len(ids) < accepted and time.monotonic() < deadline:
+                ids.extend(i for line in reader.read(1 << 20) if (i := record_id(line)))
+                accepted = int(collector.metrics()[
+                    'collector_lines_accepted_total{listener="plain"}'])
+        growth = rss.peak - rss.baseline
+        assert growth <= RSS_GROWTH_BOUND, f"RSS grew {growth >> 20} MiB"
+    finally:
+        reader.close()
+    assert accepted > 10_000
+    assert len(ids) == accepted
+    assert all(b > a for a, b in itertools.pairwise(ids))
