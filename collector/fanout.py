@@ -30,19 +30,21 @@ class Subscription:
         self.lagged = False
         self.closed = False
 
-    def offer(self, records: Sequence[Record]) -> None:
-        """Queue the matching records (called by the hub)."""
+    def offer(self, records: Sequence[Record]) -> bool:
+        """Queue the matching records (called by the hub); True if this made it lagged."""
         if self.lagged:
-            return
+            return False
         match = self._match
         matching = [r for r in records if match(r)]
         if not matching:
-            return
+            return False
         self._items.extend(matching)
+        self._wakeup.set()
         if len(self._items) > self._limit:
             self.lagged = True
             self._items.clear()
-        self._wakeup.set()
+            return True
+        return False
 
     async def take(self, wait: float) -> list[Record]:
         """Everything queued, waiting up to `wait` seconds for something to arrive."""
@@ -82,10 +84,7 @@ class Hub:
     def consume(self, records: Sequence[Record]) -> None:
         """Publish records to followers."""
         for subscription in self._subscriptions:
-            if subscription.lagged:
-                continue
-            subscription.offer(records)
-            if subscription.lagged:
+            if subscription.offer(records):
                 self.lagged_total += 1
 
     def subscribe(self, match: Match) -> Subscription:
