@@ -50,3 +50,22 @@ def test_tail_escapes_control_characters_unless_raw(
 
     raw = collector.cli("tail", "--raw", "--color", "never")
     assert raw.stdout.rstrip("\n").endswith("shop[web.1]: " + HOSTILE)
+
+
+def test_tail_follow_prints_a_long_line_of_controls_escaped(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """A 60 kB line of control characters (360 kB of JSON): `tail -f` prints it escaped,
+    whole, and goes on streaming."""
+    collector = new_collector(config=CONFIG)
+    collector.start()
+    send([b"shop/web.1:" + b"\x01" * 60_000], collector.port("plain"))
+    wait_for(lambda: collector.get("/v1/logs")["records"], 10, "the long line stored")
+    with collector.popen_cli("tail", "-f", "-n", "1", "--color", "never") as follower:
+        try:
+            assert follower.stdout is not None
+            line = follower.stdout.readline()
+            assert line.rstrip("\n").endswith(": " + r"\x01" * 60_000)
+            send([b"shop/web.1:next"], collector.port("plain"))
+            assert follower.stdout.readline().rstrip("\n").endswith("shop[web.1]: next")
+        finally:
+            follower.terminate()
