@@ -239,3 +239,56 @@ def test_a_follower_that_stops_reading_live_catches_up_from_the_store(
     assert accepted > 10_000
     assert len(ids) == accepted
     assert all(b > a for a, b in itertools.pairwise(ids))
+
+
+def test_follow_hands_over_records_not_yet_committed(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """With the store's writer stopped (SIGSTOP), lines are accepted but not committed: a
+    follower from after=0 gets the committed ones from the store, then those on their way
+    to disk, then live ones; once the writer runs again nothing comes twice."""
+    collector = new_collector(config=CONFIG)
+    collector.start()
+    assert collector.process is not None
+    port = collector.port("plain")
+
+    def accepted() -> int:
+        return int(collector.metrics()['collector_lines_accepted_total{listener="plain"}'])
+
+    def read_until(count: int, ids: list[int], reader: NdjsonReader) -> None:
+        deadline = time.monotonic() + 30
+        while len(ids) < count and time.monotonic() < deadline:
+            ids.extend(i for line in reader.read(1 << 16) if (i := record_id(line)))
+
+    send([f"shop/web.1:stored {i}".encode() for i in range(2500)], port)
+    time.sleep(0.5)
+    wait_for(lambda: collector.metrics()["collector_store_lines_committed_total"]
+             == accepted() > 0, 20, "the lines committed")
+    (writer,) = psutil.Process(collector.process.pid).children()
+    writer.suspend()
+    reader: NdjsonReader | None = None
+    ids: list[int] = []
+    try:
+        send([f"shop/web.1:pending {i}".encode() for i in range(1500)], port)
+        time.sleep(0.5)
+        waiting = collector.metrics()["collector_store_queue_depth"]
+        assert waiting > 0
+        reader = NdjsonReader(collector.http_port, "/v1/logs?follow=1&after=0")
+        read_until(accepted(), ids, reader)
+        assert len(ids) == accepted()
+        send([f"shop/web.1:live {i}".encode() for i in range(500)], port)
+        time.sleep(0.5)
+        read_until(accepted(), ids, reader)
+    finally:
+        writer.resume()
+    assert reader is not None
+    try:
+        collector.wait_metrics(lambda m: m["collector_store_queue_depth"] == 0, 20,
+                               "the writer caught up")
+        send([b"shop/web.1:last"], port)
+        time.sleep(0.2)
+        read_until(accepted(), ids, reader)
+    finally:
+        reader.close()
+    stored = [r["id"] for r in collector.get("/v1/logs?after=0&limit=10000")["records"]]
+    assert ids == stored
+    assert len(ids) == accepted()
