@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
@@ -25,6 +25,7 @@ NAMES = st.sampled_from(["app", "source", "since", "until", "regex", "status", "
                          "limit", "n", "follow", "state", "x"])
 
 
+@settings(deadline=None)  # a loaded machine must not fail a pure function
 @given(st.dictionaries(NAMES, st.text(max_size=40) | st.integers().map(str), max_size=6))
 def test_logs_params_parse_or_name_the_parameter(params: dict[str, str]) -> None:
     """Any query: a request whose filters can run on a record, or an error naming one of
@@ -38,6 +39,7 @@ def test_logs_params_parse_or_name_the_parameter(params: dict[str, str]) -> None
     assert result.query.after is None or 0 <= result.query.after <= MAX_ID
 
 
+@settings(deadline=None)  # a loaded machine must not fail a pure function
 @given(st.dictionaries(NAMES, st.text(max_size=40) | st.integers().map(str), max_size=6))
 def test_alarm_list_params_parse_or_name_the_parameter(params: dict[str, str]) -> None:
     """Any query to /v1/alarms: (state, app, limit), or an error naming a parameter."""
