@@ -10,34 +10,54 @@ from aiohttp import web
 
 from alarms.delivery import Dispatcher
 from alarms.outbox.base import STATES, Outbox, State
+from collector.api.params import names_problem, shown, whole_number
 
 MAX_LIMIT = 10_000
+LIST_PARAMS = frozenset({"state", "app", "limit", "n"})
+# Ids in one retry request: each is a bound SQL variable.
+MAX_RETRY_IDS = 1000
+MAX_ID_LENGTH = 200
+_RETRY_SHAPE = '{"ids": ["msg_...", ...]} or {"dead": true}'
 
 
 def parse_list_params(params: Mapping[str, str]) -> tuple[State | None, str | None, int] | str:
-    """(state, app, limit) from a query string, or the text of a 400 answer."""
-    state = params.get("state") or None
+    """(state, app, limit) from a query string, or the text of a 400 answer. An empty
+    value counts as not given."""
+    problem = names_problem(params, LIST_PARAMS)
+    if problem:
+        return problem
+    given = {name: value for name, value in params.items() if value}
+    if "n" in given and "limit" in given:
+        return "n: the same as limit; give one of them"
+    state = given.get("state")
     if state is not None and state not in STATES:
-        return f"state: expected one of {', '.join(STATES)}, got {state!r}"
-    raw = params.get("limit") or params.get("n") or "100"
-    try:
-        limit = int(raw)
-    except ValueError:
-        return f"limit: expected a whole number, got {raw!r}"
-    if not 1 <= limit <= MAX_LIMIT:
-        return f"limit: must be between 1 and {MAX_LIMIT}"
-    return state, params.get("app") or None, limit
+        return f"state: expected one of {', '.join(STATES)}, got {shown(state)}"
+    name = "n" if "n" in given else "limit"
+    limit = whole_number(name, given.get(name, "100"), 1, MAX_LIMIT)
+    if isinstance(limit, str):
+        return limit
+    return state, given.get("app"), limit
 
 
 def parse_retry_body(body: Any) -> list[str] | str | None:
     """The ids to retry, None for every dead letter, or the text of a 400 answer."""
     if not isinstance(body, dict):
-        return 'expected a JSON object: {"ids": [...]} or {"dead": true}'
-    if body.get("dead") is True:
-        return None
+        return f"body: expected a JSON object, {_RETRY_SHAPE}"
+    unknown = sorted(set(body) - {"ids", "dead"})
+    if unknown:
+        return (f"unknown field{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(shown(str(k)) for k in unknown[:5])}; expected {_RETRY_SHAPE}")
+    if "ids" in body and "dead" in body:
+        return "ids, dead: give one of them"
+    if "dead" in body:
+        return None if body["dead"] is True else "dead: expected true"
     ids = body.get("ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-        return 'expected {"ids": ["msg_...", ...]} or {"dead": true}'
+    if not isinstance(ids, list) or not ids:
+        return f"ids: expected a non-empty list of alarm ids, {_RETRY_SHAPE}"
+    if len(ids) > MAX_RETRY_IDS:
+        return f"ids: at most {MAX_RETRY_IDS} per request, got {len(ids)}"
+    if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids):
+        return f"ids: expected alarm ids (strings of 1 to {MAX_ID_LENGTH} characters)"
     return ids
 
 
@@ -65,10 +85,15 @@ class AlarmsApi:
 
     async def retry(self, request: web.Request) -> web.Response:
         """Dead letters back into delivery."""
+        problem = names_problem(request.query, ())
+        if problem:
+            return web.json_response({"error": problem}, status=400)
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
+        except (ValueError, RecursionError):
+            # Not JSON, not UTF-8, or nested deeper than the parser goes.
+            return web.json_response(
+                {"error": f"body: expected a JSON object, {_RETRY_SHAPE}"}, status=400)
         ids = parse_retry_body(body)
         if isinstance(ids, str):
             return web.json_response({"error": ids}, status=400)

@@ -72,7 +72,7 @@ def _tail(args: argparse.Namespace) -> int:
                                                   and not os.environ.get("NO_COLOR"))
     options = TailOptions(url=url, token=token, lines=args.num, follow=args.follow,
                           app=args.app, source=args.source, grep=args.grep,
-                          since=args.since, json=args.json, colour=colour)
+                          since=args.since, json=args.json, colour=colour, raw=args.raw)
     try:
         run_async(run_tail(options))
     except KeyboardInterrupt:
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--since", help="only lines since: 15m, 2h, ISO 8601, Unix seconds")
     tail.add_argument("--json", action="store_true", help="one JSON record per line")
     tail.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    tail.add_argument("--raw", action="store_true", help="print control characters from "
+                      "log lines as they are (default: escaped, e.g. \\x1b)")
     add_client_options(tail)
     tail.set_defaults(func=_tail)
 

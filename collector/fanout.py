@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from collector.record import Record
 
 Match = Callable[[Record], bool]
+# Records queued for one follower before it is marked lagged: what a slow follower can
+# make the collector hold (besides one write buffer), a few MB at typical line sizes.
+FOLLOWER_LIMIT = 10_000
 
 
 class Subscription:
@@ -27,19 +30,21 @@ class Subscription:
         self.lagged = False
         self.closed = False
 
-    def offer(self, records: Sequence[Record]) -> None:
-        """Queue the matching records (called by the hub)."""
+    def offer(self, records: Sequence[Record]) -> bool:
+        """Queue the matching records (called by the hub); True if this made it lagged."""
         if self.lagged:
-            return
+            return False
         match = self._match
         matching = [r for r in records if match(r)]
         if not matching:
-            return
+            return False
         self._items.extend(matching)
+        self._wakeup.set()
         if len(self._items) > self._limit:
             self.lagged = True
             self._items.clear()
-        self._wakeup.set()
+            return True
+        return False
 
     async def take(self, wait: float) -> list[Record]:
         """Everything queued, waiting up to `wait` seconds for something to arrive."""
@@ -57,6 +62,12 @@ class Subscription:
         self.closed = True
         self._wakeup.set()
 
+    def pause(self) -> None:
+        """Stop receiving (and drop what is queued) while the follower reads the store;
+        `resume` when it has caught up."""
+        self.lagged = True
+        self._items.clear()
+
     def resume(self) -> None:
         """Start receiving again after catching up from the store."""
         self.lagged = False
@@ -65,14 +76,16 @@ class Subscription:
 class Hub:
     """The fan-out to live followers."""
 
-    def __init__(self, follower_limit: int = 100_000) -> None:
+    def __init__(self, follower_limit: int = FOLLOWER_LIMIT) -> None:
         self._subscriptions: set[Subscription] = set()
         self._follower_limit = follower_limit
+        self.lagged_total = 0
 
     def consume(self, records: Sequence[Record]) -> None:
         """Publish records to followers."""
         for subscription in self._subscriptions:
-            subscription.offer(records)
+            if subscription.offer(records):
+                self.lagged_total += 1
 
     def subscribe(self, match: Match) -> Subscription:
         """Start following; call `unsubscribe` when done."""

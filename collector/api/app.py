@@ -10,10 +10,16 @@ from aiohttp.typedefs import Middleware
 
 from collector.api.logs import get_logs
 from collector.api.metrics import get_metrics
+from collector.api.params import names_problem
 from collector.context import CONTEXT, Context
 from collector.errors import StoreError
 
 _OPEN_PATHS = frozenset({"/healthz"})
+# Endpoints that take no query parameters (the others check their own).
+_NO_PARAMS = frozenset({"/healthz", "/metrics"})
+# A request line may be this long (aiohttp's default is 8190 bytes), so that a long query
+# parameter reaches the handler and is refused with its name rather than by the parser.
+MAX_REQUEST_LINE = 128 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,6 +35,10 @@ def _auth_middleware(token: str | None) -> Middleware:
                 return web.json_response({"error": "missing or wrong bearer token"},
                                          status=401,
                                          headers={"WWW-Authenticate": "Bearer"})
+        if request.path in _NO_PARAMS:
+            problem = names_problem(request.query, ())
+            if problem:
+                return web.json_response({"error": problem}, status=400)
         try:
             return await handler(request)
         except StoreError as exc:
@@ -47,7 +57,8 @@ async def get_health(request: web.Request) -> web.Response:
 
 def create_app(context: Context) -> web.Application:
     """The API application for a running server."""
-    app = web.Application(middlewares=[_auth_middleware(context.config.http.token)])
+    app = web.Application(middlewares=[_auth_middleware(context.config.http.token)],
+                          handler_args={"max_line_size": MAX_REQUEST_LINE})
     app[CONTEXT] = context
     app.router.add_get("/healthz", get_health)
     app.router.add_get("/v1/logs", get_logs)

@@ -4,12 +4,19 @@ No line may fall between the backlog and the live stream. A follower subscribes 
 in the same loop tick, takes the store's uncommitted records; only then does it read the
 committed ones. A record is thus in the subscription (appended later), in that snapshot, or
 committed before the read; one found twice is sent once, by id.
+
+A follower's backlog can be the whole store (`after=0`), so it is never gathered: it is
+read from the store one page at a time, each page written and drained before the next is
+read, with the subscription paused meanwhile; the hand-over above happens where the
+committed records end. A follower that falls behind live (fanout.Subscription's limit)
+goes through the same catch-up. What one follower makes the collector hold is thus
+bounded, whatever `after` and however slowly it reads: a page, a write buffer, and at
+most the subscription's limit of live records.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import replace
 
 from aiohttp import web
@@ -21,12 +28,9 @@ from collector.query import LogQuery, matcher
 from collector.record import Record
 
 HEARTBEAT_SECONDS = 10.0
-_PAGE = 5000
-
-
-def _ndjson(records: Iterable[Record]) -> bytes:
-    return b"".join(json.dumps(r.to_json(), ensure_ascii=False).encode() + b"\n"
-                    for r in records)
+# A follower's backlog is read this many records at a time (and a query's results too).
+PAGE_SIZE = 1000
+WRITE_CHUNK = 64 * 1024
 
 
 async def get_logs(request: web.Request) -> web.StreamResponse:
@@ -71,21 +75,19 @@ async def _newest(context: Context, query: LogQuery) -> list[Record]:
     return _merge(stored, pending)[-query.limit:]
 
 
-async def _after(context: Context, query: LogQuery, after: int, limit: int | None
-                 ) -> list[Record]:
-    """Matching records after `after`, committed or not, up to `limit` (None: all)."""
+async def _after(context: Context, query: LogQuery, after: int, limit: int) -> list[Record]:
+    """Matching records after `after`, committed or not, up to `limit`."""
     pending = _uncommitted(context, query, after)
     found: list[Record] = []
     cursor = after
-    while limit is None or len(found) < limit:
-        want = _PAGE if limit is None else min(_PAGE, limit - len(found))
+    while len(found) < limit:
+        want = min(PAGE_SIZE, limit - len(found))
         page = await context.store.query(replace(query, after=cursor, limit=want))
         found.extend(page)
         if len(page) < want:
             break
         cursor = page[-1].id
-    merged = _merge(found, pending)
-    return merged if limit is None else merged[:limit]
+    return _merge(found, pending)[:limit]
 
 
 async def _follow(request: web.Request, context: Context, parsed: LogsRequest
@@ -99,11 +101,16 @@ async def _follow(request: web.Request, context: Context, parsed: LogsRequest
                                            "Cache-Control": "no-cache"})
     try:
         if query.after is None:
+            # At most MAX_LIMIT records: read at once.
             backlog = await _newest(context, query)
             last = backlog[0].id - 1 if backlog else newest_id
         else:
+            # The backlog may be the whole store: it is read page by page while the
+            # subscription is paused (so live records do not pile up meanwhile), and
+            # the subscription is resumed where the store's records end (_catch_up).
+            subscription.pause()
+            backlog = []
             last = query.after
-            backlog = await _after(context, query, last, None)
         await response.prepare(request)
         # The cursor line tells the client where the stream stands even before any record
         # arrives, so that it can resume after a reconnect with nothing skipped.
@@ -121,9 +128,7 @@ async def _stream(response: web.StreamResponse, context: Context, query: LogQuer
                   subscription: Subscription, last: int) -> None:
     while not subscription.closed:
         if subscription.lagged:
-            # Resume first, then read: the same hand-over as at the start of the stream.
-            subscription.resume()
-            last = await _send(response, await _after(context, query, last, None), last)
+            last = await _catch_up(response, context, query, subscription, last)
             continue
         batch = await subscription.take(HEARTBEAT_SECONDS)
         if batch:
@@ -133,9 +138,59 @@ async def _stream(response: web.StreamResponse, context: Context, query: LogQuer
             await response.write(b"\n")
 
 
+async def _catch_up(response: web.StreamResponse, context: Context, query: LogQuery,
+                    subscription: Subscription, last: int) -> int:
+    """Send every matching record after `last` from the store, one page at a time, then
+    resume the paused subscription; return the new `last`.
+
+    Backpressure: a page is read only once the previous one is written and drained, so a
+    slow follower holds at most one page and one write buffer, however far behind it is.
+    """
+    while not subscription.closed:
+        page = await _page(context, query, last)
+        if len(page) < PAGE_SIZE:
+            break  # near the end of what is committed: hand over (below)
+        last = await _send(response, page, last)
+    if subscription.closed:
+        return last
+    # The hand-over, as at the start of a stream: resume and take the uncommitted records
+    # in one loop tick. A record appended before it is in `pending` or committed (and so
+    # found by the pages below); one appended after it reaches the subscription.
+    subscription.resume()
+    pending = _uncommitted(context, query, last)
+    position = 0
+    while True:
+        page = await _page(context, query, last)
+        full = len(page) == PAGE_SIZE
+        end = position
+        while end < len(pending) and (not full or pending[end].id <= page[-1].id):
+            end += 1
+        last = await _send(response, _merge(page, pending[position:end]), last)
+        position = end
+        if not full or subscription.closed:
+            return last
+
+
+async def _page(context: Context, query: LogQuery, after: int) -> list[Record]:
+    """The next PAGE_SIZE committed records matching `query` after `after`."""
+    return await context.store.query(replace(query, after=after, limit=PAGE_SIZE))
+
+
 async def _send(response: web.StreamResponse, records: list[Record], last: int) -> int:
-    fresh = [r for r in records if r.id > last]
-    if fresh:
-        await response.write(_ndjson(fresh))
-        return fresh[-1].id
+    """Write the records after `last` in chunks of about WRITE_CHUNK bytes (each write
+    waits for the socket to drain); return the last id written."""
+    chunk: list[bytes] = []
+    size = 0
+    for record in records:
+        if record.id <= last:
+            continue
+        line = json.dumps(record.to_json(), ensure_ascii=False).encode() + b"\n"
+        chunk.append(line)
+        size += len(line)
+        last = record.id
+        if size >= WRITE_CHUNK:
+            await response.write(b"".join(chunk))
+            chunk, size = [], 0
+    if chunk:
+        await response.write(b"".join(chunk))
     return last

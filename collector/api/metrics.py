@@ -96,6 +96,9 @@ def collect(context: Context) -> list[Family]:
                                            "Time to write and commit one batch."),
         Family("collector_followers", "gauge", "Clients following the live stream.").add(
             context.hub.followers),
+        Family("collector_followers_lagged_total", "counter",
+               "Times a follower fell too far behind the live stream and went back to "
+               "reading the store.").add(context.hub.lagged_total),
         Family("collector_consumer_errors_total", "counter",
                "Records a consumer (alarms, fan-out) failed on.").add(
             context.ingest.consumer_errors),

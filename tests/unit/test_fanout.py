@@ -47,3 +47,18 @@ async def test_close_all_ends_waits() -> None:
     hub.close_all()
     assert await asyncio.wait_for(follower.take(30), 1) == []
     assert follower.closed
+
+
+async def test_paused_follower_holds_nothing_until_resumed() -> None:
+    """While a follower reads its backlog from the store it is paused: what is published
+    meanwhile is not queued (the store has it), and after `resume` it receives again."""
+    hub = Hub()
+    follower = hub.subscribe(matcher(LogQuery()))
+    hub.consume([rec(1)])
+    follower.pause()
+    hub.consume([rec(i) for i in range(2, 50_000)])
+    assert follower.lagged
+    assert await follower.take(0.01) == []
+    follower.resume()
+    hub.consume([rec(50_000)])
+    assert [r.id for r in await follower.take(0.1)] == [50_000]
