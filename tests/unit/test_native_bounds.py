@@ -12,11 +12,11 @@ import pytest
 
 from collector.config import load_config
 from collector.decode.native import NativeDecoder
-from collector.decode.native_wire import make_key
 from collector.decode.result import Dropped, Lines
 from collector.errors import ConfigError, Location
 from collector.listen.decoders import make_decoder
 from collector.listen.stats import OTHER, ListenerStats
+from logwire.native import make_key
 from shipper.encoder import StreamEncoder
 
 NOW = 1_800_000_000.0
