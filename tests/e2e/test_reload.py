@@ -21,6 +21,7 @@ import pytest
 
 from collector.config.model import Config, HttpConfig, StoreConfig
 from collector.server.server import HangupLatch, serve
+from tests.support.alarms_api import wait_alarms
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_port, wait_for
 from tests.support.send import send
@@ -295,3 +296,25 @@ async def test_a_sighup_during_start_up_is_served_once_up(tmp_path: Path) -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert len(reads) == 1
+
+
+def test_pending_alarms_survive_a_reload_and_are_delivered(
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """An alarm waiting for a receiver that is down stays pending through a reload that
+    changes the rules, and is delivered once the receiver is back."""
+    hook = new_webhook(start=False)
+    collector = new_collector(config=before(hook).replace(
+        "timeout=2\n", "timeout=2\nalarm-backoff = 0.2\nalarm-max-backoff = 0.5\n"))
+    collector.start()
+    send([b"shop/web.1:disk full on /srv"], collector.port("steady"))
+    (pending,) = wait_alarms(collector, "state=pending", 1, "the alarm pending")
+    collector.config = after(hook).replace(
+        "timeout=2\n", "timeout=2\nalarm-backoff = 0.2\nalarm-max-backoff = 0.5\n")
+    collector.write_config()
+    hangup(collector)
+    reloads(collector, "ok", 1)
+    hook.start()
+    (delivered,) = wait_for(hook.accepted, 20, "the pending alarm delivered")
+    assert delivered.webhook_id == pending["id"]
+    wait_alarms(collector, "state=delivered", 1, "the alarm marked delivered")
