@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
@@ -90,6 +91,7 @@ class Server:
         context = self.context
         if context is None:
             return False
+        started = time.monotonic()
         try:
             new = self._load()
             plan = plan_reload(context.config, new)
@@ -107,7 +109,8 @@ class Server:
             return False
         context.reloads["ok"] += 1
         self.config = context.config
-        log.info("config_reloaded", source=plan.config.source, **plan.summary())
+        log.info("config_reloaded", source=plan.config.source,
+                 seconds=round(time.monotonic() - started, 4), **plan.summary())
         return True
 
     async def _apply(self, context: Context, plan: ReloadPlan) -> None:
