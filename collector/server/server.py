@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
 
 import structlog
@@ -150,7 +151,10 @@ class Server:
                 failed.append(str(exc))
         context.listeners[:] = [running[c.name] for c in plan.config.listeners
                                 if c.name in running]
-        context.config = plan.config
+        # A listener that could not open is left out of the running config, so that the
+        # next reload sees it as new and tries again.
+        context.config = replace(plan.config, listeners=tuple(
+            c for c in plan.config.listeners if c.name in running))
         if failed:
             raise ConfigError("; ".join(failed))
 

@@ -318,3 +318,25 @@ def test_pending_alarms_survive_a_reload_and_are_delivered(
     (delivered,) = wait_for(hook.accepted, 20, "the pending alarm delivered")
     assert delivered.webhook_id == pending["id"]
     wait_alarms(collector, "state=delivered", 1, "the alarm marked delivered")
+
+
+def test_a_port_that_cannot_be_bound_refuses_the_whole_reload(
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """A new listener on a port another process holds refuses the reload before anything
+    changed: the removed listener still receives, the new rule does not apply yet."""
+    hook = new_webhook()
+    collector = new_collector(config=before(hook))
+    collector.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", collector.port("new")))
+        collector.config = after(hook)
+        collector.write_config()
+        hangup(collector)
+        reloads(collector, "failed", 1)
+    assert f"cannot listen on udp 127.0.0.1:{collector.port('new')}" in collector.output()
+    assert udp_port_bound(collector.port("old"))
+    send([b"shop/web.1:out of memory", b"shop/web.1:disk full"], collector.port("old"))
+    (fired,) = wait_for(hook.accepted, 10, "the old rule's alarm")
+    assert fired.json()["message"].startswith("disk full")
+    assert collector.get("/healthz")["listeners"] == ["steady", "old", "tuned"]
