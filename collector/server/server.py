@@ -119,11 +119,12 @@ class Server:
         listeners whose settings changed on their socket, close the ones that go, and open
         those that take over a closed address.
 
-        Until the first step succeeds nothing has changed, so a port that cannot be bound
-        refuses the whole reload.
+        Until the first step succeeds (decoders built, sockets bound, components reloaded)
+        nothing has changed, so a port that cannot be bound refuses the whole reload.
         """
         opened: list[DatagramListener] = []
         try:
+            decoders = {c.name: make_decoder(c) for c in plan.retune}
             for listener_config in plan.open_first:
                 opened.append(await self._open(listener_config, context.ingest))
             # Before any socket closes: a component that refuses the new config (the
@@ -137,7 +138,7 @@ class Server:
         running = {listener.config.name: listener for listener in context.listeners}
         for listener_config in plan.retune:
             running[listener_config.name].reconfigure(listener_config,
-                                                      make_decoder(listener_config))
+                                                      decoders[listener_config.name])
         closing = {name: running.pop(name) for name in plan.close}
         for listener in closing.values():
             _close(listener)
