@@ -9,11 +9,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from alarms.config import parse_app
 from alarms.offline import Outcome, evaluate
+from collector.cli_support import add_client_options
 from collector.client.api import ApiClient, resolve
-from collector.config import load_config
+from collector.config.load import load_config
 from collector.errors import ConfigError
+from logwire.runner import run_async
 
 
 def _stamp(moment: float | None) -> str:
@@ -72,11 +73,10 @@ def run_test(config_path: str, app: str, source: str, lines: TextIO, out: TextIO
              as_json: bool = False) -> Outcome:
     """Evaluate `app`'s rules from the config over `lines`; print what would fire."""
     config = load_config(config_path)
-    section = config.app(app)
-    if section is None:
-        known = ", ".join(a.name for a in config.apps) or "none"
+    rules = config.app(app)
+    if rules is None:
+        known = ", ".join(a.app for a in config.apps) or "none"
         raise ConfigError(f"{config_path} has no [app:{app}] section (apps: {known})")
-    rules = parse_app(section)
     outcome = evaluate(rules, (raw.rstrip("\r\n") for raw in lines), source, time.time())
     for n in outcome.notifications:
         if as_json:
@@ -96,8 +96,6 @@ def run_test(config_path: str, app: str, source: str, lines: TextIO, out: TextIO
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from logwire.runner import run_async  # noqa: PLC0415 - cli imports this module's hook
-
     command = getattr(args, "alarms_command", None) or "list"
     if command == "test":
         run_test(args.config, args.app, args.source, sys.stdin, sys.stdout, as_json=args.json)
@@ -110,8 +108,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """`collector alarms [list|retry|test]`."""
-    from collector.cli import add_client_options  # noqa: PLC0415
-
     alarms = commands.add_parser(
         "alarms", help="recent alarms and their delivery; retry; try rules offline",
         description="With no subcommand: list recent alarms, newest first.")
@@ -139,8 +135,6 @@ def add_commands(commands: Any) -> None:
 
 
 def _list_options(parser: argparse.ArgumentParser) -> None:
-    from collector.cli import add_client_options  # noqa: PLC0415
-
     state = parser.add_mutually_exclusive_group()
     state.add_argument("--pending", action="store_true", help="only those not yet delivered")
     state.add_argument("--dead", action="store_true", help="only dead letters")

@@ -16,17 +16,18 @@ import structlog
 from aiohttp import web
 
 from alarms.api import AlarmsApi
-from alarms.config import parse_app
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
 from alarms.metrics import families
 from alarms.notifiers.base import Notifier, Services
 from alarms.notifiers.registry import build
 from alarms.outbox.sqlite import SqliteOutbox
+from alarms.spec import AppRules
 from collector.config.model import Config
-from collector.context import Context
 from collector.errors import StoreError
 from collector.metrics import Family
+from collector.server.context import Context
+from collector.server.reload import same_settings
 
 log = structlog.get_logger("alarms")
 
@@ -40,7 +41,8 @@ class AlarmsComponent:
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self._rules = [parse_app(section) for section in config.apps]
+        self._rules: list[AppRules] = list(config.apps)
+        self._services: Services | None = None
         self._outbox = SqliteOutbox(config.store.data_dir / OUTBOX_FILE)
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: Dispatcher | None = None
@@ -51,10 +53,9 @@ class AlarmsComponent:
         """Open the outbox, resume what it holds, and start seeing records."""
         pending = await self._outbox.open()
         self._session = aiohttp.ClientSession()
-        services = Services(publish=context.ingest.publish, next_ids=context.ingest.next_ids)
-        notifiers: dict[tuple[str, str], Notifier] = {
-            (rules.app, spec.name): build(spec, rules.retry, services, self._session)
-            for rules in self._rules for spec in rules.alarms.values()}
+        self._services = Services(publish=context.ingest.publish,
+                                  next_ids=context.ingest.next_ids)
+        notifiers = self._notifiers(self._rules)
         self._dispatcher = Dispatcher(self._outbox, notifiers,
                                       {rules.app: rules.retry for rules in self._rules})
         self._engine = AlarmEngine(self._rules, self._dispatcher.submit)
@@ -63,6 +64,25 @@ class AlarmsComponent:
         self._ticker = asyncio.create_task(self._tick(), name="alarm-ticker")
         log.info("alarms_started", apps=len(self._rules), alarms=len(notifiers),
                  pending=len(pending))
+
+    def _notifiers(self, rules: list[AppRules]) -> dict[tuple[str, str], Notifier]:
+        assert self._services is not None
+        assert self._session is not None
+        return {(app.app, spec.name): build(spec, app.retry, self._services, self._session)
+                for app in rules for spec in app.alarms.values()}
+
+    async def reload(self, config: Config) -> None:
+        """New rules and notifiers for the next record; the outbox and what it holds stay."""
+        rules = list(config.apps)
+        self._config = config
+        if self._engine is None or self._dispatcher is None or same_settings(
+                rules, self._rules):
+            return
+        notifiers = self._notifiers(rules)
+        self._dispatcher.reconfigure(notifiers, {app.app: app.retry for app in rules})
+        self._engine.replace_rules(rules, same_settings)
+        self._rules = rules
+        log.info("alarms_reloaded", apps=len(rules), alarms=len(notifiers))
 
     async def _tick(self) -> None:
         engine = self._engine

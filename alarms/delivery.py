@@ -122,6 +122,20 @@ class Dispatcher:
             self._persisted.clear()
             await self._persisted.wait()
 
+    def reconfigure(self, notifiers: Mapping[Key, Notifier],
+                    policies: Mapping[str, RetryPolicy]) -> None:
+        """Deliver with these notifiers and policies from the next attempt on (a reload).
+
+        What is pending or in flight stays; an entry whose alarm is gone fails as no longer
+        configured, as after a restart.
+        """
+        self._notifiers = dict(notifiers)
+        self._policies = dict(policies)
+        # Lanes are made again with the new alarm-concurrency; attempts in flight finish
+        # on the lane they hold.
+        self._lanes = {}
+        self.plugins.update({key: n.plugin for key, n in self._notifiers.items()})
+
     # -- intake ----------------------------------------------------------------------
 
     def submit(self, notification: Notification) -> None:

@@ -148,6 +148,22 @@ class AlarmEngine:
         self.fired: Counter[tuple[str, str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
 
+    def replace_rules(self, rules: Iterable[AppRules],
+                      same: Callable[[AppRules, AppRules], bool]) -> None:
+        """Evaluate the next record with `rules` (a config reload).
+
+        An app whose rules are `same` keeps its engine and so its state (rate windows,
+        silences, a backtrace being assembled); anti-storm state and figures carry on.
+        """
+        apps: dict[str, AppEngine] = {}
+        for rule in rules:
+            if not rule.has_conditions:
+                continue
+            running = self._apps.get(rule.app)
+            apps[rule.app] = (running if running is not None and same(running.rules, rule)
+                              else AppEngine(rule))
+        self._apps = apps
+
     def consume(self, records: Sequence[Record]) -> None:
         """Evaluate records (the ingest Consumer interface)."""
         apps = self._apps

@@ -9,31 +9,18 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from alarms.cli import add_commands as add_alarms_commands
+from collector.cli_support import add_client_options
 from collector.client.api import resolve
 from collector.client.tail import TailOptions, run_tail
-from collector.config import Config, load_config, load_default_config
+from collector.config.load import load_config, load_default_config
+from collector.config.model import Config
 from collector.errors import CollectorError
 from logwire.logsetup import configure_logging
 from logwire.runner import run_async
-
-# Subcommands other packages add (alarms): each gets the subparsers object.
-ParserHook = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-_parser_hooks: list[ParserHook] = []
-
-
-def register_commands(hook: ParserHook) -> None:
-    """Let another package add subcommands to `collector`."""
-    if hook not in _parser_hooks:
-        _parser_hooks.append(hook)
-
-
-def add_client_options(parser: argparse.ArgumentParser) -> None:
-    """--url and --token, shared by every command that talks to a running collector."""
-    parser.add_argument("--url", help="collector API (default $COLLECTOR_URL or "
-                        "http://127.0.0.1:8080)")
-    parser.add_argument("--token", help="bearer token (default $COLLECTOR_TOKEN)")
 
 
 def read_config(path: str | None, data_dir: str | None = None) -> Config:
@@ -43,20 +30,37 @@ def read_config(path: str | None, data_dir: str | None = None) -> Config:
     return load_config(path)
 
 
+def config_loader(path: str | None, data_dir: str | None = None) -> Callable[[], Config]:
+    """How `serve` reads its Config, at start and again on each SIGHUP.
+
+    A named file is read anew each time, with `--data-dir` applied over it; the embedded
+    default is built once and reloads as itself.
+    """
+    if path is None:
+        default = read_config(None, data_dir)
+        return lambda: default
+
+    def load() -> Config:
+        config = load_config(path)
+        if data_dir:
+            config = replace(config, store=replace(config.store, data_dir=Path(data_dir)))
+        return config
+
+    return load
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from collector.server import serve  # noqa: PLC0415 - keeps `tail` start-up light
+    from collector.server.server import HangupLatch, serve  # noqa: PLC0415 - light `tail`
 
-    config = read_config(args.config, args.data_dir)
-    if args.data_dir and args.config:
-        from dataclasses import replace  # noqa: PLC0415
-
-        config = replace(config, store=replace(config.store, data_dir=Path(args.data_dir)))
+    latch = HangupLatch.install()
+    load = config_loader(args.config, args.data_dir)
+    config = load()
     configure_logging(config.log_level, config.log_format)
     # Printed, not logged: a secret has no place in a log, but the operator who started
     # the embedded default needs it to configure uWSGI.
     for notice in config.notices:
         print(notice, file=sys.stderr, flush=True)
-    run_async(serve(config))
+    run_async(serve(config, load, latch))
     return 0
 
 
@@ -108,14 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(tail)
     tail.set_defaults(func=_tail)
 
-    for hook in _parser_hooks:
-        hook(commands)
+    add_alarms_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `collector` console script."""
-    _load_plugins()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
@@ -125,15 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-def _load_plugins() -> None:
-    """Import the packages that extend the collector (they register themselves)."""
-    try:
-        import alarms.plugin  # noqa: F401, PLC0415
-    except ModuleNotFoundError as exc:
-        if exc.name != "alarms.plugin":
-            raise
 
 
 if __name__ == "__main__":

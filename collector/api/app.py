@@ -11,8 +11,8 @@ from aiohttp.typedefs import Middleware
 from collector.api.logs import get_logs
 from collector.api.metrics import get_metrics
 from collector.api.params import names_problem
-from collector.context import CONTEXT, Context
 from collector.errors import StoreError
+from collector.server.context import CONTEXT, Context
 
 _OPEN_PATHS = frozenset({"/healthz"})
 # Endpoints that take no query parameters (the others check their own).

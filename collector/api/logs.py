@@ -22,10 +22,10 @@ from dataclasses import replace
 from aiohttp import web
 
 from collector.api.params import LogsRequest, parse_logs_params
-from collector.context import CONTEXT, Context
 from collector.fanout import Subscription
 from collector.query import LogQuery, matcher
 from collector.record import Record
+from collector.server.context import CONTEXT, Context
 
 HEARTBEAT_SECONDS = 10.0
 # A follower's backlog is read this many records at a time (and a query's results too).

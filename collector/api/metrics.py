@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from collector.context import CONTEXT, Context
 from collector.listen.kernel import udp_drops
 from collector.metrics import Family, render
+from collector.server.context import CONTEXT, Context
 
 # What a listener's decoder holds for its senders (`held()` kinds), as gauges.
 _HELD = {
@@ -102,10 +102,20 @@ def collect(context: Context) -> list[Family]:
         Family("collector_consumer_errors_total", "counter",
                "Records a consumer (alarms, fan-out) failed on.").add(
             context.ingest.consumer_errors),
+        _reloads(context),
     ]
     for component in context.components:
         families.extend(component.metric_families())
     return families
+
+
+def _reloads(context: Context) -> Family:
+    family = Family("collector_config_reloads_total", "counter",
+                    "Config reloads (SIGHUP) by result: ok, or failed (the running config "
+                    "was kept).")
+    for result in ("ok", "failed"):
+        family.add(context.reloads[result], result=result)
+    return family
 
 
 async def get_metrics(request: web.Request) -> web.Response:

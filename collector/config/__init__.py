@@ -1,7 +1,11 @@
-"""Collector configuration: a uWSGI-style ini read into one typed `Config`."""
+"""Collector configuration: a uWSGI-style ini read into one typed `Config`.
+
+The loader lives in `collector.config.load` and is imported from there: it parses the
+`[app:NAME]` alarm lines with `alarms.config`, which itself reads this package's ini and
+unit parsers, so re-exporting the loader here would make an import cycle.
+"""
 
 from collector.config.ini import Entry
-from collector.config.load import load_config, load_default_config
 from collector.config.model import (
     AppSection,
     Config,
@@ -17,6 +21,4 @@ __all__ = [
     "HttpConfig",
     "ListenerConfig",
     "StoreConfig",
-    "load_config",
-    "load_default_config",
 ]

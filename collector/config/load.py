@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from alarms.config import parse_app
+from alarms.spec import AppRules
 from collector.config.ini import Entry, Section, parse_ini
 from collector.config.model import (
     LOOPBACK_NETWORKS,
@@ -35,19 +37,6 @@ from logwire.native import parse_key_token
 
 _FORMATS: tuple[Format, ...] = ("crypto", "socket", "native")
 _SECRET_OPTIONS = ("secret", "algo", "iv", "app")
-
-# Hooks that validate `[app:NAME]` sections; the alarms package registers its parser here so
-# that a bad alarm line fails at load time with its file and line, without this module
-# importing the alarms package (which depends on the collector).
-AppValidator = Callable[[AppSection], object]
-_app_validators: list[AppValidator] = []
-
-
-def register_app_validator(validator: AppValidator) -> None:
-    """Have `validator` check each `[app:NAME]` section when a config loads."""
-    if validator not in _app_validators:
-        _app_validators.append(validator)
-
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and check the ini file at `path`."""
@@ -267,7 +256,8 @@ def build_config(sections: list[Section], filename: str) -> Config:
     """Check sections and keys and build the `Config`; errors name file, line and key."""
     collector: Section | None = None
     listeners: list[ListenerConfig] = []
-    apps: list[AppSection] = []
+    apps: list[AppRules] = []
+    app_names: list[tuple[str, Location | None]] = []
     for section in sections:
         kind, _, name = section.name.partition(":")
         if section.name == "collector":
@@ -277,16 +267,16 @@ def build_config(sections: list[Section], filename: str) -> Config:
         elif kind == "listener" and name:
             listeners.append(_build_listener(section, name))
         elif kind == "app" and name:
-            app = AppSection(name, tuple(section.entries), section.location)
-            for validate in _app_validators:
-                validate(app)
-            apps.append(app)
+            # Parsed here, once: the server and `check-config` get typed rules, and a bad
+            # alarm line fails the load with its file, line and key.
+            app_names.append((name, section.location))
+            apps.append(parse_app(AppSection(name, tuple(section.entries), section.location)))
         else:
             raise ConfigError(
                 f"unknown section [{section.name}]; use [collector], [listener:NAME], "
                 "[app:NAME]", section.location)
     _check_unique([(listener.name, listener.location) for listener in listeners], "listener")
-    _check_unique([(app.name, app.location) for app in apps], "app")
+    _check_unique(app_names, "app")
     seen: dict[tuple[str, int], str] = {}
     for listener in listeners:
         address = (listener.host, listener.port)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from alarms.spec import AppRules
 from collector.config.ini import Entry
 from collector.errors import Location
 
@@ -78,7 +79,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class AppSection:
-    """An `[app:NAME]` block; its alarm entries are parsed by the alarms package."""
+    """An `[app:NAME]` block as read, before `alarms.config.parse_app` types its lines."""
 
     name: str
     entries: tuple[Entry, ...]
@@ -92,12 +93,12 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     listeners: tuple[ListenerConfig, ...] = ()
-    apps: tuple[AppSection, ...] = ()
+    apps: tuple[AppRules, ...] = ()
     log_level: str = "info"
     log_format: Literal["console", "json"] = "console"
     source: str = "<embedded default>"
     notices: tuple[str, ...] = ()
 
-    def app(self, name: str) -> AppSection | None:
-        """The `[app:NAME]` section, if one was given."""
-        return next((a for a in self.apps if a.name == name), None)
+    def app(self, name: str) -> AppRules | None:
+        """The `[app:NAME]` section's alarm rules, if one was given."""
+        return next((a for a in self.apps if a.app == name), None)

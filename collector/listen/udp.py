@@ -42,6 +42,27 @@ class DatagramListener(asyncio.DatagramProtocol):
         self.rcvbuf = 0
         self.transport: asyncio.DatagramTransport | None = None
 
+    def reconfigure(self, config: ListenerConfig, decoder: Decoder) -> None:
+        """Take a reloaded listener's settings on the same socket, from the next datagram.
+
+        The socket stays open, so nothing sent meanwhile is lost (a rotated secret, an
+        allow list or a rate limit takes effect without a gap); the figures carry on.
+        """
+        self.config = config
+        self._decoder = decoder
+        self._origin = Origin(config.name, decoder.format, config.app, config.source)
+        self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
+        self._max = config.max_datagram
+        self._logged.clear()
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            try:
+                self.rcvbuf = grow_receive_buffer(sock, config.rcvbuf)
+            except OSError as exc:
+                log.warning("rcvbuf_not_changed", listener=config.name, error=exc.strerror)
+        log.info("listener_reconfigured", listener=config.name, format=decoder.format,
+                 address=f"{config.host}:{config.port}")
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport for closing and for the socket's inode."""
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport.

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import alarms.plugin  # noqa: F401 - registers the [app:NAME] validator with load_config
-from collector.config import load_config
+from collector.config.load import load_config
 from collector.errors import ConfigError, Location
 from tests.unit.alarm_support import rules_from
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from alarms.engine import AlarmEngine, truncate
 from alarms.notification import Notification
 from alarms.storm import Storm
+from collector.server.reload import same_settings
 from tests.unit.alarm_support import record, rules_from
 
 ALARMS = "alarm = page cmd:true\nalarm = hook webhook:http://127.0.0.1:1/x\n"
@@ -226,3 +227,22 @@ def test_anti_storm_is_per_source_as_each_dyno_had_its_own() -> None:
                     record("boom", 1001.5, source="web.2")])
     assert [n.source for n in fired] == ["web.1", "web.2"]
     assert engine.suppressed[("shop", "page")] == 2
+
+
+def test_replaced_rules_apply_to_the_next_record_and_unchanged_apps_keep_state() -> None:
+    """A reload's new rules judge the next record; an app whose rules did not change
+    (only moved in the file) keeps its state: a rate window counts on across the swap."""
+    rate = "alarm-rate = page 2/60 ^boom\n"
+    engine, fired = engine_for(rate)
+    engine.consume([record("boom 1", 1000.0), record("disk full", 1000.5)])
+    moved = rules_from("\n\n" + ALARMS + rate)
+    other = rules_from(ALARMS + "log-alarm = hook ^disk full\n", app="web")
+    engine.replace_rules([moved, other], same_settings)
+    engine.consume([record("boom 2", 1001.0)])
+    assert [n.condition for n in fired] == ["rate"]
+    engine.consume([record("disk full", 1002.0, app="web")])
+    assert [(n.app, n.alarm) for n in fired] == [("shop", "page"), ("web", "hook")]
+    engine.replace_rules([rules_from(ALARMS + "alarm-rate = page 2/60 ^bang\n")],
+                         same_settings)
+    engine.consume([record("boom 3", 1003.0), record("disk full", 1003.5, app="web")])
+    assert len(fired) == 2

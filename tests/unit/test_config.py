@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import load_config, load_default_config
 from collector.config.ini import parse_ini
+from collector.config.load import load_config, load_default_config
 from collector.config.units import parse_duration, parse_hostport, parse_size
 from collector.errors import ConfigError, Location
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import load_config
+from collector.config.load import load_config
 from collector.decode.native import NativeDecoder
 from collector.decode.result import Dropped, Lines
 from collector.errors import ConfigError, Location

@@ -9,8 +9,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.client.tail import Printer, escape_controls, format_line
 from collector.record import Record
-from collector.tail import Printer, escape_controls, format_line
 
 # Everything a terminal may act on: C0 but tab, DEL, C1, line separators, bidi controls.
 UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

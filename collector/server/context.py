@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +29,10 @@ class Component(Protocol):
         """Finish in-flight work and stop."""
         ...
 
+    async def reload(self, config: Config) -> None:
+        """Apply a reloaded config's settings for this part, from the next record on."""
+        ...
+
     def routes(self) -> Sequence[web.RouteDef]:
         """HTTP routes this component serves."""
         ...
@@ -48,6 +53,8 @@ class Context:
     listeners: list[DatagramListener] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    reloads: Counter[str] = field(default_factory=Counter)
+    """SIGHUP reloads by result (`ok`, `failed`), for /metrics."""
 
 
 CONTEXT: web.AppKey[Context] = web.AppKey("context", Context)
