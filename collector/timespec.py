@@ -1,4 +1,5 @@
-"""Points in time as people type them: `1732470000`, `2026-11-24T20:00:00Z`, `15m` (ago)."""
+"""Time as people type it: durations (`500ms`, `30s`, `15m`, `7d`) for config values and
+"ago" filters, and points in time (`1732470000`, `2026-11-24T20:00:00Z`, `15m` ago)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,19 @@ import re
 import time
 from datetime import UTC, datetime
 
-_AGO = re.compile(r"([0-9]+(?:\.[0-9]+)?)(s|m|h|d|w)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def duration_seconds(text: str) -> float | None:
+    """`90`, `500ms`, `30s`, `15m`, `12h`, `7d`, `2w` in seconds (a bare number is seconds);
+    None when `text` is not a duration (ASCII digits only, finite)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        return None
+    seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return seconds if math.isfinite(seconds) else None
 
 
 def parse_time(text: str, now: float | None = None) -> float | None:
@@ -21,13 +32,12 @@ def parse_time(text: str, now: float | None = None) -> float | None:
     """
     value = text.strip()
     current = time.time() if now is None else now
-    ago = _AGO.fullmatch(value)
-    if ago:
-        found = current - float(ago.group(1)) * _UNITS[ago.group(2)]
-        return found if math.isfinite(found) else None
     if _NUMBER.fullmatch(value):
         number = float(value)
         return number if math.isfinite(number) else None
+    ago = duration_seconds(value)
+    if ago is not None:
+        return current - ago
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if parsed.tzinfo is None:

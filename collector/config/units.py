@@ -6,21 +6,20 @@ import ipaddress
 import re
 
 from collector.errors import ConfigError, Location
+from collector.timespec import duration_seconds
 from logwire.address import split_hostport
 from logwire.errors import WireError
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_duration(value: str, location: Location) -> float:
     """`90`, `500ms`, `30s`, `15m`, `12h`, `7d`, `2w` to seconds (a bare number is seconds)."""
-    match = _DURATION.match(value.strip().lower())
-    if not match:
+    seconds = duration_seconds(value)
+    if seconds is None:
         raise ConfigError(f"expected a duration such as 30s, 15m, 7d; got {value!r}", location)
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    return seconds
 
 
 def parse_size(value: str, location: Location) -> int:

@@ -13,7 +13,7 @@ from collector.listen.kernel import parse_udp_table
 from collector.listen.ratelimit import SenderLimiter
 from collector.metrics import Family, Histogram, render
 from collector.record import Record
-from collector.timespec import parse_time
+from collector.timespec import duration_seconds, parse_time
 
 UDP_TABLE = "\n".join([
     "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
@@ -75,6 +75,18 @@ def test_times() -> None:
     assert parse_time("2024-11-24T18:20:00Z") == 1732472400.0
     assert parse_time("2024-11-24T18:20:00") == 1732472400.0
     assert parse_time("yesterday-ish") is None
+    assert parse_time("500ms", now=1000.0) == 999.5
+
+
+def test_one_duration_parser_for_config_and_queries() -> None:
+    """Config values and "ago" filters read durations alike: units, a bare number as
+    seconds, ASCII digits only, nothing infinite."""
+    assert duration_seconds("90") == 90.0
+    assert duration_seconds("500ms") == 0.5
+    assert duration_seconds(" 2 W ") == 14 * 86400.0
+    assert duration_seconds("1.5h") == 5400.0
+    for bad in ("", "m", "-5s", "5x", "\u0665s", "9" * 400, "1e3s", "nan"):
+        assert duration_seconds(bad) is None, bad
 
 
 @pytest.mark.parametrize(("params", "error"), [
