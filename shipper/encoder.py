@@ -40,7 +40,6 @@ class StreamEncoder:
         self.next_line = 0
         # Lines dropped before sealing (queue full), in total; every datagram carries it.
         self.dropped_total = 0
-        self.bytes_sent = 0
 
     def room(self, app: bytes, source: bytes) -> int:
         """Record bytes that fit in one datagram for this origin."""
@@ -80,7 +79,6 @@ class StreamEncoder:
         datagram = seal_datagram(self._cipher, plain, key_id=self.key.key_id,
                                  stream_id=self.stream_id, seq=self.seq, micros=micros)
         self.seq += 1
-        self.bytes_sent += len(datagram)
         return datagram
 
 

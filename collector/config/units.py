@@ -42,16 +42,6 @@ def parse_int(value: str, location: Location, *, minimum: int = 0) -> int:
     return number
 
 
-def parse_bool(value: str, location: Location) -> bool:
-    """uWSGI's truth values: true/false, yes/no, on/off, 1/0."""
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"expected true or false, got {value!r}", location)
-
-
 def parse_hostport(value: str, location: Location) -> tuple[str, int]:
     """`HOST:PORT`, `:PORT` (all interfaces) or `[V6]:PORT`."""
     try:
