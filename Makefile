@@ -1,6 +1,7 @@
 # make run   - start the collector on its embedded default (creates .venv)
 # make test  - install what the tests need, lint, type-check and run every test
-# make bench - the benchmarks (README.md, Benchmarks), about eight minutes
+# make bench - the benchmarks (README.md, Benchmarks), about ten minutes: each searches
+#              for its figure within a time budget (bench/search.py)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

@@ -1,41 +1,42 @@
-"""Shared benchmark machinery: a collector process, senders, samplers, percentiles."""
+"""What the benchmarks need beyond tests/support: a collector set up for load, samplers,
+senders, a bare receiver, the time budget and the verdict of one trial.
+
+Collectors, webhook receivers and SMTP servers are tests/support's (one harness for tests
+and benchmarks); this module only adds what a benchmark does with them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psutil
-import uvloop
-from aiohttp import web
 
+from bench.search import SearchSpec
 from collector.store.partitions import list_partitions
+from tests.support.collector_proc import CollectorProcess
+from tests.support.net import free_udp_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A free loopback port."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+SECRET = "benchmark-secret-aes-256-cbc-key"
+CRYPTO_LISTENER = f"format = crypto\nsecret = {SECRET}"
+# A sender falling this far short of the rate asked did not test that rate.
+SENDER_SHORTFALL = 0.95
+SETTLE_SECONDS = 1.0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -46,120 +47,189 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def wait_until(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll until `check()`; False on timeout."""
+def wait_quietly(check: Callable[[], object], timeout: float) -> None:
+    """Poll `check` until it holds or `timeout` passes; a timeout is not an error here,
+    since what was reached by then is the figure."""
+    with contextlib.suppress(AssertionError):
+        wait_for(check, timeout, "a benchmark condition")
+
+
+@contextlib.contextmanager
+def bench_collector(listener: str = CRYPTO_LISTENER, extra: str = ""
+                    ) -> Iterator[CollectorProcess]:
+    """A fresh `collector serve` (tests/support's) in a temporary directory with one UDP
+    listener named `bench` (`listener`: its lines after `udp =`, crypto by default) and
+    `extra` ini text, logging warnings only; not started. Stopped and removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        collector = CollectorProcess(
+            Path(workdir),
+            config=f"[listener:bench]\nudp = 127.0.0.1:{{port:bench}}\n{listener}\n{extra}\n",
+            settings={"log-level": "warning"})
+        collector.port("bench")
+        try:
+            yield collector
+        finally:
+            try:
+                if collector.process is not None:
+                    collector.stop(timeout=30)
+            except subprocess.TimeoutExpired:
+                collector.close()
+            # Give the machine a moment between trials (the writer's last fsync, sockets).
+            time.sleep(SETTLE_SECONDS)
+
+
+def udp_port(collector: CollectorProcess) -> int:
+    """The benchmark listener's port."""
+    return collector.port("bench")
+
+
+def processes(collector: CollectorProcess) -> list[psutil.Process]:
+    """The collector and its children (the store writer)."""
+    assert collector.process is not None
+    main = psutil.Process(collector.process.pid)
+    return [main, *main.children(recursive=True)]
+
+
+def metric_sum(metrics: dict[str, float], prefix: str) -> int:
+    """The sum of every series whose name (with labels) starts with `prefix`."""
+    return int(sum(v for k, v in metrics.items() if k.startswith(prefix)))
+
+
+def settle(collector: CollectorProcess, expected: int, timeout: float = 30.0
+           ) -> dict[str, float]:
+    """Wait until the collector has read `expected` datagrams (or stopped reading) and its
+    store queue is empty; return the metrics then."""
+    last: dict[str, float] = {}
+    stable_since = time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
+        metrics = collector.metrics()
+        idle = metrics.get("collector_store_queue_depth", 1) == 0
+        read = (metric_sum(metrics, "collector_datagrams_received_total")
+                + metric_sum(metrics, "collector_udp_kernel_drops_total"))
+        if metrics != last:
+            stable_since = time.monotonic()
+        if idle and (read >= expected or time.monotonic() - stable_since > 1.0):
+            return metrics
+        last = metrics
+        time.sleep(0.1)
+    return last
 
 
-@dataclass
-class Collector:
-    """`collector serve` in a temporary directory, with one listener: crypto unless
-    `listener` gives the lines of another (after `udp =`)."""
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one trial held its rate: every line sent arrived (within the tolerance)
+    and the sender really sent at the rate asked."""
 
-    secret: str = "benchmark-secret-aes-256-cbc-key"
-    extra: str = ""
-    listener: str = ""
-    udp_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
-    http_port: int = field(default_factory=free_port)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
-    process: subprocess.Popen[bytes] | None = None
+    asked: float
+    sent: int
+    arrived: int
+    seconds: float
+    tolerance: float
 
     @property
-    def data_dir(self) -> Path:
-        """The collector's data directory."""
-        return self.workdir / "data"
+    def achieved(self) -> float:
+        """Lines per second the sender achieved."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
 
-    def start(self) -> None:
-        """Write the config, start, wait for /healthz."""
-        config = self.workdir / "collector.ini"
-        listener = self.listener or f"format = crypto\nsecret = {self.secret}"
-        config.write_text(
-            f"[collector]\ndata-dir = {self.data_dir}\nhttp = 127.0.0.1:{self.http_port}\n"
-            f"log-level = warning\n\n[listener:bench]\nudp = 127.0.0.1:{self.udp_port}\n"
-            f"{listener}\n{self.extra}\n")
-        with (self.workdir / "collector.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "collector", "serve", "--config", str(config)],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        if not wait_until(self._healthy, 30):
-            raise RuntimeError("collector did not start: "
-                               + (self.workdir / "collector.log").read_text()[-2000:])
+    @property
+    def loss(self) -> float:
+        """The share of lines sent that did not arrive."""
+        return max(0, self.sent - self.arrived) / self.sent if self.sent else 1.0
 
-    def _healthy(self) -> bool:
-        try:
-            return bool(self.get("/healthz")["status"] == "ok")
-        except OSError:
-            return False
+    @property
+    def sender_short(self) -> bool:
+        """The sender could not keep the rate: the rate was not tested."""
+        return self.achieved < SENDER_SHORTFALL * self.asked
 
-    def get(self, path: str) -> Any:
-        """GET JSON from the API."""
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())
+    @property
+    def held(self) -> bool:
+        """Held: loss within the tolerance at the rate asked."""
+        return self.sent > 0 and not self.sender_short and self.loss <= self.tolerance
 
-    def metrics(self) -> dict[str, float]:
-        """/metrics as a flat dict."""
-        url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
-
-    def processes(self) -> list[psutil.Process]:
-        """The collector and its children (the store writer)."""
-        assert self.process is not None
-        main = psutil.Process(self.process.pid)
-        return [main, *main.children(recursive=True)]
-
-    def settle(self, expected: int, timeout: float = 30.0) -> dict[str, float]:
-        """Wait until the collector has read `expected` datagrams (or stopped reading)
-        and its store queue is empty; return the metrics then."""
-        last: dict[str, float] = {}
-        stable_since = time.monotonic()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            metrics = self.metrics()
-            done = (metrics.get("collector_store_queue_depth", 1) == 0
-                    and metrics != {} and _received(metrics) + _kernel_drops(metrics)
-                    >= expected)
-            if metrics != last:
-                stable_since = time.monotonic()
-            if done or (metrics.get("collector_store_queue_depth", 1) == 0
-                        and time.monotonic() - stable_since > 1.0):
-                return metrics
-            last = metrics
-            time.sleep(0.1)
-        return last
-
-    def stop(self) -> None:
-        """SIGTERM, wait, remove the directory."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+    @property
+    def mark(self) -> str:
+        """A word for the trial's row."""
+        return "held" if self.held else "SENDER" if self.sender_short else "loss"
 
 
-def _received(metrics: dict[str, float]) -> float:
-    return sum(v for k, v in metrics.items()
-               if k.startswith("collector_datagrams_received_total"))
+class Budget:
+    """A benchmark's time: trials stop being started once it is spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+
+    def out_of_time(self) -> bool:
+        """Whether the budget is spent."""
+        return time.monotonic() - self.started >= self.seconds
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return time.monotonic() - self.started
 
 
-def _kernel_drops(metrics: dict[str, float]) -> float:
-    return sum(v for k, v in metrics.items()
-               if k.startswith("collector_udp_kernel_drops_total"))
+def retrying(trial: Callable[[float], bool], retries: int) -> Callable[[float], bool]:
+    """A trial that, when it misses, is run again up to `retries` times: on a shared
+    machine another process's burst can cost a run; a rate held once is held."""
+    def oracle(rate: float) -> bool:
+        return any(trial(rate) for _ in range(1 + retries))
+    return oracle
+
+
+def trial_duration(rate: float, duration: float, max_lines: int) -> float:
+    """`duration`, shortened at high rates so that a trial sends at most `max_lines`
+    (the sender encodes everything first and keeps it in memory)."""
+    return min(duration, max_lines / rate)
+
+
+def add_search_options(parser: argparse.ArgumentParser, budget: float, max_lines: int
+                       ) -> None:
+    """The options every benchmark's search takes, with its own default budget."""
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per trial")
+    parser.add_argument("--budget", type=float, default=budget,
+                        help="seconds for the searches; no trial starts after it")
+    parser.add_argument("--start", type=float, default=2_000.0, help="first rate tried")
+    parser.add_argument("--resolution", type=float, default=0.05,
+                        help="relative width at which bisecting stops")
+    parser.add_argument("--max-trials", type=int, default=24, help="rates tried per search")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="share of lines a held trial may lose (default: none)")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="runs again of a trial that missed before it counts as missed")
+    parser.add_argument("--max-lines", type=int, default=max_lines,
+                        help="lines per trial at most (shorter trials at high rates)")
+
+
+def search_spec(args: argparse.Namespace) -> SearchSpec:
+    """The search the options ask for."""
+    return SearchSpec(start=args.start, resolution=args.resolution,
+                      max_trials=args.max_trials)
+
+
+def search_note(args: argparse.Namespace) -> str:
+    """How the figures are found, for a benchmark's first line."""
+    return (f"{args.duration:g} s per trial (at most {args.max_lines} lines); held = "
+            f"lines lost <= {args.tolerance:g} of those sent and the sender kept the rate "
+            f"(>= {100 * SENDER_SHORTFALL:.0f} %); a miss is retried {args.retries}x; search "
+            f"from {args.start:.0f}/s, doubling, then bisecting to "
+            f"{100 * args.resolution:g} %, at most {args.max_trials} rates; budget "
+            f"{args.budget:.0f} s")
+
+
+def sender_note(bad: float | None, short: set[float]) -> str:
+    """A caveat when the first rate not held was one the sender could not keep: the figure
+    is then this machine's sending limit, not the receiver's."""
+    if bad is not None and bad in short:
+        return " (the sender could not keep the first rate not held: a sending limit)"
+    return ""
+
+
+def ratio_line(name: str, figure: float, baseline_name: str, baseline: float) -> str:
+    """The summary's last line: the figure over the baseline measured in the same run."""
+    ratio = figure / baseline if baseline else float("nan")
+    return f"ratio {name}/{baseline_name}: {ratio:.2f}"
 
 
 class Sampler(threading.Thread):
@@ -302,24 +372,40 @@ class SendResult:
 
 
 class Sender:
-    """A bench.sender process, encoded and waiting for `go()`."""
+    """A bench.sender process: it starts encoding at once (while the collector starts);
+    `go()` waits until it is ready, then lets it send. `close()` ends it if `go()` never
+    ran (a trial that failed to start)."""
 
-    def __init__(self, port: int, rate: float, duration: float, secret: str,
+    def __init__(self, port: int, rate: float, duration: float, secret: str = SECRET,
                  extra: Sequence[str] = ()) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bench.sender", f"--port={port}", f"--rate={rate}",
              f"--duration={duration}", f"--secret={secret}", *extra],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Wait until everything is encoded (once; `go()` calls it too)."""
+        if self._ready:
+            return
         assert self._process.stdout is not None
         if self._process.stdout.readline().strip() != "ready":
             raise RuntimeError("sender failed to start")
+        self._ready = True
 
     def go(self) -> SendResult:
-        """Send now; block until done."""
+        """Wait until encoded, send now; block until done."""
+        self.wait_ready()
         out, _ = self._process.communicate("go\n", timeout=600)
         doc = json.loads(out)
         return SendResult(doc["sent"], doc["seconds"],
                           {int(k): v for k, v in doc["probes"].items()})
+
+    def close(self) -> None:
+        """Kill the process if it is still running."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate(timeout=30)
 
 
 def latencies(sent: dict[int, float], seen: dict[int, float]) -> list[float]:
@@ -327,68 +413,11 @@ def latencies(sent: dict[int, float], seen: dict[int, float]) -> list[float]:
     return [(seen[seq] - at) * 1000 for seq, at in sent.items() if seq in seen]
 
 
-class WebhookReceiver(threading.Thread):
-    """A local aiohttp server (uvloop, its own thread) that notes when each POST arrived.
-
-    `arrivals` holds (path, time.time() once the body was read, body); parsing is left to
-    the caller, after the run, so that the receiver adds as little as it can.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.port = free_port()
-        self.arrivals: list[tuple[str, float, bytes]] = []
-        self._loop = uvloop.new_event_loop()
-        self._ready = threading.Event()
-        self._halt: asyncio.Event | None = None
-
-    @property
-    def url(self) -> str:
-        """The base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start serving; returns once it listens."""
-        super().start()
-        if not self._ready.wait(10):
-            raise RuntimeError("webhook receiver did not start")
-
-    def run(self) -> None:
-        """Serve until stopped."""
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        finally:
-            self._loop.close()
-
-    async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._halt = asyncio.Event()
-        self._ready.set()
-        await self._halt.wait()
-        await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.arrivals.append((request.path, time.time(), body))
-        return web.Response(text="ok")
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._halt is not None:
-            self._loop.call_soon_threadsafe(self._halt.set)
-        self.join(10)
-
-
 class BareReceiver:
     """bench.bare_receiver: counts datagrams and nothing else."""
 
     def __init__(self) -> None:
-        self.port = free_port(socket.SOCK_DGRAM)
+        self.port = free_udp_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.bare_receiver", f"--port={self.port}"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Collector, env_note, free_port, wait_until
+from bench.harness import bench_collector, env_note, settle, udp_port, wait_quietly
+from tests.support.net import free_udp_port
 
 RELOADS_OK = 'collector_config_reloads_total{result="ok"}'
 READ = 'collector_datagrams_received_total{listener="bench",format="socket"}'
@@ -57,14 +58,13 @@ class Steady(threading.Thread):
 
 def run(reloads: int, seconds: float, limit: int) -> tuple[int, dict[str, float]]:
     """One run: lines sent and the metrics after they settled."""
-    collector = Collector(listener="format = socket\napp = steady")
-    collector.start()
-    config = collector.workdir / "collector.ini"
-    plain = config.read_text()
-    extra = (plain + f"\n[listener:extra]\nudp = 127.0.0.1:{free_port(socket.SOCK_DGRAM)}\n"
-             "format = socket\n\n[app:shop]\nalarm = a log:\nlog-alarm = a ^x\n")
-    sender = Steady(collector.udp_port, seconds, limit)
-    try:
+    with bench_collector(listener="format = socket\napp = steady") as collector:
+        collector.start()
+        config = collector.config_path
+        plain = config.read_text()
+        extra = (plain + f"\n[listener:extra]\nudp = 127.0.0.1:{free_udp_port()}\n"
+                 "format = socket\n\n[app:shop]\nalarm = a log:\nlog-alarm = a ^x\n")
+        sender = Steady(udp_port(collector), seconds, limit)
         sender.start()
         started = time.monotonic()
         for done in range(1, reloads + 1):
@@ -72,13 +72,11 @@ def run(reloads: int, seconds: float, limit: int) -> tuple[int, dict[str, float]
             config.write_text(extra if done % 2 else plain)
             assert collector.process is not None
             collector.process.send_signal(signal.SIGHUP)
-            if not wait_until(lambda: collector.metrics().get(RELOADS_OK) == done, 20):  # noqa: B023
+            wait_quietly(lambda: collector.metrics().get(RELOADS_OK) == done, 20)  # noqa: B023
+            if collector.metrics().get(RELOADS_OK) != done:
                 raise RuntimeError(f"reload {done} not counted within 20 s")
         sender.join()
-        collector.settle(sender.sent)
-        metrics = collector.metrics()
-    finally:
-        collector.stop()
+        metrics = settle(collector, sender.sent)
     return sender.sent, metrics
 
 

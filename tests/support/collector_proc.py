@@ -22,7 +22,9 @@ class CollectorProcess:
     """Runs `python -m collector serve --config FILE` and talks to it.
 
     `config` is the ini text after the [collector] section; `{http}`, `{data}` and any
-    `{port:NAME}` placeholders are filled in with free loopback ports.
+    `{port:NAME}` placeholders are filled in with free loopback ports. `settings` are
+    further `key = value` lines of the [collector] section (e.g. a benchmark's
+    `log-level = warning`).
     """
 
     workdir: Path
@@ -35,6 +37,7 @@ class CollectorProcess:
     prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    settings: dict[str, str] = field(default_factory=dict)
 
     def port(self, name: str) -> int:
         """A UDP port reserved under `name` (the same one on every restart)."""
@@ -66,6 +69,7 @@ class CollectorProcess:
         ]
         if self.token:
             head.append(f"api-token = {self.token}")
+        head += [f"{key} = {value}" for key, value in self.settings.items()]
         body = self.config
         for name in list(self.udp_ports) + _placeholders(body):
             body = body.replace(f"{{port:{name}}}", str(self.port(name)))
