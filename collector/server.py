@@ -104,7 +104,8 @@ class Server:
                 log.exception("component_stop_failed", component=type(component).__name__)
         await context.store.close()
         stats = context.store.stats()
-        log.info("collector_stopped", committed=stats.committed, dropped=stats.dropped)
+        log.info("collector_stopped", committed=stats.committed, dropped=stats.dropped,
+                 lost=stats.queued)
 
 
 async def serve(config: Config) -> None:
