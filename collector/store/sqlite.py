@@ -155,17 +155,22 @@ class SqliteStore:
         self._process = process
         self._started_at = loop.time()
         ready = self._ready = loop.create_future()
+        pipe: asyncio.WriteTransport | None = None
         try:
             pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, process.stdin)
             acks, protocol = await loop.connect_read_pipe(
                 lambda: _AckProtocol(self, process), process.stdout)
             self._acks, self._ack_protocol = acks, protocol
             await asyncio.wait_for(ready, READY_WAIT)
-        except TimeoutError:
-            raise StoreError(f"the store writer did not start within {READY_WAIT:g} s"
-                             ) from None
-        except OSError as exc:
-            raise StoreError(f"cannot talk to the store writer: {exc}") from exc
+        except BaseException as exc:
+            if pipe is not None and not pipe.is_closing():
+                pipe.abort()
+            if isinstance(exc, TimeoutError):
+                raise StoreError(f"the store writer did not start within {READY_WAIT:g} s"
+                                 ) from None
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot talk to the store writer: {exc}") from exc
+            raise
         finally:
             self._ready = None
         # The pipe is published only now, after the resend: frames shipped meanwhile
