@@ -67,7 +67,8 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
+        """Commit what is queued, then stop the writer, within a bounded time; what could
+        not be committed by then is logged as lost, with its count."""
         ...
 
     def stats(self) -> StoreStats:

@@ -206,8 +206,13 @@ class SqliteStore:
         if self._pipe is not None:
             if not self._pipe.is_closing():
                 self._pipe.write(frames.encode(frames.QUIT, None))
+            # The transport closes the pipe once what it holds is written.
             self._pipe.close()
             self._pipe = None
+        elif process is not None and process.stdin is not None:
+            # A writer caught starting has no pipe transport: end its input directly.
+            with contextlib.suppress(OSError):
+                process.stdin.close()
         if process is not None:
             await _reap(process, QUIT_WAIT)
         if self._ack_protocol is not None:
