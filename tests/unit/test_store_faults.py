@@ -221,6 +221,49 @@ async def test_frames_committed_but_never_acknowledged_are_stored_once(
     assert ids_in(tmp_path / "logs") == list(range(1, 201))
 
 
+def fill_pipe(path: str) -> int:
+    """Write acknowledgement frames nobody waits for into the pipe at `path` until it is
+    full; how many bytes that took."""
+    junk = frames.encode(frames.FLUSHED, -1)
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    written = 0
+    try:
+        while True:
+            try:
+                written += os.write(fd, junk)
+            except BlockingIOError:
+                return written
+    finally:
+        os.close(fd)
+
+
+async def test_a_writer_killed_between_commit_and_ack_loses_and_doubles_nothing(
+        tmp_path: Path) -> None:
+    """The writer commits a frame and is killed -9 before its acknowledgement gets out
+    (its ack pipe is full, so it is stuck right after COMMIT): the new writer gets the
+    frame again, the flush completes, and every row is stored exactly once."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    store.append([rec(i) for i in range(1, 101)])
+    await asyncio.wait_for(store.flush(), 10)
+    process, acks = store._process, store._acks
+    assert process is not None
+    assert acks is not None
+    acks.pause_reading()
+    assert fill_pipe(f"/proc/{process.pid}/fd/1") > 0
+    store.append([rec(i) for i in range(101, 201)])
+    await eventually(lambda: len(ids_in(tmp_path / "logs")) == 200, 10,
+                     "the second frame committed")
+    assert store.stats().committed == 100, "acknowledged although its pipe was full"
+    process.kill()
+    acks.resume_reading()
+    await asyncio.wait_for(store.flush(), 15)
+    assert store.writer_restarts == 1
+    assert store.stats().committed == 200
+    assert ids_in(tmp_path / "logs") == list(range(1, 201))
+    await store.close()
+
+
 async def test_close_is_bounded_while_writes_fail_and_reports_the_loss(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """close() while every commit fails returns within seconds, counts the failures
