@@ -102,7 +102,7 @@ class SqliteStore:
         self._scheduled = False
         # Frames not yet acknowledged, with their records (for `uncommitted`); flushes by
         # token.
-        self._unacked: deque[tuple[int, list[Record], bytes]] = deque()
+        self._unacked: deque[tuple[list[Record], bytes]] = deque()
         self._flushes: dict[int, tuple[asyncio.Future[None], bytes]] = {}
         self._tokens = itertools.count(1)
         self._callbacks: list[Callable[[int], None]] = []
@@ -176,7 +176,7 @@ class SqliteStore:
         # The pipe is published only now, after the resend: frames shipped meanwhile
         # waited in `_unacked`, so the new writer gets every frame in order, and a flush
         # after all the rows it waits for.
-        for _, _, frame in self._unacked:
+        for _, frame in self._unacked:
             pipe.write(frame)
         for _, frame in self._flushes.values():
             pipe.write(frame)
@@ -271,13 +271,13 @@ class SqliteStore:
             return
         batch, self._buffer = self._buffer, []
         frame = frames.encode(frames.ROWS, [record.row() for record in batch])
-        self._unacked.append((batch[-1].id, batch, frame))
+        self._unacked.append((batch, frame))
         if self._pipe is not None and not self._pipe.is_closing():
             self._pipe.write(frame)
 
     def uncommitted(self) -> Iterator[Record]:
         """Records appended but not yet acknowledged as committed, in id order."""
-        for _, records, _ in self._unacked:
+        for records, _ in self._unacked:
             yield from records
         yield from self._buffer
 
@@ -303,12 +303,13 @@ class SqliteStore:
 
     def _acknowledged(self, kind: bytes, payload: Any) -> None:
         if kind == frames.COMMITTED:
-            last, count, seconds = payload
+            last, count, seconds, frame_count = payload
             self._committed += count
             self._batches += 1
             self._writes_failing = False
             self.batch_seconds.observe(seconds)
-            while self._unacked and self._unacked[0][0] <= last:
+            # By count, not by id: exactly the frames whose rows are committed.
+            for _ in range(min(frame_count, len(self._unacked))):
                 self._unacked.popleft()
             for callback in self._callbacks:
                 callback(last)

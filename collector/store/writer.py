@@ -226,7 +226,7 @@ class WriterLoop:
             rows.extend(payload)
             count += 1
         if rows:
-            if not self._commit(rows):
+            if not self._commit(rows, count):
                 return self._give_up_due()
             for _ in range(count):
                 queue.popleft()
@@ -238,8 +238,9 @@ class WriterLoop:
                 return True
         return False
 
-    def _commit(self, rows: list[Row]) -> bool:
-        """One attempt; True once the rows are committed and acknowledged."""
+    def _commit(self, rows: list[Row], frame_count: int) -> bool:
+        """One attempt at the rows of `frame_count` frames; True once they are committed
+        and acknowledged."""
         started = time.perf_counter()
         try:
             self._writer.commit(rows)
@@ -252,7 +253,8 @@ class WriterLoop:
                         failed_for=round(time.monotonic() - self._failing_since, 3))
             self._failing_since = None
             self._attempts = 0
-        self._send(frames.encode(frames.COMMITTED, (rows[-1][0], len(rows), elapsed)))
+        self._send(frames.encode(frames.COMMITTED,
+                                 (rows[-1][0], len(rows), elapsed, frame_count)))
         return True
 
     def _failed(self, exc: BaseException, rows: int) -> None:
