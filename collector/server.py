@@ -104,8 +104,7 @@ class Server:
                 log.exception("component_stop_failed", component=type(component).__name__)
         await context.store.close()
         stats = context.store.stats()
-        log.info("collector_stopped", committed=stats.committed, dropped=stats.dropped,
-                 lost=stats.queued)
+        log.info("collector_stopped", committed=stats.committed, dropped=stats.dropped)
 
 
 async def serve(config: Config) -> None:

@@ -4,7 +4,9 @@ The event loop turns each loop iteration's new records into rows, packs them int
 frame and writes it to the writer process's pipe (collector/store/writer.py). The writer
 commits in groups and acknowledges; acknowledgements drive `on_commit` callbacks and
 `flush()`. Frames stay in memory until acknowledged, so if the writer dies it is started
-again and given them once more. Readers run in worker threads with their own connections.
+again (with backoff, for as long as the store is open) and given them once more; commits
+are idempotent, so a frame committed just before its writer died is not stored twice.
+Readers run in worker threads with their own connections.
 """
 
 from __future__ import annotations
