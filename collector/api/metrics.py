@@ -88,6 +88,18 @@ def collect(context: Context) -> list[Family]:
                "Batches (transactions) committed.").add(store.batches),
         Family("collector_store_lines_dropped_total", "counter",
                "Lines refused because the store's queue was full.").add(store.dropped),
+        Family("collector_store_write_failures_total", "counter",
+               "Failed attempts to commit a batch (each is retried; nothing is "
+               "dropped for it).").add(store.write_failures),
+        Family("collector_store_writes_failing", "gauge",
+               "1 while the store's commits fail (from a failure to the next commit)."
+               ).add(int(store.writes_failing)),
+        Family("collector_store_last_write_failure_timestamp_seconds", "gauge",
+               "Unix time of the latest failed commit (0: none yet).").add(
+            store.last_write_failure),
+        Family("collector_store_writer_restarts_total", "counter",
+               "New store writer processes started after one died.").add(
+            store.writer_restarts),
         Family("collector_store_partitions", "gauge", "Partition files.").add(
             store.partitions),
         Family("collector_store_bytes", "gauge", "Bytes on disk in partitions.").add(

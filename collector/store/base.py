@@ -13,7 +13,10 @@ from collector.record import Record
 
 @dataclass(frozen=True)
 class StoreStats:
-    """Figures for /metrics."""
+    """Figures for /metrics. `write_failures` counts failed commit attempts,
+    `writes_failing` holds from a failure to the next commit, `last_write_failure` is the
+    Unix time of the latest failure (0: none) and `writer_restarts` counts attempts to
+    start a new writer after one died."""
 
     queued: int
     appended: int
@@ -22,6 +25,10 @@ class StoreStats:
     batches: int
     partitions: int
     bytes_on_disk: int
+    write_failures: int = 0
+    writes_failing: bool = False
+    last_write_failure: float = 0.0
+    writer_restarts: int = 0
 
 
 class Store(Protocol):
@@ -60,7 +67,8 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
+        """Commit what is queued, then stop the writer, within a bounded time; what could
+        not be committed by then is logged as lost, with its count."""
         ...
 
     def stats(self) -> StoreStats:

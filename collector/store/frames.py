@@ -5,7 +5,14 @@ plain str/int/float/None, which marshal packs and unpacks in C at a fraction of 
 cost). Both ends are this program over a private pipe, so nothing untrusted is unmarshalled.
 
 collector -> writer: ROWS [row, ...] | FLUSH token | QUIT
-writer -> collector: COMMITTED (last_id, count, seconds) | FLUSHED token | READY last_id
+writer -> collector: COMMITTED (last_id, rows, seconds, frames) | FLUSHED token | READY pid
+                     | FAILED (error, rows, attempts)
+
+COMMITTED is sent only once every row of the frames it covers is committed, and covers
+whole frames: the `frames` oldest ROWS frames not yet acknowledged (the collector resends
+its unacknowledged frames, in order, to a new writer, so both ends count the same frames).
+FAILED says a commit failed and will be retried (the rows are kept); the next COMMITTED
+means writes work again.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ QUIT = b"Q"
 COMMITTED = b"C"
 FLUSHED = b"D"
 READY = b"O"
+FAILED = b"E"
 
 _HEAD = struct.Struct(">IB")
 

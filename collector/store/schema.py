@@ -27,8 +27,13 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, source, id);
 """
-# Built from the fixed column list, never from input.
-INSERT = f"INSERT INTO logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+# Built from the fixed column list, never from input. OR IGNORE makes a commit idempotent:
+# rows committed by a writer that died before acknowledging them come back in the resent
+# frames, as does the first partition's share of a batch whose second partition failed,
+# and must neither fail on the primary key nor be stored twice. The id is the rowid, so
+# the check is the lookup that a plain INSERT makes anyway.
+INSERT = (f"INSERT OR IGNORE INTO logs ({', '.join(COLUMNS)}) "  # noqa: S608
+          f"VALUES ({', '.join('?' * len(COLUMNS))})")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM logs"  # noqa: S608
 
 
@@ -36,7 +41,12 @@ def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode: readers never block the writer, and with synchronous=NORMAL
     a committed transaction survives the process being killed (not a power cut)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA journal_size_limit=67108864")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA journal_size_limit=67108864")
+    except BaseException:
+        # A full disk can refuse the WAL switch; the caller retries with a new connection.
+        conn.close()
+        raise
     return conn

@@ -4,7 +4,9 @@ The event loop turns each loop iteration's new records into rows, packs them int
 frame and writes it to the writer process's pipe (collector/store/writer.py). The writer
 commits in groups and acknowledges; acknowledgements drive `on_commit` callbacks and
 `flush()`. Frames stay in memory until acknowledged, so if the writer dies it is started
-again and given them once more. Readers run in worker threads with their own connections.
+again (with backoff, for as long as the store is open) and given them once more; commits
+are idempotent, so a frame committed just before its writer died is not stored twice.
+Readers run in worker threads with their own connections.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import itertools
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import structlog
 
@@ -37,19 +41,36 @@ from collector.store.schema import SCHEMA, SELECT, connect
 log = structlog.get_logger("collector.store")
 
 
-class _AckProtocol(asyncio.Protocol):
-    """Reads the writer's acknowledgements."""
+# Bounds on waiting for the writer. Shutdown waits for the last flush while commits make
+# progress, and gives up after FLUSH_STALL seconds without any (a full disk); then QUIT,
+# which the writer answers within QUIT_WAIT, or it is killed.
+FLUSH_STALL = 5.0
+QUIT_WAIT = 5.0
+READY_WAIT = 30.0
+# A dead writer is restarted after RESTART_FIRST seconds, doubling up to RESTART_MAX while
+# new writers keep dying young (within WRITER_SETTLED seconds of starting).
+RESTART_FIRST = 0.5
+RESTART_MAX = 30.0
+WRITER_SETTLED = 30.0
 
-    def __init__(self, store: SqliteStore) -> None:
+
+class _AckProtocol(asyncio.Protocol):
+    """Reads one writer process's acknowledgements."""
+
+    def __init__(self, store: SqliteStore, process: subprocess.Popen[bytes]) -> None:
         self._store = store
+        self._process = process
         self._reader = frames.FrameReader()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         for kind, payload in self._reader.feed(data):
             self._store._acknowledged(kind, payload)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._store._writer_lost()
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._store._writer_lost(self._process)
 
 
 class SqliteStore:
@@ -71,15 +92,19 @@ class SqliteStore:
         self.batch_seconds = Histogram(BATCH_BUCKETS)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
         self._pipe: asyncio.WriteTransport | None = None
-        self._acks: asyncio.BaseTransport | None = None
+        self._acks: asyncio.ReadTransport | None = None
+        self._ack_protocol: _AckProtocol | None = None
         self._ready: asyncio.Future[None] | None = None
+        self._restarting: asyncio.Task[None] | None = None
+        self._restart_delay = RESTART_FIRST
         self._closing = False
         self._buffer: list[Record] = []
         self._scheduled = False
         # Frames not yet acknowledged, with their records (for `uncommitted`); flushes by
         # token.
-        self._unacked: deque[tuple[int, list[Record], bytes]] = deque()
+        self._unacked: deque[tuple[list[Record], bytes]] = deque()
         self._flushes: dict[int, tuple[asyncio.Future[None], bytes]] = {}
         self._tokens = itertools.count(1)
         self._callbacks: list[Callable[[int], None]] = []
@@ -87,6 +112,9 @@ class SqliteStore:
         self._committed = 0
         self._dropped = 0
         self._batches = 0
+        self._write_failures = 0
+        self._writes_failing = False
+        self._last_write_failure = 0.0
         self.writer_restarts = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -113,6 +141,7 @@ class SqliteStore:
         return 0
 
     async def _start_writer(self) -> None:
+        """Start a writer process and hand it every frame not yet acknowledged."""
         loop = self._loop
         assert loop is not None
         try:
@@ -126,42 +155,102 @@ class SqliteStore:
         assert process.stdout is not None
         _grow_pipe(process.stdin.fileno())
         self._process = process
-        self._ready = loop.create_future()
-        self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, process.stdin)
-        self._acks, _ = await loop.connect_read_pipe(lambda: _AckProtocol(self),
-                                                     process.stdout)
+        self._started_at = loop.time()
+        ready = self._ready = loop.create_future()
+        pipe: asyncio.WriteTransport | None = None
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready), 30)
-        except TimeoutError:
-            raise StoreError("the store writer did not start within 30 s") from None
-        # A new writer after a crash gets everything the old one did not acknowledge.
-        for _, _, frame in self._unacked:
-            self._pipe.write(frame)
+            pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, process.stdin)
+            acks, protocol = await loop.connect_read_pipe(
+                lambda: _AckProtocol(self, process), process.stdout)
+            self._acks, self._ack_protocol = acks, protocol
+            await asyncio.wait_for(ready, READY_WAIT)
+        except BaseException as exc:
+            if pipe is not None and not pipe.is_closing():
+                pipe.abort()
+            if isinstance(exc, TimeoutError):
+                raise StoreError(f"the store writer did not start within {READY_WAIT:g} s"
+                                 ) from None
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot talk to the store writer: {exc}") from exc
+            raise
+        finally:
+            self._ready = None
+        # The pipe is published only now, after the resend: frames shipped meanwhile
+        # waited in `_unacked`, so the new writer gets every frame in order, and a flush
+        # after all the rows it waits for.
+        for _, frame in self._unacked:
+            pipe.write(frame)
         for _, frame in self._flushes.values():
-            self._pipe.write(frame)
+            pipe.write(frame)
+        self._pipe = pipe
 
     def on_commit(self, callback: Callable[[int], None]) -> None:
         """Call `callback(last_id)` on the event loop after each commit."""
         self._callbacks.append(callback)
 
     async def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
-        if self._process is None:
+        """Commit what is queued, then stop the writer; every wait is bounded.
+
+        Lines that could not be committed by then (writes failing, no writer) are
+        reported in the log as lost, with their count.
+        """
+        if self._loop is None or self._closing:
             return
-        await self.flush()
+        if self._process is not None or self._restarting is not None:
+            await self._flush_while_progressing()
         self._closing = True
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
+            self._restarting = None
+        process, self._process = self._process, None
         if self._pipe is not None:
-            self._pipe.write(frames.encode(frames.QUIT, None))
+            if not self._pipe.is_closing():
+                self._pipe.write(frames.encode(frames.QUIT, None))
+            # The transport closes the pipe once what it holds is written.
             self._pipe.close()
-        process = self._process
-        self._process = None
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
+            self._pipe = None
+        elif process is not None and process.stdin is not None:
+            # A writer caught starting has no pipe transport: end its input directly.
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        if process is not None:
+            await _reap(process, QUIT_WAIT)
+        if self._ack_protocol is not None:
+            # The writer's last acknowledgements are read before the pipe reports its end.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._ack_protocol.lost), 1.0)
         if self._acks is not None:
             self._acks.close()
+        for done, _ in self._flushes.values():
+            if not done.done():
+                done.set_exception(StoreError("the store closed before committing"))
+                done.exception()  # retrieved here: nobody may await it any more
+        self._flushes.clear()
+        lost = self._appended - self._committed
+        if lost:
+            log.error("store_lines_lost", lines=lost, reason="not committed at shutdown",
+                      writes_failing=self._writes_failing)
+
+    async def _flush_while_progressing(self) -> None:
+        """flush(), given up on after FLUSH_STALL seconds in which nothing committed."""
+        assert self._loop is not None
+        task = self._loop.create_task(self.flush())
+        seen = -1
+        try:
+            while seen != self._committed:
+                seen = self._committed
+                done, _ = await asyncio.wait({task}, timeout=FLUSH_STALL)
+                if done:
+                    return
+            log.error("store_flush_timed_out", stalled_for=FLUSH_STALL,
+                      uncommitted=self._appended - self._committed,
+                      writes_failing=self._writes_failing)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
+                await task
 
     # -- writing ---------------------------------------------------------------------
 
@@ -184,19 +273,23 @@ class SqliteStore:
             return
         batch, self._buffer = self._buffer, []
         frame = frames.encode(frames.ROWS, [record.row() for record in batch])
-        self._unacked.append((batch[-1].id, batch, frame))
+        self._unacked.append((batch, frame))
         if self._pipe is not None and not self._pipe.is_closing():
             self._pipe.write(frame)
 
     def uncommitted(self) -> Iterator[Record]:
         """Records appended but not yet acknowledged as committed, in id order."""
-        for _, records, _ in self._unacked:
+        for records, _ in self._unacked:
             yield from records
         yield from self._buffer
 
     async def flush(self) -> None:
-        """Wait until all records appended before this call are committed."""
-        if self._process is None or self._loop is None:
+        """Wait until all records appended before this call are committed.
+
+        Unbounded while writes fail (a caller that must not wait for ever bounds it, as
+        `close` does); raises StoreError if the store closes first.
+        """
+        if self._loop is None or self._closing:
             return
         self._ship()
         token = next(self._tokens)
@@ -205,15 +298,20 @@ class SqliteStore:
         self._flushes[token] = (done, frame)
         if self._pipe is not None and not self._pipe.is_closing():
             self._pipe.write(frame)
-        await done
+        try:
+            await done
+        finally:
+            self._flushes.pop(token, None)
 
     def _acknowledged(self, kind: bytes, payload: Any) -> None:
         if kind == frames.COMMITTED:
-            last, count, seconds = payload
+            last, count, seconds, frame_count = payload
             self._committed += count
             self._batches += 1
+            self._writes_failing = False
             self.batch_seconds.observe(seconds)
-            while self._unacked and self._unacked[0][0] <= last:
+            # By count, not by id: exactly the frames whose rows are committed.
+            for _ in range(min(frame_count, len(self._unacked))):
                 self._unacked.popleft()
             for callback in self._callbacks:
                 callback(last)
@@ -221,28 +319,61 @@ class SqliteStore:
             entry = self._flushes.pop(payload, None)
             if entry is not None and not entry[0].done():
                 entry[0].set_result(None)
+        elif kind == frames.FAILED:
+            # The writer logs the error; here it is counted for /metrics.
+            self._write_failures += 1
+            self._writes_failing = True
+            self._last_write_failure = time.time()
         elif kind == frames.READY and self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
 
-    def _writer_lost(self) -> None:
-        if self._closing or self._loop is None:
+    def _writer_lost(self, process: subprocess.Popen[bytes]) -> None:
+        if self._closing or self._loop is None or process is not self._process:
+            return  # shutting down, or a late word from a writer already replaced
+        if self._ready is not None:
+            # It died while starting: `_start_writer` fails and the restart loop goes on.
+            if not self._ready.done():
+                self._ready.set_exception(StoreError("the store writer exited on start"))
             return
-        code = self._process.poll() if self._process is not None else None
-        log.error("store_writer_died", exit_code=code, unacknowledged_frames=len(
-            self._unacked), note="starting a new writer and resending")
-        self.writer_restarts += 1
+        code = process.poll()
+        lived = self._loop.time() - self._started_at
+        if lived >= WRITER_SETTLED:
+            self._restart_delay = RESTART_FIRST
+        log.error("store_writer_died", exit_code=code, lived=round(lived, 3),
+                  unacknowledged_frames=len(self._unacked),
+                  note="starting a new writer and resending")
         if self._pipe is not None:
-            self._pipe.abort()
-        task = self._loop.create_task(self._restart_writer())
-        task.add_done_callback(_log_failure)
+            # The pipe may have noticed the reader's end first and closed itself.
+            if not self._pipe.is_closing():
+                self._pipe.abort()
+            self._pipe = None
+        if self._restarting is None:
+            self._restarting = self._loop.create_task(self._restart_writer(process))
 
-    async def _restart_writer(self) -> None:
-        if self._process is not None:
-            with contextlib.suppress(OSError):
-                self._process.kill()
-            await asyncio.to_thread(self._process.wait)
-        await asyncio.sleep(0.5)
-        await self._start_writer()
+    async def _restart_writer(self, dead: subprocess.Popen[bytes]) -> None:
+        """Start new writers, with backoff, until one runs (for as long as the store is
+        open); each attempt is counted in `writer_restarts`."""
+        try:
+            await _reap(dead, QUIT_WAIT)
+            while not self._closing:
+                delay = self._restart_delay
+                self._restart_delay = min(delay * 2, RESTART_MAX)
+                await asyncio.sleep(delay)
+                self.writer_restarts += 1
+                try:
+                    await self._start_writer()
+                except StoreError as exc:
+                    log.error("store_writer_restart_failed", error=str(exc),
+                              restarts=self.writer_restarts,
+                              retry_in=self._restart_delay)
+                    if self._process is not None:
+                        await _reap(self._process, QUIT_WAIT)
+                    continue
+                log.warning("store_writer_restarted", restarts=self.writer_restarts,
+                            resent_frames=len(self._unacked))
+                return
+        finally:
+            self._restarting = None
 
     # -- reading ---------------------------------------------------------------------
 
@@ -284,7 +415,10 @@ class SqliteStore:
         return StoreStats(queued=self._appended - self._committed, appended=self._appended,
                           committed=self._committed, dropped=self._dropped,
                           batches=self._batches, partitions=len(partitions),
-                          bytes_on_disk=size)
+                          bytes_on_disk=size, write_failures=self._write_failures,
+                          writes_failing=self._writes_failing,
+                          last_write_failure=self._last_write_failure,
+                          writer_restarts=self.writer_restarts)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -302,9 +436,17 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(size, 16 << 20))
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("store_writer_restart_failed", error=str(task.exception()))
+async def _reap(process: subprocess.Popen[bytes], wait: float) -> None:
+    """Wait up to `wait` seconds for a writer to exit, then kill it (and wait briefly)."""
+    try:
+        await asyncio.to_thread(process.wait, wait)
+        return
+    except subprocess.TimeoutExpired:
+        log.error("store_writer_killed", pid=process.pid, waited=wait)
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        await asyncio.to_thread(process.wait, 5)
 
 
 def _query_partition(partition: Partition, query: LogQuery, *, low: int | None,
@@ -324,8 +466,10 @@ def _query_partition(partition: Partition, query: LogQuery, *, low: int | None,
         params.append(high)
     try:
         # mode=rw: a partition deleted by retention since it was listed must not be
-        # created again, empty, by a reader.
-        conn = sqlite3.connect(f"file:{partition.path}?mode=rw", uri=True, timeout=30)
+        # created again, empty, by a reader. The URI needs the path quoted, or a `?`,
+        # `#` or `%` in the data dir changes which file it names.
+        conn = sqlite3.connect(f"file:{quote(str(partition.path.absolute()))}?mode=rw",
+                               uri=True, timeout=30)
     except sqlite3.Error:
         return []
     with closing(conn):

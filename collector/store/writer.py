@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ from logwire.logsetup import configure_logging
 log = structlog.get_logger("collector.store.writer")
 
 MAINTENANCE_EVERY = 30.0
+# Backoff between attempts at a failing commit.
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
+# How long rows that cannot be written are retried after the collector vanished (end of
+# input without QUIT: it was killed).
+EOF_PATIENCE = 30.0
 
 
 class PartitionWriter:
@@ -72,7 +79,11 @@ class PartitionWriter:
         conn = self._connections.get(start)
         if conn is None:
             conn = connect(partition_path(self._dir, start))
-            conn.executescript(SCHEMA)
+            try:
+                conn.executescript(SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
             self._connections[start] = conn
             # Only the newest two partitions take writes; close the rest.
             for old in sorted(self._connections)[:-2]:
@@ -101,18 +112,37 @@ class PartitionWriter:
 
 
 class WriterLoop:
-    """Reads frames from `fd_in`, commits, acknowledges on `fd_out`."""
+    """Reads frames from `fd_in`, commits, acknowledges on `fd_out`.
+
+    Frames are handled strictly in order: a FLUSH is answered, and QUIT obeyed, only once
+    every ROWS frame before it is committed. A failed commit keeps its rows at the head of
+    the queue and is retried with backoff; meanwhile the loop goes on reading frames (the
+    collector's queue bound limits how many), running maintenance on its schedule (which
+    may free the space it needs) and watching for QUIT. After QUIT it tries once more and
+    then gives up on what cannot be written, saying how many rows that was.
+    """
 
     def __init__(self, writer: PartitionWriter, fd_in: int, fd_out: int, *,
-                 batch_max: int, commit_interval: float) -> None:
+                 batch_max: int, commit_interval: float,
+                 eof_patience: float = EOF_PATIENCE,
+                 maintenance_every: float | None = None) -> None:
         self._writer = writer
         self._in = fd_in
         self._out = fd_out
         self._reader = frames.FrameReader()
         self._batch_max = batch_max
         self._interval = commit_interval
-        self._pending: list[tuple[bytes, Any]] = []
+        self._eof_patience = eof_patience
+        self._maintenance_every = (MAINTENANCE_EVERY if maintenance_every is None
+                                   else maintenance_every)
+        self._queue: deque[tuple[bytes, Any]] = deque()
         self._eof = False
+        self._quit = False
+        # While commits fail: when the failure began, attempts so far, the next attempt.
+        self._failing_since: float | None = None
+        self._attempts = 0
+        self._retry_at = 0.0
+        self._give_up_at: float | None = None
 
     def _read(self, timeout: float | None) -> None:
         if self._eof:
@@ -123,8 +153,18 @@ class WriterLoop:
         data = os.read(self._in, 1 << 20)
         if not data:
             self._eof = True
+            now = time.monotonic()
+            # With no collector left, rows that cannot be written are retried for a
+            # while (the disk may come back), not for ever.
+            self._give_up_at = now if self._quit else now + self._eof_patience
             return
-        self._pending.extend(self._reader.feed(data))
+        for frame in self._reader.feed(data):
+            self._queue.append(frame)
+            if frame[0] == frames.QUIT:
+                self._quit = True
+                # One more attempt at once, then give up: the collector is shutting down.
+                self._retry_at = 0.0
+                self._give_up_at = time.monotonic()
 
     def _send(self, frame: bytes) -> None:
         view = memoryview(frame)
@@ -136,69 +176,113 @@ class WriterLoop:
             view = view[written:]
 
     def run(self) -> None:
-        """Until QUIT or end of input."""
-        next_maintenance = time.monotonic() + MAINTENANCE_EVERY
+        """Until QUIT or end of input (or, while commits fail, until giving up)."""
+        next_maintenance = time.monotonic() + self._maintenance_every
         last_commit = 0.0
         while True:
-            if not self._pending:
-                self._read(max(0.0, next_maintenance - time.monotonic()))
-            if self._pending:
+            now = time.monotonic()
+            if now >= next_maintenance:
+                self._maintain()
+                next_maintenance = time.monotonic() + self._maintenance_every
+                continue
+            if self._eof and not self._queue:
+                return
+            failing = self._failing_since is not None
+            if not self._queue or (failing and now < self._retry_at):
+                # Nothing to do before the next frame, retry or maintenance: wait for
+                # whichever comes first. Any frame (a FLUSH, QUIT) wakes the select.
+                wake = min(next_maintenance, self._retry_at) if failing else next_maintenance
+                if self._eof:
+                    time.sleep(max(0.0, wake - now))
+                else:
+                    self._read(max(0.0, wake - now))
+                continue
+            if not failing:
                 # Group commit: let rows gather for up to one interval after the last
                 # commit, so a busy collector writes hundreds of rows per transaction.
-                pause = last_commit + self._interval - time.monotonic()
+                pause = last_commit + self._interval - now
                 if pause > 0 and not self._eof:
                     time.sleep(pause)
-                while not self._eof and select.select([self._in], [], [], 0)[0]:
+                while (not self._eof and self._queued_rows() <= self._batch_max
+                       and select.select([self._in], [], [], 0)[0]):
                     self._read(0)
-                    if sum(len(p) for k, p in self._pending if k == frames.ROWS) > \
-                            self._batch_max:
-                        break
-                quit_now = self._process()
-                last_commit = time.monotonic()
-                if quit_now:
-                    return
-            if self._eof and not self._pending:
+            if self._step():
                 return
-            if time.monotonic() >= next_maintenance:
-                self._maintain()
-                next_maintenance = time.monotonic() + MAINTENANCE_EVERY
+            last_commit = time.monotonic()
 
-    def _process(self) -> bool:
-        """Commit the rows in hand, then answer flushes; True on QUIT."""
-        pending, self._pending = self._pending, []
+    def _queued_rows(self) -> int:
+        return sum(len(p) for k, p in self._queue if k == frames.ROWS)
+
+    def _step(self) -> bool:
+        """Commit the ROWS frames at the head of the queue (whole frames, about batch_max
+        rows), then answer the FLUSH frames that follow; True when QUIT is reached or the
+        loop gives up."""
+        queue = self._queue
         rows: list[Row] = []
-        flushes: list[int] = []
-        quit_now = False
-        for kind, payload in pending:
-            if kind == frames.ROWS:
-                rows.extend(payload)
-            elif kind == frames.FLUSH:
-                flushes.append(payload)
-            elif kind == frames.QUIT:
-                quit_now = True
-        if rows:
-            self._commit(rows)
-        for token in flushes:
-            self._send(frames.encode(frames.FLUSHED, token))
-        return quit_now
-
-    def _commit(self, rows: list[Row]) -> None:
-        delay = 0.1
-        while True:
-            started = time.perf_counter()
-            try:
-                self._writer.commit(rows)
+        count = 0
+        for kind, payload in queue:
+            if kind != frames.ROWS or (rows and len(rows) + len(payload) > self._batch_max):
                 break
-            except (sqlite3.Error, OSError) as exc:
-                # A full disk or a locked file passes: keep the rows and try again rather
-                # than lose them. The collector's queue bound protects its memory meanwhile.
-                log.error("store_write_failed", error=str(exc), rows=len(rows),
-                          retry_in=delay)
-                self._writer.reset()
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            rows.extend(payload)
+            count += 1
+        if rows:
+            if not self._commit(rows, count):
+                return self._give_up_due()
+            for _ in range(count):
+                queue.popleft()
+        while queue and queue[0][0] != frames.ROWS:
+            kind, payload = queue.popleft()
+            if kind == frames.FLUSH:
+                self._send(frames.encode(frames.FLUSHED, payload))
+            elif kind == frames.QUIT:
+                return True
+        return False
+
+    def _commit(self, rows: list[Row], frame_count: int) -> bool:
+        """One attempt at the rows of `frame_count` frames; True once they are committed
+        and acknowledged."""
+        started = time.perf_counter()
+        try:
+            self._writer.commit(rows)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc, len(rows))
+            return False
         elapsed = time.perf_counter() - started
-        self._send(frames.encode(frames.COMMITTED, (rows[-1][0], len(rows), elapsed)))
+        if self._failing_since is not None:
+            log.warning("store_write_recovered", attempts=self._attempts,
+                        failed_for=round(time.monotonic() - self._failing_since, 3))
+            self._failing_since = None
+            self._attempts = 0
+        self._send(frames.encode(frames.COMMITTED,
+                                 (rows[-1][0], len(rows), elapsed, frame_count)))
+        return True
+
+    def _failed(self, exc: BaseException, rows: int) -> None:
+        """Keep the rows, schedule the next attempt, tell the collector."""
+        # A full disk or a locked file passes: the rows are kept (the commit is idempotent,
+        # so a partition that did commit is not written twice) and tried again.
+        now = time.monotonic()
+        self._writer.reset()
+        self._attempts += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        delay = min(RETRY_FIRST * 2 ** (self._attempts - 1), RETRY_MAX)
+        self._retry_at = now + delay
+        # Logged when writes start failing and then at every doubling, not per attempt.
+        if self._attempts & (self._attempts - 1) == 0:
+            log.error("store_write_failed", error=str(exc), rows=rows,
+                      attempts=self._attempts, retry_in=delay,
+                      queued_rows=self._queued_rows())
+        self._send(frames.encode(frames.FAILED, (str(exc), rows, self._attempts)))
+
+    def _give_up_due(self) -> bool:
+        """After a failed commit: True (and the loss logged) if it is time to give up."""
+        if self._give_up_at is None or time.monotonic() < self._give_up_at:
+            return False
+        log.error("store_rows_lost", rows=self._queued_rows(),
+                  reason="the collector is shutting down and writes still fail"
+                  if self._quit else "the collector is gone and writes still fail")
+        return True
 
     def _maintain(self) -> None:
         try:
