@@ -48,7 +48,7 @@ def parse_retry_body(body: Any) -> list[str] | str | None:
         return (f"unknown field{'s' if len(unknown) > 1 else ''} "
                 f"{', '.join(shown(str(k)) for k in unknown[:5])}; expected {_RETRY_SHAPE}")
     if "ids" in body and "dead" in body:
-        return "ids, dead: give one of them"
+        return "ids: give ids or dead, not both"
     if "dead" in body:
         return None if body["dead"] is True else "dead: expected true"
     ids = body.get("ids")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 
 import aiohttp
 import structlog
@@ -25,7 +26,7 @@ from alarms.outbox.sqlite import SqliteOutbox
 from alarms.spec import AppRules
 from collector.config.model import Config
 from collector.errors import StoreError
-from collector.metrics import Family
+from collector.metrics import Metric
 from collector.server.context import Context
 from collector.server.reload import same_settings
 
@@ -124,7 +125,7 @@ class AlarmsComponent:
         assert self._dispatcher is not None
         return AlarmsApi(self._outbox, self._dispatcher).routes()
 
-    def metric_families(self) -> list[Family]:
+    def metric_families(self) -> Iterable[Metric]:
         """Fired, suppressed, delivered, retried, dead, pending."""
         if self._engine is None or self._dispatcher is None:
             return []

@@ -32,7 +32,7 @@ from alarms.outbox.base import Entry, Outbox
 from alarms.retry import next_attempt
 from alarms.spec import RetryPolicy
 from collector.errors import NotifierError, StoreError
-from collector.metrics import DELIVERY_BUCKETS, Histogram
+from collector.metrics import DELIVERY_BUCKETS, histogram
 
 log = structlog.get_logger("alarms.delivery")
 
@@ -79,7 +79,9 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self.figures: dict[Key, LaneFigures] = {}
         self.plugins: dict[Key, str] = {key: n.plugin for key, n in self._notifiers.items()}
-        self.latency: dict[str, Histogram] = {}
+        self.latency = histogram("collector_alarm_delivery_seconds",
+                                 "From an alarm firing to its delivery, retries included, "
+                                 "by plugin.", DELIVERY_BUCKETS, ["plugin"])
         self.errors: Counter[str] = Counter()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -244,7 +246,7 @@ class Dispatcher:
         self._pending.pop(entry.id, None)
         figures.delivered += 1
         notification = entry.notification
-        self.latency.setdefault(notification.plugin, Histogram(DELIVERY_BUCKETS)).observe(
+        self.latency.labels(notification.plugin).observe(
             max(0.0, now - (notification.created_at or now)))
         log.info("alarm_delivered", id=entry.id, alarm=notification.alarm,
                  app=notification.app, plugin=notification.plugin, outcome=outcome,

@@ -2,44 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
-from collector.metrics import Family
+from collector.metrics import Metric, counter, gauge, histogram_families
+
+_LANE = ["app", "alarm", "plugin"]
 
 
-def families(engine: AlarmEngine, dispatcher: Dispatcher) -> list[Family]:
+def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
     """Fired, suppressed, delivered, retried, dead and pending alarms per notifier."""
     plugins = dispatcher.plugins
-    fired = Family("collector_alarms_fired_total", "counter",
-                   "Notifications raised, by app, alarm, plugin and condition.")
+    fired = counter("collector_alarms_fired_total",
+                    "Notifications raised, by app, alarm, plugin and condition.",
+                    [*_LANE, "condition"])
     for (app, alarm, condition), count in sorted(engine.fired.items()):
-        fired.add(count, app=app, alarm=alarm, plugin=plugins.get((app, alarm), ""),
-                  condition=condition)
-    suppressed = Family("collector_alarms_suppressed_total", "counter",
-                        "Messages alarm-freq held back (counted in the next notification).")
+        fired.add_metric([app, alarm, plugins.get((app, alarm), ""), condition], count)
+    suppressed = counter("collector_alarms_suppressed_total",
+                         "Messages alarm-freq held back (counted in the next notification).",
+                         _LANE)
     for (app, alarm), count in sorted(engine.suppressed.items()):
-        suppressed.add(count, app=app, alarm=alarm, plugin=plugins.get((app, alarm), ""))
-    delivered = Family("collector_alarms_delivered_total", "counter",
-                       "Notifications delivered.")
-    retried = Family("collector_alarms_retried_total", "counter",
-                     "Failed attempts that were scheduled to be tried again.")
-    dead = Family("collector_alarms_dead_total", "counter",
-                  "Notifications given up on (kept as dead letters).")
+        suppressed.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
+    delivered = counter("collector_alarms_delivered_total", "Notifications delivered.", _LANE)
+    retried = counter("collector_alarms_retried_total",
+                      "Failed attempts that were scheduled to be tried again.", _LANE)
+    dead = counter("collector_alarms_dead_total",
+                   "Notifications given up on (kept as dead letters).", _LANE)
     for (app, alarm), figures in sorted(dispatcher.figures.items()):
-        labels = {"app": app, "alarm": alarm, "plugin": plugins.get((app, alarm), "")}
-        delivered.add(figures.delivered, **labels)
-        retried.add(figures.retried, **labels)
-        dead.add(figures.dead, **labels)
-    pending = Family("collector_alarms_pending", "gauge",
-                     "Notifications in the outbox waiting to be delivered.")
+        lane = [app, alarm, plugins.get((app, alarm), "")]
+        delivered.add_metric(lane, figures.delivered)
+        retried.add_metric(lane, figures.retried)
+        dead.add_metric(lane, figures.dead)
+    pending = gauge("collector_alarms_pending",
+                    "Notifications in the outbox waiting to be delivered.", _LANE)
     for (app, alarm), count in sorted(dispatcher.pending_counts().items()):
-        pending.add(count, app=app, alarm=alarm, plugin=plugins.get((app, alarm), ""))
-    latency = Family("collector_alarm_delivery_seconds", "histogram",
-                     "From an alarm firing to its delivery, retries included, by plugin.")
-    for plugin, histogram in sorted(dispatcher.latency.items()):
-        histogram.add_to(latency, plugin=plugin)
-    errors = Family("collector_alarms_outbox_errors_total", "counter",
-                    "Outbox writes that failed (retried), by step.")
+        pending.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
+    errors = counter("collector_alarms_outbox_errors_total",
+                     "Outbox writes that failed (retried), by step.", ["step"])
     for step, count in sorted(dispatcher.errors.items()):
-        errors.add(count, step=step)
-    return [fired, suppressed, delivered, retried, dead, pending, latency, errors]
+        errors.add_metric([step], count)
+    yield from (fired, suppressed, delivered, retried, dead, pending)
+    yield from histogram_families(dispatcher.latency)
+    yield errors

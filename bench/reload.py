@@ -30,7 +30,7 @@ from bench.harness import bench_collector, env_note, settle, udp_port, wait_quie
 from tests.support.net import free_udp_port
 
 RELOADS_OK = 'collector_config_reloads_total{result="ok"}'
-READ = 'collector_datagrams_received_total{listener="bench",format="socket"}'
+READ = 'collector_datagrams_received_total{format="socket",listener="bench"}'
 ACCEPTED = 'collector_lines_accepted_total{listener="bench"}'
 DROPS = 'collector_udp_kernel_drops_total{listener="bench"}'
 

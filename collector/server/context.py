@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,7 +14,7 @@ from collector.config.model import Config
 from collector.fanout import Hub
 from collector.ingest import Ingest
 from collector.listen.udp import DatagramListener
-from collector.metrics import Family
+from collector.metrics import Metric
 from collector.store.base import Store
 
 
@@ -37,7 +37,7 @@ class Component(Protocol):
         """HTTP routes this component serves."""
         ...
 
-    def metric_families(self) -> list[Family]:
+    def metric_families(self) -> Iterable[Metric]:
         """Figures for /metrics."""
         ...
 

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import structlog
 
 from collector.errors import StoreError
-from collector.metrics import BATCH_BUCKETS, Histogram
+from collector.metrics import BATCH_BUCKETS, histogram
 from collector.query import LogQuery
 from collector.record import Record
 from collector.regex import compile_regex
@@ -89,7 +89,8 @@ class SqliteStore:
             f"--commit-interval={commit_interval}", f"--log-level={log_level}",
             f"--log-format={log_format}"]
         self._max_queue = max_queue
-        self.batch_seconds = Histogram(BATCH_BUCKETS)
+        self.batch_seconds = histogram("collector_store_batch_seconds",
+                                       "Time to write and commit one batch.", BATCH_BUCKETS)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0

@@ -96,7 +96,7 @@ alarm-retries = 1000
         assert request.json()["id"] == request.webhook_id
     metrics = collector.metrics()
     # This process's count: the five sent after the restart.
-    assert metrics['collector_alarms_delivered_total{app="shop",alarm="hook",'
+    assert metrics['collector_alarms_delivered_total{alarm="hook",app="shop",'
                    'plugin="webhook"}'] == 5
     # A filter given before the subcommand holds (it used to be reset by `list`).
     assert collector.cli("alarms", "--pending", "list").stdout == ""

@@ -75,7 +75,7 @@ def wait_logs(collector: CollectorProcess, regex: str, count: int, what: str,
 
 def metric(collector: CollectorProcess, name: str, **labels: str) -> float:
     """The value of one series (0 when absent)."""
-    inside = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    inside = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     return collector.metrics().get(f"{name}{{{inside}}}", 0.0)
 
 
@@ -302,10 +302,10 @@ log-alarm = hook HTTP/1\\.[01] 5\\d\\d
     metrics = collector.metrics()
     fired = {k: v for k, v in metrics.items() if k.startswith("collector_alarms_fired_total")}
     assert fired == {
-        'collector_alarms_fired_total{app="shop",alarm="audit",plugin="log",'
-        'condition="log"}': 1.0,
-        'collector_alarms_fired_total{app="shop",alarm="hook",plugin="webhook",'
-        'condition="log"}': 1.0}
+        'collector_alarms_fired_total{alarm="audit",app="shop",condition="log",'
+        'plugin="log"}': 1.0,
+        'collector_alarms_fired_total{alarm="hook",app="shop",condition="log",'
+        'plugin="webhook"}': 1.0}
     assert len(hook.requests) == 1
 
 

@@ -120,7 +120,7 @@ def test_metrics_count_accepted_and_dropped(collector: CollectorProcess) -> None
     port = collector.port("crypto")
     send([*crypto_lines(["ok"], SECRET), b"short", bytes(32)], port)
     metrics = collector.wait_metrics(
-        lambda m: m['collector_datagrams_received_total{listener="crypto",format="crypto"}']
+        lambda m: m['collector_datagrams_received_total{format="crypto",listener="crypto"}']
         == 3, 10, "three datagrams counted")
     assert metrics['collector_datagrams_accepted_total{listener="crypto"}'] == 1
     assert metrics['collector_lines_received_total{listener="crypto"}'] == 1

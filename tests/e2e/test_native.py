@@ -64,7 +64,7 @@ def records(collector: CollectorProcess, *args: str) -> list[dict[str, Any]]:
 
 def metric(metrics: dict[str, float], name: str, **labels: str) -> float:
     """The value of one labelled series (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     return metrics.get(f"{name}{{{wanted}}}", 0.0)
 
 

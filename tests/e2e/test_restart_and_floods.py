@@ -156,7 +156,7 @@ def test_garbage_flood_from_one_sender_leaves_others_served(
     send([latin1], port, source="127.0.0.3")
 
     metrics = collector.wait_metrics(
-        lambda m: m['collector_datagrams_received_total{listener="crypto",format="crypto"}']
+        lambda m: m['collector_datagrams_received_total{format="crypto",listener="crypto"}']
         == len(garbage) + len(good) + 1, 30, "every datagram counted")
     dropped = {key.split('reason="')[1].rstrip('"}'): value for key, value in metrics.items()
                if key.startswith('collector_datagrams_dropped_total{listener="crypto"')}

@@ -141,7 +141,8 @@ class CollectorProcess:
         return json.loads(body)
 
     def metrics(self) -> dict[str, float]:
-        """/metrics as {'name{labels}': value}."""
+        """/metrics as {'name{labels}': value}, labels in name order (as prometheus-client
+        writes them)."""
         status, body = self.request("/metrics")
         assert status == 200, body
         values: dict[str, float] = {}

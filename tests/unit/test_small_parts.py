@@ -11,7 +11,7 @@ from collector.client.tail import format_line
 from collector.ingest import Ids
 from collector.listen.kernel import parse_udp_table
 from collector.listen.ratelimit import SenderLimiter
-from collector.metrics import Family, Histogram, render
+from collector.metrics import counter, exposition, histogram, histogram_families
 from collector.record import Record
 from collector.timespec import duration_seconds, parse_time
 
@@ -53,19 +53,21 @@ def test_proc_net_udp() -> None:
 
 
 def test_prometheus_text() -> None:
-    """Counters with escaped labels, histograms with cumulative buckets."""
-    histogram = Histogram((0.1, 1.0))
-    histogram.observe(0.05)
-    histogram.observe(0.5)
-    histogram.observe(5.0)
-    text = render([Family("c_total", "counter", "help").add(3, reason='a"b'),
-                   histogram.family("h_seconds", "hist")])
-    assert 'c_total{reason="a\\"b"} 3' in text
-    assert 'h_seconds_bucket{le="0.1"} 1' in text
-    assert 'h_seconds_bucket{le="1"} 2' in text
-    assert 'h_seconds_bucket{le="+Inf"} 3' in text
-    assert "h_seconds_count 3" in text
+    """Counters with escaped labels, histograms with cumulative buckets and no `_created`
+    series, through prometheus-client's exposition."""
+    latency = histogram("h_seconds", "hist", (0.1, 1.0))
+    for value in (0.05, 0.5, 5.0):
+        latency.observe(value)
+    total = counter("c_total", "help", ["reason"])
+    total.add_metric(['a"b\n'], 3)
+    text = exposition(lambda: [total, *histogram_families(latency)]).decode()
+    assert 'c_total{reason="a\\"b\\n"} 3.0' in text
+    assert 'h_seconds_bucket{le="0.1"} 1.0' in text
+    assert 'h_seconds_bucket{le="1.0"} 2.0' in text
+    assert 'h_seconds_bucket{le="+Inf"} 3.0' in text
+    assert "h_seconds_count 3.0" in text
     assert "# TYPE h_seconds histogram" in text
+    assert "_created" not in text
 
 
 def test_times() -> None:
