@@ -74,7 +74,7 @@ def test_long_values_are_cut_in_messages() -> None:
     ({"ids": [1]}, "ids:"),
     ({"ids": ["a"] * 1001}, "ids: at most 1000"),
     ({"dead": "yes"}, "dead: expected true"),
-    ({"dead": True, "ids": ["a"]}, "ids, dead:"),
+    ({"dead": True, "ids": ["a"]}, "ids:"),
     ({"ids": ["a"], "because": "x"}, "unknown field 'because'"),
 ])
 def test_bad_retry_bodies_name_the_field(body: Any, error: str) -> None:
