@@ -48,11 +48,16 @@ class AppEngine:
         substring tests, and allocates nothing but its place in the source's context.
         """
         line, source = record.line, record.source
+        if record.kind == "alarm":
+            # The collector's own alarm records (a `log:` notifier's) are not the source
+            # speaking: they must neither end its silence (which would re-arm alarm-silence
+            # and page again every period) nor stand in its context.
+            return None
         if self._silences:
             for watch in self._silences:
                 watch.seen(source, record.received_at)
         events = None
-        if record.kind != "alarm" and not line.startswith(NEVER_ALARMS):
+        if not line.startswith(NEVER_ALARMS):
             hits = self._search(line) if self._search is not None else None
             rules = self.rules
             segfault = self._segfault
