@@ -182,3 +182,27 @@ async def test_cmd_failures_carry_exit_code_and_timeouts_kill_the_group(
         await CmdNotifier(f"sleep 1.5 && touch {marker}", 0.3).send(fired("page"))
     await asyncio.sleep(1.8)
     assert not marker.exists()
+
+
+async def test_a_nul_in_the_source_name_is_delivered_by_cmd_at_the_first_attempt(
+        tmp_path: Path) -> None:
+    """A native sender may name its source with a NUL byte, which no environment can
+    carry: the command still runs once, with the NUL spelled `\\x00` in ALARM_SOURCE and
+    the message (NUL included) intact on stdin; nothing is retried."""
+    out = tmp_path / "out.json"
+    script = (f"{sys.executable} -c 'import json,os,sys; json.dump({{\"stdin\": "
+              f"sys.stdin.read(), \"source\": os.environ[\"ALARM_SOURCE\"]}}, "
+              f"open(\"{out}\", \"w\"))'")
+    dispatcher, outbox = await start(tmp_path, {("shop", "page"): CmdNotifier(script, 5.0)})
+    notification = fired("page", "boom\x00bang")
+    notification.source = "web\x00.1"
+    dispatcher.submit(notification)
+    await settle(lambda: ("shop", "page") in dispatcher.figures
+                 and dispatcher.figures[("shop", "page")].delivered
+                 + dispatcher.figures[("shop", "page")].retried > 0)
+    (entry,) = await outbox.recent()
+    assert (entry.state, entry.attempts, entry.last_error) == ("delivered", 1, None)
+    got = json.loads(out.read_text())
+    assert got == {"stdin": "boom\x00bang", "source": "web\\x00.1"}
+    await dispatcher.stop()
+    await outbox.close()
