@@ -9,7 +9,13 @@ backoff and jitter (alarms.retry) or, when retries are used up or the failure is
 kept as a dead letter until someone retries it.
 
 Each attempt is one task and its one catch point: whatever a notifier raises is recorded
-against that entry, logged once for it, and counted; the dispatcher goes on.
+against that entry, logged once for it, and counted; the dispatcher goes on. The persister
+and the scheduler each have one catch point too: an unexpected exception is logged once
+with its traceback, counted (`collector_alarms_task_errors_total{task}`), and the loop
+goes on after a pause. A batch the persister failed to write is put back and written one
+notification at a time, so one notification that can never be written is dropped (named
+in the log) without holding up the others; an entry the scheduler failed to start is put
+back a little later.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class Dispatcher:
         self.plugins: dict[Key, str] = {key: n.plugin for key, n in self._notifiers.items()}
         self.latency: dict[str, Histogram] = {}
         self.errors: Counter[str] = Counter()
+        self.task_errors: Counter[str] = Counter()
+        self._singly = 0  # notifications still to be written one at a time
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -133,51 +141,113 @@ class Dispatcher:
         while True:
             await self._persist_wake.wait()
             self._persist_wake.clear()
-            batch, self._incoming = self._incoming, []
-            if not batch:
-                continue
-            now = self._clock()
-            self._persisting = len(batch)
+            batch: list[Notification] = []
             try:
-                await self._outbox.add(batch, now)
-            except StoreError as exc:
+                batch = self._take()
+                if batch:
+                    await self._persist(batch)
+            except Exception as exc:
+                # The persister's one catch point.
                 self._persisting = 0
-                # Kept in memory and written again shortly; not sent before it is kept.
-                self.errors["outbox_write"] += 1
-                log.error("alarm_outbox_write_failed", error=str(exc), count=len(batch),
-                          retry_in=_STORE_RETRY)
-                self._incoming[:0] = batch
+                if self._singly and len(batch) == 1:
+                    # It failed alone too: it can never be written. Dropping it (named in
+                    # the log) is the only way the alarms behind it get out.
+                    self._singly -= 1
+                    self.errors["outbox_unwritable"] += 1
+                    self._task_failed("persister", exc, dropped=batch[0].id,
+                                      alarm=batch[0].alarm, app=batch[0].app)
+                else:
+                    self._incoming[:0] = batch
+                    self._singly = len(batch)
+                    self._task_failed("persister", exc, requeued=len(batch))
+                self._persisted.set()
                 await asyncio.sleep(_STORE_RETRY)
                 self._persist_wake.set()
-                continue
+
+    def _take(self) -> list[Notification]:
+        """What to write next: all that is queued, or one at a time after a failed batch."""
+        if self._singly:
+            batch, self._incoming = self._incoming[:1], self._incoming[1:]
+            if self._incoming:
+                self._persist_wake.set()
+            return batch
+        batch, self._incoming = self._incoming, []
+        return batch
+
+    async def _persist(self, batch: list[Notification]) -> None:
+        now = self._clock()
+        self._persisting = len(batch)
+        try:
+            await self._outbox.add(batch, now)
+        except StoreError as exc:
             self._persisting = 0
-            for notification in batch:
-                entry = Entry(notification, next_attempt=now, updated_at=now)
-                self._pending[entry.id] = entry
-                self._push(entry)
-            self._persisted.set()
+            # Kept in memory and written again shortly; not sent before it is kept.
+            self.errors["outbox_write"] += 1
+            log.error("alarm_outbox_write_failed", error=str(exc), count=len(batch),
+                      retry_in=_STORE_RETRY)
+            self._incoming[:0] = batch
+            await asyncio.sleep(_STORE_RETRY)
+            self._persist_wake.set()
+            return
+        self._persisting = 0
+        if self._singly:
+            self._singly -= 1
+        for notification in batch:
+            entry = Entry(notification, next_attempt=now, updated_at=now)
+            self._pending[entry.id] = entry
+            self._push(entry)
+        self._persisted.set()
+
+    def _task_failed(self, task: str, exc: Exception, **context: object) -> None:
+        """Log (once, with the traceback) and count an unexpected exception that one of the
+        dispatcher's tasks caught at its catch point."""
+        self.task_errors[task] += 1
+        log.error("alarm_task_failed", task=task, error=f"{type(exc).__name__}: {exc}",
+                  **context, exc_info=exc)
 
     def _push(self, entry: Entry) -> None:
         heapq.heappush(self._heap, (entry.next_attempt, next(self._seq), entry.id))
         self._schedule_wake.set()
 
     async def _schedule_loop(self) -> None:
-        heap = self._heap
         while True:
             self._schedule_wake.clear()
-            now = self._clock()
-            while heap and heap[0][0] <= now:
-                due, _, entry_id = heapq.heappop(heap)
-                entry = self._pending.get(entry_id)
-                if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
-                    continue
-                self._in_flight.add(entry_id)
-                task = asyncio.create_task(self._attempt(entry))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            wait = heap[0][0] - now if heap else None
+            wait: float | None
+            try:
+                wait = self._start_due()
+            except Exception as exc:
+                # The scheduler's one catch point.
+                self._task_failed("scheduler", exc)
+                wait = _STORE_RETRY
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._schedule_wake.wait(), wait)
+
+    def _start_due(self) -> float | None:
+        """Start an attempt for every entry now due; the seconds until the next one."""
+        heap = self._heap
+        now = self._clock()
+        while heap and heap[0][0] <= now:
+            due, _, entry_id = heapq.heappop(heap)
+            entry = self._pending.get(entry_id)
+            if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
+                continue
+            self._in_flight.add(entry_id)
+            try:
+                self._launch(entry)
+            except Exception:
+                # Put back a little later (not at the head of the heap, where an entry
+                # that always fails to start would hold up every other one).
+                self._in_flight.discard(entry_id)
+                entry.next_attempt = now + _STORE_RETRY
+                self._push(entry)
+                raise
+        return heap[0][0] - now if heap else None
+
+    def _launch(self, entry: Entry) -> None:
+        """Start one attempt as its own task."""
+        task = asyncio.create_task(self._attempt(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- one attempt -----------------------------------------------------------------
 
@@ -219,6 +289,14 @@ class Dispatcher:
                         f"internal error: {type(exc).__name__}: {exc}"))
                     return
             await self._delivered(entry, outcome, figures)
+        except Exception as exc:
+            # The attempt's one catch point for what is not the notifier's failure (that is
+            # handled above): a bug in recording the outcome. The entry leaves the schedule,
+            # so a bug that recurs cannot spin; it stays pending in the outbox and is sent
+            # again after a restart.
+            self._pending.pop(entry.id, None)
+            self._task_failed("attempt", exc, id=entry.id, alarm=notification.alarm,
+                              app=notification.app)
         finally:
             self._in_flight.discard(entry.id)
 

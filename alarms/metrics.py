@@ -39,7 +39,13 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> list[Family]:
     for plugin, histogram in sorted(dispatcher.latency.items()):
         histogram.add_to(latency, plugin=plugin)
     errors = Family("collector_alarms_outbox_errors_total", "counter",
-                    "Outbox writes that failed (retried), by step.")
+                    "Outbox writes that failed, by step (outbox_unwritable: a "
+                    "notification dropped because it could not be written even alone).")
     for step, count in sorted(dispatcher.errors.items()):
         errors.add(count, step=step)
-    return [fired, suppressed, delivered, retried, dead, pending, latency, errors]
+    task_errors = Family("collector_alarms_task_errors_total", "counter",
+                         "Unexpected exceptions caught at a delivery task's catch point "
+                         "(persister, scheduler, attempt); the task went on.")
+    for task, count in sorted(dispatcher.task_errors.items()):
+        task_errors.add(count, task=task)
+    return [fired, suppressed, delivered, retried, dead, pending, latency, errors, task_errors]
