@@ -16,6 +16,14 @@ goes on after a pause. A batch the persister failed to write is put back and wri
 notification at a time, so one notification that can never be written is dropped (named
 in the log) without holding up the others; an entry the scheduler failed to start is put
 back a little later.
+
+What waits is bounded (alarms.bounds): at most `bounds.incoming` notifications waiting to
+be written (only while the outbox cannot be written; the oldest are dropped, counted and
+logged), at most `bounds.pending` waiting for delivery (the oldest not in flight become dead
+letters, which `collector alarms retry` sends again), and the outbox keeps at most
+`bounds.dead_letters` dead letters, none older than `bounds.dead_letter_age`
+(`trim_dead_letters`, called by the component's ticker, deletes the rest, logging their
+ids).
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ import heapq
 import itertools
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
+from alarms.bounds import DEFAULT, Bounds, Evictions
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier
 from alarms.outbox.base import Entry, Outbox
@@ -44,6 +53,9 @@ log = structlog.get_logger("alarms.delivery")
 
 Key = tuple[str, str]  # (app, alarm)
 _STORE_RETRY = 1.0
+# Dead letters are trimmed at most this often, and at least this often for their age.
+TRIM_EVERY = 5.0
+TRIM_AGE_EVERY = 3600.0
 
 
 @dataclass
@@ -61,7 +73,7 @@ class Dispatcher:
     def __init__(self, outbox: Outbox, notifiers: Mapping[Key, Notifier],
                  policies: Mapping[str, RetryPolicy], *, max_in_flight: int = 64,
                  clock: Callable[[], float] = time.time,
-                 draw: Callable[[], float] = random.random) -> None:
+                 draw: Callable[[], float] = random.random, bounds: Bounds = DEFAULT) -> None:
         self._outbox = outbox
         self._notifiers = dict(notifiers)
         self._policies = dict(policies)
@@ -77,7 +89,7 @@ class Dispatcher:
         self._schedule_wake = asyncio.Event()
         # Pending entries by id (scheduled or in flight); the heap holds (due, seq, id) and
         # may keep stale items for entries since rescheduled, skipped when popped.
-        self._pending: dict[str, Entry] = {}
+        self._pending: OrderedDict[str, Entry] = OrderedDict()
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._in_flight: set[str] = set()
@@ -88,6 +100,12 @@ class Dispatcher:
         self.latency: dict[str, Histogram] = {}
         self.errors: Counter[str] = Counter()
         self.task_errors: Counter[str] = Counter()
+        self.bounds = bounds
+        self.evictions = Evictions()
+        self.dead_letters: int | None = None  # in the outbox, as of the last trim
+        self._dead_since_trim = 0
+        self._last_trim = float("-inf")
+        self._last_age_trim = float("-inf")
         self._singly = 0  # notifications still to be written one at a time
 
     # -- lifecycle -------------------------------------------------------------------
@@ -97,6 +115,8 @@ class Dispatcher:
         for entry in pending:
             self._pending[entry.id] = entry
             self._push(entry)
+        if len(self._pending) > self.bounds.pending:
+            self._persist_wake.set()  # the persister evicts the excess
         self._workers = [asyncio.create_task(self._persist_loop(), name="alarm-persister"),
                          asyncio.create_task(self._schedule_loop(), name="alarm-scheduler")]
 
@@ -109,7 +129,8 @@ class Dispatcher:
         if self._incoming or self._persisting:
             self._persist_wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), grace)
+                async with asyncio.timeout(grace):
+                    await self._drained()
         if self._incoming or self._persisting:
             log.error("alarm_outbox_unwritten", count=len(self._incoming) + self._persisting,
                       note="the outbox could not be written before shutdown")
@@ -134,6 +155,11 @@ class Dispatcher:
 
     def submit(self, notification: Notification) -> None:
         """Queue a fired notification (called on the event loop; never blocks)."""
+        if len(self._incoming) >= self.bounds.incoming:
+            # The outbox has not taken anything for a while: keep the newest.
+            dropped = self._incoming.pop(0)
+            self.evictions.evicted("incoming", self.bounds.incoming, id=dropped.id,
+                                   alarm=dropped.alarm, app=dropped.app)
         self._incoming.append(notification)
         self._persist_wake.set()
 
@@ -146,6 +172,8 @@ class Dispatcher:
                 batch = self._take()
                 if batch:
                     await self._persist(batch)
+                if len(self._pending) > self.bounds.pending:
+                    await self._evict_pending()
             except Exception as exc:
                 # The persister's one catch point.
                 self._persisting = 0
@@ -198,6 +226,78 @@ class Dispatcher:
             self._push(entry)
         self._persisted.set()
 
+    async def _evict_pending(self) -> None:
+        """Past `bounds.pending`, the oldest entries waiting (not in flight) become dead
+        letters, saved in one transaction."""
+        bound = self.bounds.pending
+        excess = len(self._pending) - bound
+        victims: list[Entry] = []
+        for entry_id, entry in self._pending.items():
+            if len(victims) >= excess:
+                break
+            if entry_id not in self._in_flight:
+                victims.append(entry)
+        now = self._clock()
+        for entry in victims:
+            del self._pending[entry.id]
+            entry.state, entry.updated_at = "dead", now
+            entry.last_error = (f"evicted: more than {bound} alarms were waiting for "
+                                f"delivery (last error: {entry.last_error or 'none'})")
+            notification = entry.notification
+            self.figures.setdefault((notification.app, notification.alarm),
+                                    LaneFigures()).dead += 1
+        if not victims:
+            return
+        self._dead_since_trim += len(victims)
+        self.evictions.evicted("pending", bound, len(victims), oldest=victims[0].id,
+                               note="kept as dead letters; `collector alarms retry` sends "
+                                    "them again")
+        try:
+            await self._outbox.save_many(victims)
+        except StoreError as exc:
+            # Still pending in the outbox: a restart schedules them again.
+            self.errors["outbox_update"] += 1
+            log.error("alarm_outbox_update_failed", count=len(victims), error=str(exc))
+
+    async def trim_dead_letters(self) -> None:
+        """Keep at most `bounds.dead_letters` dead letters in the outbox, none older than
+        `bounds.dead_letter_age`: after new dead letters (at most every TRIM_EVERY
+        seconds), and for their age every TRIM_AGE_EVERY seconds. What is deleted is
+        counted and logged with its ids."""
+        now = self._clock()
+        due_for_age = now - self._last_age_trim >= TRIM_AGE_EVERY
+        if not due_for_age and (not self._dead_since_trim
+                                or now - self._last_trim < TRIM_EVERY):
+            return
+        self._last_trim = now
+        if due_for_age:
+            self._last_age_trim = now
+        added, self._dead_since_trim = self._dead_since_trim, 0
+        bound = self.bounds.dead_letters
+        try:
+            removed, self.dead_letters = await self._outbox.trim_dead(
+                bound, now - self.bounds.dead_letter_age)
+        except StoreError as exc:
+            self._dead_since_trim += added
+            self.errors["dead_letter_trim"] += 1
+            log.error("alarm_outbox_trim_failed", error=str(exc))
+            return
+        if removed:
+            self.evictions.counts["dead_letters"] += len(removed)
+            # Every trim is logged (it is one line, however many): an alarm leaves the
+            # outbox for good here.
+            log.warning("alarm_dead_letters_evicted", count=len(removed), kept=bound,
+                        max_age=self.bounds.dead_letter_age, ids=removed[:20],
+                        more=max(0, len(removed) - 20))
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per bounded structure (for /metrics); dead letters as of the last
+        trim."""
+        sizes = {"incoming": len(self._incoming), "pending": len(self._pending)}
+        if self.dead_letters is not None:
+            sizes["dead_letters"] = self.dead_letters
+        return sizes
+
     def _task_failed(self, task: str, exc: Exception, **context: object) -> None:
         """Log (once, with the traceback) and count an unexpected exception that one of the
         dispatcher's tasks caught at its catch point."""
@@ -206,7 +306,14 @@ class Dispatcher:
                   **context, exc_info=exc)
 
     def _push(self, entry: Entry) -> None:
-        heapq.heappush(self._heap, (entry.next_attempt, next(self._seq), entry.id))
+        heap = self._heap
+        if len(heap) > 2 * len(self._pending) + 1024:
+            # Too many stale items (entries evicted or rescheduled): rebuilt in place, as
+            # the scheduler may hold the list.
+            heap[:] = [(e.next_attempt, next(self._seq), e.id) for e in
+                       self._pending.values() if e.id not in self._in_flight]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (entry.next_attempt, next(self._seq), entry.id))
         self._schedule_wake.set()
 
     async def _schedule_loop(self) -> None:
@@ -219,8 +326,12 @@ class Dispatcher:
                 # The scheduler's one catch point.
                 self._task_failed("scheduler", exc)
                 wait = _STORE_RETRY
+            # Not asyncio.wait_for: in Python 3.11 it can swallow a cancellation that
+            # arrives as the wait ends, and stop() would then wait for the next due
+            # attempt (up to alarm-max-backoff) before the scheduler noticed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._schedule_wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._schedule_wake.wait()
 
     def _start_due(self) -> float | None:
         """Start an attempt for every entry now due; the seconds until the next one."""
@@ -330,6 +441,7 @@ class Dispatcher:
             entry.state = "dead"
             self._pending.pop(entry.id, None)
             figures.dead += 1
+            self._dead_since_trim += 1
             log.error("alarm_dead", **context,
                       note="kept as a dead letter; `collector alarms retry` sends it again")
         else:
@@ -341,6 +453,9 @@ class Dispatcher:
         await self._save(entry)
         if due is not None:
             self._push(entry)
+            if len(self._pending) > self.bounds.pending:
+                # Entries in flight cannot be evicted; now this one can.
+                self._persist_wake.set()
 
     async def _save(self, entry: Entry) -> None:
         try:
@@ -359,6 +474,8 @@ class Dispatcher:
         for entry in entries:
             self._pending[entry.id] = entry
             self._push(entry)
+        if len(self._pending) > self.bounds.pending:
+            self._persist_wake.set()  # the persister evicts the excess
         return entries
 
     def pending_counts(self) -> Counter[Key]:

@@ -48,4 +48,16 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> list[Family]:
                          "(persister, scheduler, attempt); the task went on.")
     for task, count in sorted(dispatcher.task_errors.items()):
         task_errors.add(count, task=task)
-    return [fired, suppressed, delivered, retried, dead, pending, latency, errors, task_errors]
+    evicted = Family("collector_alarms_state_evicted_total", "counter",
+                     "Entries evicted from a bounded structure of the alarm state, by "
+                     "structure (see alarms.bounds for what each means).")
+    for structure, count in sorted((engine.evictions.counts
+                                    + dispatcher.evictions.counts).items()):
+        evicted.add(count, structure=structure)
+    size = Family("collector_alarms_state_size", "gauge",
+                  "Entries in each bounded structure of the alarm state (dead letters: in "
+                  "the outbox, as of the last trim).")
+    for structure, count in sorted({**engine.sizes(), **dispatcher.sizes()}.items()):
+        size.add(count, structure=structure)
+    return [fired, suppressed, delivered, retried, dead, pending, latency, errors, task_errors,
+            evicted, size]

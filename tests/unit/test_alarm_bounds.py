@@ -4,10 +4,21 @@ kept rather than lost)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import aiohttp
+from structlog.testing import capture_logs
+
 from alarms.bounds import DEFAULT, Bounds
+from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
-from alarms.notification import Notification
+from alarms.notification import Notification, new_id
+from alarms.notifiers.webhook import WebhookNotifier
+from alarms.outbox.sqlite import SqliteOutbox
+from alarms.spec import RetryPolicy
 from tests.unit.alarm_support import record, rules_from
+from tests.unit.test_alarm_delivery import settle
 
 RULES = ("alarm = page cmd:true\nalarm-segfault = page\nalarm-silence = page 60 ^s\n"
          "log-alarm = page boom\n")
@@ -78,3 +89,86 @@ def test_a_source_that_keeps_logging_is_not_evicted_from_the_silence_watch() -> 
     assert "s.steady" in silent
     assert len(silent) == 10
     assert engine.evictions.counts["silence"] == 100 + 1 - 10
+
+
+def hooked(i: int) -> Notification:
+    """The i-th notification for alarm `hook` of app `shop`."""
+    return Notification(id=new_id(), alarm="hook", plugin="webhook", app="shop",
+                        source=f"s{i}", condition="log", message=f"m{i}", created_at=1.0 + i)
+
+
+async def test_pending_alarms_past_the_bound_become_dead_letters_and_those_are_trimmed(
+        tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    """With the receiver down and long backoffs, 100 alarms cannot all wait: past the
+    pending bound the oldest become dead letters (kept in the outbox, saying why); past
+    the dead-letter bound the oldest of those are deleted, counted and logged by id."""
+    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    policy = RetryPolicy(attempts=100, backoff=60.0, max_backoff=60.0, timeout=5.0,
+                         concurrency=1)
+    # Port 1 on loopback: nothing listens there, so every attempt is refused at once.
+    dispatcher = Dispatcher(outbox, {("shop", "hook"): WebhookNotifier(
+        "http://127.0.0.1:1/hook", session, 2.0)}, {"shop": policy},
+        bounds=Bounds(pending=20, dead_letters=30))
+    dispatcher.start(await outbox.open())
+    try:
+        sent = [hooked(i) for i in range(100)]
+        for start in range(0, 100, 10):
+            for notification in sent[start:start + 10]:
+                dispatcher.submit(notification)
+            await settle(lambda: not dispatcher.sizes()["incoming"])
+        await settle(lambda: dispatcher.evictions.counts["pending"] == 80, within=60.0)
+        assert dispatcher.sizes()["pending"] == 20
+        dead = await outbox.recent(state="dead", limit=1000)
+        assert len(dead) == 80
+        assert all((e.last_error or "").startswith(
+            "evicted: more than 20 alarms were waiting") for e in dead)
+        pending = await outbox.recent(state="pending", limit=1000)
+        assert {e.id for e in pending} | {e.id for e in dead} == {n.id for n in sent}
+        by_age = sorted(dead, key=lambda e: e.notification.created_at)
+        with capture_logs() as logs:
+            await dispatcher.trim_dead_letters()
+        kept = await outbox.recent(state="dead", limit=1000)
+        assert {e.id for e in kept} == {e.id for e in by_age[50:]}
+        assert dispatcher.sizes()["dead_letters"] == 30
+        assert dispatcher.evictions.counts["dead_letters"] == 50
+        (logged,) = [e for e in logs if e["event"] == "alarm_dead_letters_evicted"]
+        assert (logged["count"], logged["ids"], logged["more"]) == (
+            50, [e.id for e in by_age[:20]], 30)
+    finally:
+        await dispatcher.stop(grace=0.1)
+        await outbox.close()
+
+
+async def test_dead_letters_older_than_the_age_bound_are_deleted(tmp_path: Path) -> None:
+    """The outbox deletes dead letters last updated before the cutoff, whatever their
+    number, and reports the ids and what is left."""
+    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    await outbox.open()
+    items = [hooked(i) for i in range(4)]
+    await outbox.add(items, 10.0)
+    entries = {e.id: e for e in await outbox.recent()}
+    for i, item in enumerate(items[:3]):
+        entry = entries[item.id]
+        entry.state, entry.updated_at = "dead", 100.0 + i
+    await outbox.save_many([entries[item.id] for item in items[:3]])
+    assert await outbox.trim_dead(10, 101.5) == ([items[0].id, items[1].id], 1)
+    assert await outbox.trim_dead(0, 0.0) == ([items[2].id], 0)
+    assert [e.id for e in await outbox.recent()] == [items[3].id]
+    await outbox.close()
+
+
+async def test_waiting_to_be_written_is_bounded_while_the_outbox_cannot_be_written(
+        tmp_path: Path) -> None:
+    """While the outbox refuses writes, fired notifications wait in memory: at most the
+    bound, the newest kept, the dropped ones counted."""
+    outbox = SqliteOutbox(tmp_path / "alarms.db")  # never opened: every write fails
+    dispatcher = Dispatcher(outbox, {}, {}, bounds=Bounds(incoming=10))
+    dispatcher.start([])
+    sent = [hooked(i) for i in range(50)]
+    for notification in sent:
+        dispatcher.submit(notification)
+    await asyncio.sleep(0.1)
+    assert dispatcher.sizes()["incoming"] == 10
+    assert dispatcher.evictions.counts["incoming"] == 40
+    assert dispatcher.errors["outbox_write"] >= 1
+    await dispatcher.stop(grace=0.1)
