@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from alarms.bounds import DEFAULT, Bounds
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
+from alarms.metrics import families
 from alarms.notification import Notification, new_id
 from alarms.notifiers.webhook import WebhookNotifier
 from alarms.outbox.sqlite import SqliteOutbox
@@ -172,3 +173,19 @@ async def test_waiting_to_be_written_is_bounded_while_the_outbox_cannot_be_writt
     assert dispatcher.evictions.counts["incoming"] == 40
     assert dispatcher.errors["outbox_write"] >= 1
     await dispatcher.stop(grace=0.1)
+
+
+async def test_evictions_and_sizes_are_in_the_metrics(tmp_path: Path) -> None:
+    """/metrics carries evictions per structure and each structure's size."""
+    engine = AlarmEngine([rules_from(RULES)], lambda _: None, clock=lambda: 1000.0,
+                         bounds=Bounds(sources=3))
+    engine.consume([record(segfault_line(i), 1000.0, source=f"s{i}") for i in range(5)])
+    dispatcher = Dispatcher(SqliteOutbox(tmp_path / "alarms.db"), {}, {})
+    by_name = {f.name: f for f in families(engine, dispatcher)}
+    evicted = {s.labels["structure"]: s.value
+               for s in by_name["collector_alarms_state_evicted_total"].samples}
+    assert evicted == {"context": 2, "segfault": 2, "silence": 2, "silence_match": 2}
+    sizes = {s.labels["structure"]: s.value
+             for s in by_name["collector_alarms_state_size"].samples}
+    assert sizes == {"context": 3, "segfault": 3, "silence": 3, "silence_match": 3,
+                     "storm": 2, "incoming": 0, "pending": 0}
