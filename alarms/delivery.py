@@ -172,6 +172,7 @@ class Dispatcher:
                 batch = self._take()
                 if batch:
                     await self._persist(batch)
+                batch = []  # written (or put back by _persist): not the catch's to retry
                 if len(self._pending) > self.bounds.pending:
                     await self._evict_pending()
             except Exception as exc:
