@@ -86,14 +86,16 @@ class AlarmsComponent:
         log.info("alarms_reloaded", apps=len(rules), alarms=len(notifiers))
 
     async def _tick(self) -> None:
-        engine = self._engine
+        engine, dispatcher = self._engine, self._dispatcher
         assert engine is not None
+        assert dispatcher is not None
         next_prune = 0.0
         loop = asyncio.get_running_loop()
         failed = False
         while True:
             try:
                 engine.tick()
+                await dispatcher.trim_dead_letters()
             except Exception:
                 # The ticker's one catch point: a bug in a time-driven condition is logged
                 # once and the ticker goes on, so silences and backtraces still expire.

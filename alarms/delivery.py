@@ -9,7 +9,21 @@ backoff and jitter (alarms.retry) or, when retries are used up or the failure is
 kept as a dead letter until someone retries it.
 
 Each attempt is one task and its one catch point: whatever a notifier raises is recorded
-against that entry, logged once for it, and counted; the dispatcher goes on.
+against that entry, logged once for it, and counted; the dispatcher goes on. The persister
+and the scheduler each have one catch point too: an unexpected exception is logged once
+with its traceback, counted (`collector_alarms_task_errors_total{task}`), and the loop
+goes on after a pause. A batch the persister failed to write is put back and written one
+notification at a time, so one notification that can never be written is dropped (named
+in the log) without holding up the others; an entry the scheduler failed to start is put
+back a little later.
+
+What waits is bounded (alarms.bounds): at most `bounds.incoming` notifications waiting to
+be written (only while the outbox cannot be written; the oldest are dropped, counted and
+logged), at most `bounds.pending` waiting for delivery (the oldest not in flight become dead
+letters, which `collector alarms retry` sends again), and the outbox keeps at most
+`bounds.dead_letters` dead letters, none older than `bounds.dead_letter_age`
+(`trim_dead_letters`, called by the component's ticker, deletes the rest, logging their
+ids).
 """
 
 from __future__ import annotations
@@ -20,12 +34,13 @@ import heapq
 import itertools
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
+from alarms.bounds import DEFAULT, Bounds, Evictions
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier
 from alarms.outbox.base import Entry, Outbox
@@ -38,6 +53,9 @@ log = structlog.get_logger("alarms.delivery")
 
 Key = tuple[str, str]  # (app, alarm)
 _STORE_RETRY = 1.0
+# Dead letters are trimmed at most this often, and at least this often for their age.
+TRIM_EVERY = 5.0
+TRIM_AGE_EVERY = 3600.0
 
 
 @dataclass
@@ -55,7 +73,7 @@ class Dispatcher:
     def __init__(self, outbox: Outbox, notifiers: Mapping[Key, Notifier],
                  policies: Mapping[str, RetryPolicy], *, max_in_flight: int = 64,
                  clock: Callable[[], float] = time.time,
-                 draw: Callable[[], float] = random.random) -> None:
+                 draw: Callable[[], float] = random.random, bounds: Bounds = DEFAULT) -> None:
         self._outbox = outbox
         self._notifiers = dict(notifiers)
         self._policies = dict(policies)
@@ -71,7 +89,7 @@ class Dispatcher:
         self._schedule_wake = asyncio.Event()
         # Pending entries by id (scheduled or in flight); the heap holds (due, seq, id) and
         # may keep stale items for entries since rescheduled, skipped when popped.
-        self._pending: dict[str, Entry] = {}
+        self._pending: OrderedDict[str, Entry] = OrderedDict()
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._in_flight: set[str] = set()
@@ -83,6 +101,14 @@ class Dispatcher:
                                  "From an alarm firing to its delivery, retries included, "
                                  "by plugin.", DELIVERY_BUCKETS, ["plugin"])
         self.errors: Counter[str] = Counter()
+        self.task_errors: Counter[str] = Counter()
+        self.bounds = bounds
+        self.evictions = Evictions()
+        self.dead_letters: int | None = None  # in the outbox, as of the last trim
+        self._dead_since_trim = 0
+        self._last_trim = float("-inf")
+        self._last_age_trim = float("-inf")
+        self._singly = 0  # notifications still to be written one at a time
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -91,6 +117,8 @@ class Dispatcher:
         for entry in pending:
             self._pending[entry.id] = entry
             self._push(entry)
+        if len(self._pending) > self.bounds.pending:
+            self._persist_wake.set()  # the persister evicts the excess
         self._workers = [asyncio.create_task(self._persist_loop(), name="alarm-persister"),
                          asyncio.create_task(self._schedule_loop(), name="alarm-scheduler")]
 
@@ -103,7 +131,8 @@ class Dispatcher:
         if self._incoming or self._persisting:
             self._persist_wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), grace)
+                async with asyncio.timeout(grace):
+                    await self._drained()
         if self._incoming or self._persisting:
             log.error("alarm_outbox_unwritten", count=len(self._incoming) + self._persisting,
                       note="the outbox could not be written before shutdown")
@@ -142,6 +171,11 @@ class Dispatcher:
 
     def submit(self, notification: Notification) -> None:
         """Queue a fired notification (called on the event loop; never blocks)."""
+        if len(self._incoming) >= self.bounds.incoming:
+            # The outbox has not taken anything for a while: keep the newest.
+            dropped = self._incoming.pop(0)
+            self.evictions.evicted("incoming", self.bounds.incoming, id=dropped.id,
+                                   alarm=dropped.alarm, app=dropped.app)
         self._incoming.append(notification)
         self._persist_wake.set()
 
@@ -149,51 +183,199 @@ class Dispatcher:
         while True:
             await self._persist_wake.wait()
             self._persist_wake.clear()
-            batch, self._incoming = self._incoming, []
-            if not batch:
-                continue
-            now = self._clock()
-            self._persisting = len(batch)
+            batch: list[Notification] = []
             try:
-                await self._outbox.add(batch, now)
-            except StoreError as exc:
+                batch = self._take()
+                if batch:
+                    await self._persist(batch)
+                batch = []  # written (or put back by _persist): not the catch's to retry
+                if len(self._pending) > self.bounds.pending:
+                    await self._evict_pending()
+            except Exception as exc:
+                # The persister's one catch point.
                 self._persisting = 0
-                # Kept in memory and written again shortly; not sent before it is kept.
-                self.errors["outbox_write"] += 1
-                log.error("alarm_outbox_write_failed", error=str(exc), count=len(batch),
-                          retry_in=_STORE_RETRY)
-                self._incoming[:0] = batch
+                if self._singly and len(batch) == 1:
+                    # It failed alone too: it can never be written. Dropping it (named in
+                    # the log) is the only way the alarms behind it get out.
+                    self._singly -= 1
+                    self.errors["outbox_unwritable"] += 1
+                    self._task_failed("persister", exc, dropped=batch[0].id,
+                                      alarm=batch[0].alarm, app=batch[0].app)
+                else:
+                    self._incoming[:0] = batch
+                    self._singly = len(batch)
+                    self._task_failed("persister", exc, requeued=len(batch))
+                self._persisted.set()
                 await asyncio.sleep(_STORE_RETRY)
                 self._persist_wake.set()
-                continue
+
+    def _take(self) -> list[Notification]:
+        """What to write next: all that is queued, or one at a time after a failed batch."""
+        if self._singly:
+            batch, self._incoming = self._incoming[:1], self._incoming[1:]
+            if self._incoming:
+                self._persist_wake.set()
+            return batch
+        batch, self._incoming = self._incoming, []
+        return batch
+
+    async def _persist(self, batch: list[Notification]) -> None:
+        now = self._clock()
+        self._persisting = len(batch)
+        try:
+            await self._outbox.add(batch, now)
+        except StoreError as exc:
             self._persisting = 0
-            for notification in batch:
-                entry = Entry(notification, next_attempt=now, updated_at=now)
-                self._pending[entry.id] = entry
-                self._push(entry)
-            self._persisted.set()
+            # Kept in memory and written again shortly; not sent before it is kept.
+            self.errors["outbox_write"] += 1
+            log.error("alarm_outbox_write_failed", error=str(exc), count=len(batch),
+                      retry_in=_STORE_RETRY)
+            self._incoming[:0] = batch
+            await asyncio.sleep(_STORE_RETRY)
+            self._persist_wake.set()
+            return
+        self._persisting = 0
+        if self._singly:
+            self._singly -= 1
+        for notification in batch:
+            entry = Entry(notification, next_attempt=now, updated_at=now)
+            self._pending[entry.id] = entry
+            self._push(entry)
+        self._persisted.set()
+
+    async def _evict_pending(self) -> None:
+        """Past `bounds.pending`, the oldest entries waiting (not in flight) become dead
+        letters, saved in one transaction."""
+        bound = self.bounds.pending
+        excess = len(self._pending) - bound
+        victims: list[Entry] = []
+        for entry_id, entry in self._pending.items():
+            if len(victims) >= excess:
+                break
+            if entry_id not in self._in_flight:
+                victims.append(entry)
+        now = self._clock()
+        for entry in victims:
+            del self._pending[entry.id]
+            entry.state, entry.updated_at = "dead", now
+            entry.last_error = (f"evicted: more than {bound} alarms were waiting for "
+                                f"delivery (last error: {entry.last_error or 'none'})")
+            notification = entry.notification
+            self.figures.setdefault((notification.app, notification.alarm),
+                                    LaneFigures()).dead += 1
+        if not victims:
+            return
+        self._dead_since_trim += len(victims)
+        self.evictions.evicted("pending", bound, len(victims), oldest=victims[0].id,
+                               note="kept as dead letters; `collector alarms retry` sends "
+                                    "them again")
+        try:
+            await self._outbox.save_many(victims)
+        except StoreError as exc:
+            # Still pending in the outbox: a restart schedules them again.
+            self.errors["outbox_update"] += 1
+            log.error("alarm_outbox_update_failed", count=len(victims), error=str(exc))
+
+    async def trim_dead_letters(self) -> None:
+        """Keep at most `bounds.dead_letters` dead letters in the outbox, none older than
+        `bounds.dead_letter_age`: after new dead letters (at most every TRIM_EVERY
+        seconds), and for their age every TRIM_AGE_EVERY seconds. What is deleted is
+        counted and logged with its ids."""
+        now = self._clock()
+        due_for_age = now - self._last_age_trim >= TRIM_AGE_EVERY
+        if not due_for_age and (not self._dead_since_trim
+                                or now - self._last_trim < TRIM_EVERY):
+            return
+        self._last_trim = now
+        if due_for_age:
+            self._last_age_trim = now
+        added, self._dead_since_trim = self._dead_since_trim, 0
+        bound = self.bounds.dead_letters
+        try:
+            removed, self.dead_letters = await self._outbox.trim_dead(
+                bound, now - self.bounds.dead_letter_age)
+        except StoreError as exc:
+            self._dead_since_trim += added
+            self.errors["dead_letter_trim"] += 1
+            log.error("alarm_outbox_trim_failed", error=str(exc))
+            return
+        if removed:
+            self.evictions.counts["dead_letters"] += len(removed)
+            # Every trim is logged (it is one line, however many): an alarm leaves the
+            # outbox for good here.
+            log.warning("alarm_dead_letters_evicted", count=len(removed), kept=bound,
+                        max_age=self.bounds.dead_letter_age, ids=removed[:20],
+                        more=max(0, len(removed) - 20))
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per bounded structure (for /metrics); dead letters as of the last
+        trim."""
+        sizes = {"incoming": len(self._incoming), "pending": len(self._pending)}
+        if self.dead_letters is not None:
+            sizes["dead_letters"] = self.dead_letters
+        return sizes
+
+    def _task_failed(self, task: str, exc: Exception, **context: object) -> None:
+        """Log (once, with the traceback) and count an unexpected exception that one of the
+        dispatcher's tasks caught at its catch point."""
+        self.task_errors[task] += 1
+        log.error("alarm_task_failed", task=task, error=f"{type(exc).__name__}: {exc}",
+                  **context, exc_info=exc)
 
     def _push(self, entry: Entry) -> None:
-        heapq.heappush(self._heap, (entry.next_attempt, next(self._seq), entry.id))
+        heap = self._heap
+        if len(heap) > 2 * len(self._pending) + 1024:
+            # Too many stale items (entries evicted or rescheduled): rebuilt in place, as
+            # the scheduler may hold the list.
+            heap[:] = [(e.next_attempt, next(self._seq), e.id) for e in
+                       self._pending.values() if e.id not in self._in_flight]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (entry.next_attempt, next(self._seq), entry.id))
         self._schedule_wake.set()
 
     async def _schedule_loop(self) -> None:
-        heap = self._heap
         while True:
             self._schedule_wake.clear()
-            now = self._clock()
-            while heap and heap[0][0] <= now:
-                due, _, entry_id = heapq.heappop(heap)
-                entry = self._pending.get(entry_id)
-                if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
-                    continue
-                self._in_flight.add(entry_id)
-                task = asyncio.create_task(self._attempt(entry))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            wait = heap[0][0] - now if heap else None
+            wait: float | None
+            try:
+                wait = self._start_due()
+            except Exception as exc:
+                # The scheduler's one catch point.
+                self._task_failed("scheduler", exc)
+                wait = _STORE_RETRY
+            # Not asyncio.wait_for: in Python 3.11 it can swallow a cancellation that
+            # arrives as the wait ends, and stop() would then wait for the next due
+            # attempt (up to alarm-max-backoff) before the scheduler noticed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._schedule_wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._schedule_wake.wait()
+
+    def _start_due(self) -> float | None:
+        """Start an attempt for every entry now due; the seconds until the next one."""
+        heap = self._heap
+        now = self._clock()
+        while heap and heap[0][0] <= now:
+            due, _, entry_id = heapq.heappop(heap)
+            entry = self._pending.get(entry_id)
+            if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
+                continue
+            self._in_flight.add(entry_id)
+            try:
+                self._launch(entry)
+            except Exception:
+                # Put back a little later (not at the head of the heap, where an entry
+                # that always fails to start would hold up every other one).
+                self._in_flight.discard(entry_id)
+                entry.next_attempt = now + _STORE_RETRY
+                self._push(entry)
+                raise
+        return heap[0][0] - now if heap else None
+
+    def _launch(self, entry: Entry) -> None:
+        """Start one attempt as its own task."""
+        task = asyncio.create_task(self._attempt(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- one attempt -----------------------------------------------------------------
 
@@ -235,6 +417,14 @@ class Dispatcher:
                         f"internal error: {type(exc).__name__}: {exc}"))
                     return
             await self._delivered(entry, outcome, figures)
+        except Exception as exc:
+            # The attempt's one catch point for what is not the notifier's failure (that is
+            # handled above): a bug in recording the outcome. The entry leaves the schedule,
+            # so a bug that recurs cannot spin; it stays pending in the outbox and is sent
+            # again after a restart.
+            self._pending.pop(entry.id, None)
+            self._task_failed("attempt", exc, id=entry.id, alarm=notification.alarm,
+                              app=notification.app)
         finally:
             self._in_flight.discard(entry.id)
 
@@ -268,6 +458,7 @@ class Dispatcher:
             entry.state = "dead"
             self._pending.pop(entry.id, None)
             figures.dead += 1
+            self._dead_since_trim += 1
             log.error("alarm_dead", **context,
                       note="kept as a dead letter; `collector alarms retry` sends it again")
         else:
@@ -279,6 +470,9 @@ class Dispatcher:
         await self._save(entry)
         if due is not None:
             self._push(entry)
+            if len(self._pending) > self.bounds.pending:
+                # Entries in flight cannot be evicted; now this one can.
+                self._persist_wake.set()
 
     async def _save(self, entry: Entry) -> None:
         try:
@@ -297,6 +491,8 @@ class Dispatcher:
         for entry in entries:
             self._pending[entry.id] = entry
             self._push(entry)
+        if len(self._pending) > self.bounds.pending:
+            self._persist_wake.set()  # the persister evicts the excess
         return entries
 
     def pending_counts(self) -> Counter[Key]:

@@ -8,9 +8,10 @@ fires becomes Notifications handed to `sink` (the outbox); nothing here does I/O
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 
+from alarms.bounds import DEFAULT, Bounds, Evictions
 from alarms.conditions.event import Event
 from alarms.conditions.logrules import NEVER_ALARMS, apply_order
 from alarms.conditions.segfault import SegfaultAssembler
@@ -23,23 +24,26 @@ from collector.record import Record
 from collector.regex import RegexSet
 
 CONTEXT_LINES = 10
-_MAX_CONTEXT_SOURCES = 10_000
-# Sources times alarms; past it the oldest anti-storm state is forgotten.
-_MAX_STORMS = 100_000
 
 
 class AppEngine:
-    """One app's conditions and their state."""
+    """One app's conditions and their state (bounded: alarms.bounds)."""
 
-    def __init__(self, rules: AppRules) -> None:
+    def __init__(self, rules: AppRules, bounds: Bounds = DEFAULT,
+                 evictions: Evictions | None = None) -> None:
         self.rules = rules
+        self._bounds = bounds
+        self._evictions = evictions = evictions if evictions is not None else Evictions()
         self._log_rules = rules.log_rules
         self._rates = [RateWatch(rule) for rule in rules.rate]
         patterns = [r.regex for r in rules.log_rules] + [r.regex for r in rules.rate]
         self._search = RegexSet(patterns).match if patterns else None
-        self._segfault = SegfaultAssembler(rules.segfault) if rules.segfault else None
-        self._silences = [SilenceWatch(rule) for rule in rules.silence]
-        self._context: dict[str, deque[str]] = {}
+        self._segfault = SegfaultAssembler(rules.segfault, max_sources=bounds.sources,
+                                           evictions=evictions) if rules.segfault else None
+        self._silences = [SilenceWatch(rule, bounds.sources, evictions)
+                          for rule in rules.silence]
+        # OrderedDicts: evicting the oldest of a dict is O(holes left at its front).
+        self._context: OrderedDict[str, deque[str]] = OrderedDict()
 
     def evaluate(self, record: Record) -> list[Event] | None:
         """Events this record raises; None for the usual line, which raises none.
@@ -48,11 +52,16 @@ class AppEngine:
         substring tests, and allocates nothing but its place in the source's context.
         """
         line, source = record.line, record.source
+        if record.kind == "alarm":
+            # The collector's own alarm records (a `log:` notifier's) are not the source
+            # speaking: they must neither end its silence (which would re-arm alarm-silence
+            # and page again every period) nor stand in its context.
+            return None
         if self._silences:
             for watch in self._silences:
                 watch.seen(source, record.received_at)
         events = None
-        if record.kind != "alarm" and not line.startswith(NEVER_ALARMS):
+        if not line.startswith(NEVER_ALARMS):
             hits = self._search(line) if self._search is not None else None
             rules = self.rules
             segfault = self._segfault
@@ -63,8 +72,11 @@ class AppEngine:
                 events = self._match(line, source, record.received_at, hits or [])
         recent = self._context.get(source)
         if recent is None:
-            if len(self._context) >= _MAX_CONTEXT_SOURCES:
-                self._context.pop(next(iter(self._context)))
+            if len(self._context) >= self._bounds.sources:
+                # Oldest first: moving a source to the back on every line would cost
+                # every line, and a source that logs steadily is soon back anyway.
+                self._context.popitem(last=False)
+                self._evictions.evicted("context", self._bounds.sources)
             recent = self._context[source] = deque(maxlen=CONTEXT_LINES)
         recent.append(line)
         return events
@@ -98,9 +110,7 @@ class AppEngine:
         segfault = self._segfault
         if segfault is not None and ("!!!" in line or "*** backtrace of" in line
                                      or segfault.active(source)):
-            event = segfault.feed(source, line, at, lambda: self.context(source))
-            if event is not None:
-                events.append(event)
+            events.extend(segfault.feed(source, line, at, lambda: self.context(source)))
         if rules.harakiri and "HARAKIRI ON WORKER" in line:
             harakiri = parse_harakiri(line)
             if harakiri is not None:
@@ -129,6 +139,15 @@ class AppEngine:
         """The source's latest lines, oldest first."""
         return list(self._context.get(source, ()))
 
+    def sizes(self) -> Counter[str]:
+        """Entries per bounded structure (for /metrics)."""
+        sizes: Counter[str] = Counter(context=len(self._context))
+        if self._segfault is not None:
+            sizes["segfault"] = len(self._segfault)
+        for watch in self._silences:
+            sizes.update(watch.sizes())
+        return sizes
+
 
 class AlarmEngine:
     """All apps' engines, anti-storm, and the figures for /metrics.
@@ -140,11 +159,14 @@ class AlarmEngine:
     """
 
     def __init__(self, rules: Iterable[AppRules], sink: Callable[[Notification], None],
-                 clock: Callable[[], float] = time.time) -> None:
-        self._apps = {r.app: AppEngine(r) for r in rules if r.has_conditions}
+                 clock: Callable[[], float] = time.time, bounds: Bounds = DEFAULT) -> None:
+        self.evictions = Evictions()
+        self._bounds = bounds
+        self._apps = {r.app: AppEngine(r, bounds, self.evictions)
+                      for r in rules if r.has_conditions}
         self._sink = sink
         self._clock = clock
-        self._storms: dict[tuple[str, str, str], Storm] = {}
+        self._storms: OrderedDict[tuple[str, str, str], Storm] = OrderedDict()
         self.fired: Counter[tuple[str, str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
 
@@ -161,8 +183,15 @@ class AlarmEngine:
                 continue
             running = self._apps.get(rule.app)
             apps[rule.app] = (running if running is not None and same(running.rules, rule)
-                              else AppEngine(rule))
+                              else AppEngine(rule, self._bounds, self.evictions))
         self._apps = apps
+
+    def sizes(self) -> Counter[str]:
+        """Entries per bounded structure, all apps together (for /metrics)."""
+        sizes: Counter[str] = Counter(storm=len(self._storms))
+        for engine in self._apps.values():
+            sizes.update(engine.sizes())
+        return sizes
 
     def consume(self, records: Sequence[Record]) -> None:
         """Evaluate records (the ingest Consumer interface)."""
@@ -197,8 +226,9 @@ class AlarmEngine:
                 key = (rules.app, alarm, event.source)
                 storm = self._storms.get(key)
                 if storm is None:
-                    if len(self._storms) >= _MAX_STORMS:
-                        self._storms.pop(next(iter(self._storms)))
+                    if len(self._storms) >= self._bounds.storms:
+                        self._storms.popitem(last=False)
+                        self.evictions.evicted("storm", self._bounds.storms)
                     storm = self._storms[key] = Storm()
                 held = storm.admit(event.storm_key, event.at, rules.freq, sliding=event.sliding)
                 if held is None:

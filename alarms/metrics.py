@@ -39,9 +39,26 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
     for (app, alarm), count in sorted(dispatcher.pending_counts().items()):
         pending.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
     errors = counter("collector_alarms_outbox_errors_total",
-                     "Outbox writes that failed (retried), by step.", ["step"])
+                     "Outbox writes that failed, by step (outbox_unwritable: a notification "
+                     "dropped because it could not be written even alone).", ["step"])
     for step, count in sorted(dispatcher.errors.items()):
         errors.add_metric([step], count)
+    task_errors = counter("collector_alarms_task_errors_total",
+                          "Unexpected exceptions caught at a delivery task's catch point "
+                          "(persister, scheduler, attempt); the task went on.", ["task"])
+    for task, count in sorted(dispatcher.task_errors.items()):
+        task_errors.add_metric([task], count)
+    evicted = counter("collector_alarms_state_evicted_total",
+                      "Entries evicted from a bounded structure of the alarm state, by "
+                      "structure (see alarms.bounds for what each means).", ["structure"])
+    for structure, count in sorted((engine.evictions.counts
+                                    + dispatcher.evictions.counts).items()):
+        evicted.add_metric([structure], count)
+    size = gauge("collector_alarms_state_size",
+                 "Entries in each bounded structure of the alarm state (dead letters: in the "
+                 "outbox, as of the last trim).", ["structure"])
+    for structure, count in sorted({**engine.sizes(), **dispatcher.sizes()}.items()):
+        size.add_metric([structure], count)
     yield from (fired, suppressed, delivered, retried, dead, pending)
     yield from histogram_families(dispatcher.latency)
-    yield errors
+    yield from (errors, task_errors, evicted, size)

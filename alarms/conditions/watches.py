@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from datetime import UTC, datetime
 
+from alarms.bounds import DEFAULT, Evictions
 from alarms.conditions.event import Event
 from alarms.spec import RateRule, SilenceRule
 from collector.regex import compile_regex
@@ -14,30 +15,46 @@ class SilenceWatch:
     """`alarm-silence`: a source that has logged before says nothing for `seconds`.
 
     Alarms once per silence; the source logging again re-arms it. Tracks at most
-    `max_sources` sources (the oldest are forgotten first).
+    `max_sources` sources, the one that logged least recently forgotten first, and caches
+    whether a source matches the rule's regex for as many (alarms.bounds).
     """
 
-    def __init__(self, rule: SilenceRule, max_sources: int = 10_000) -> None:
+    def __init__(self, rule: SilenceRule, max_sources: int = DEFAULT.sources,
+                 evictions: Evictions | None = None) -> None:
         self.rule = rule
         self._search = compile_regex(rule.source_regex).search if rule.source_regex else None
-        self._watched: dict[str, bool] = {}
-        self._last: dict[str, float] = {}
+        # OrderedDicts: evicting the oldest of a dict is O(holes left at its front).
+        self._watched: OrderedDict[str, bool] = OrderedDict()
+        self._last: OrderedDict[str, float] = OrderedDict()
         self._alarmed: set[str] = set()
         self._max = max_sources
+        self._evictions = evictions if evictions is not None else Evictions()
 
     def seen(self, source: str, at: float) -> None:
         """A line from `source` at time `at`."""
-        watched = self._watched.get(source)
+        watched = self._watched.get(source) if self._search is not None else True
         if watched is None:
             watched = self._search is None or self._search(source) is not None
+            if len(self._watched) >= self._max:
+                self._watched.popitem(last=False)
+                self._evictions.evicted("silence_match", self._max)
             self._watched[source] = watched
         if not watched:
             return
-        self._last.pop(source, None)
-        if len(self._last) >= self._max:
-            self._last.pop(next(iter(self._last)))
-        self._last[source] = at
+        last = self._last
+        if source in last:
+            last.move_to_end(source)
+        elif len(last) >= self._max:
+            # The source that logged least recently (the order is last-seen order).
+            gone, _ = last.popitem(last=False)
+            self._alarmed.discard(gone)
+            self._evictions.evicted("silence", self._max, rule=self.rule.alarm)
+        last[source] = at
         self._alarmed.discard(source)
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per structure (for /metrics)."""
+        return {"silence": len(self._last), "silence_match": len(self._watched)}
 
     def expire(self, now: float) -> list[Event]:
         """Events for sources silent for the rule's time, each once."""

@@ -2,7 +2,11 @@
 
 The message never touches the command line; the alarm's facts arrive as environment
 variables (ALARM_NAME, ALARM_APP, ALARM_SOURCE, ALARM_CONDITION, ALARM_ID, ALARM_COUNT,
-ALARM_SUPPRESSED). A non-zero exit or a timeout is a failed delivery, retried.
+ALARM_SUPPRESSED). An environment cannot carry a NUL byte, and a native sender may put one
+in its source name: a NUL in a value arrives as the four characters `\\x00` (so
+`web\\x00.1` is that source), and text that is not valid Unicode is backslash-escaped,
+as it is on standard input. A non-zero exit or a timeout is a failed delivery, retried;
+a command that cannot even be started with these values is a permanent failure.
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ def check(arg: str) -> str | None:
     return None if arg.strip() else "cmd: needs a command"
 
 
+def env_value(value: str) -> str:
+    """`value` as an environment can carry it: NUL as the text `\\x00`, and what is not
+    valid Unicode (lone surrogates) backslash-escaped."""
+    value = value.replace("\0", "\\x00")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode()
+    return value
+
+
 class CmdNotifier:
     """Runs the command once per notification."""
 
@@ -31,11 +46,12 @@ class CmdNotifier:
 
     async def send(self, notification: Notification) -> str:
         """Run and wait; kill it at the timeout."""
-        env = {**os.environ, "ALARM_NAME": notification.alarm, "ALARM_APP": notification.app,
-               "ALARM_SOURCE": notification.source,
-               "ALARM_CONDITION": notification.condition, "ALARM_ID": notification.id,
-               "ALARM_COUNT": str(notification.count),
-               "ALARM_SUPPRESSED": str(notification.suppressed)}
+        facts = {"ALARM_NAME": notification.alarm, "ALARM_APP": notification.app,
+                 "ALARM_SOURCE": notification.source,
+                 "ALARM_CONDITION": notification.condition, "ALARM_ID": notification.id,
+                 "ALARM_COUNT": str(notification.count),
+                 "ALARM_SUPPRESSED": str(notification.suppressed)}
+        env = {**os.environ, **{name: env_value(value) for name, value in facts.items()}}
         try:
             process = await asyncio.create_subprocess_exec(
                 "/bin/sh", "-c", self._command, stdin=asyncio.subprocess.PIPE,
@@ -43,9 +59,14 @@ class CmdNotifier:
                 start_new_session=True)
         except OSError as exc:
             raise NotifierError(f"cannot run /bin/sh: {exc}") from None
+        except (ValueError, UnicodeError) as exc:
+            # The same values would be refused on every attempt: retrying cannot help.
+            raise NotifierError(f"cannot pass the alarm to the command: {exc}",
+                                permanent=True) from None
         try:
             _, stderr = await asyncio.wait_for(
-                process.communicate(notification.text().encode()), self._timeout)
+                process.communicate(notification.text().encode("utf-8", "backslashreplace")),
+                self._timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, 9)

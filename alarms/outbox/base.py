@@ -62,6 +62,15 @@ class Outbox(Protocol):
         error and outcome as they now stand."""
         ...
 
+    async def save_many(self, entries: Sequence[Entry]) -> None:
+        """`save` for several entries, in one transaction."""
+        ...
+
+    async def trim_dead(self, keep: int, before: float) -> tuple[list[str], int]:
+        """Delete dead letters last updated before `before`, then the oldest (by creation)
+        beyond `keep`; the ids deleted and how many dead letters remain."""
+        ...
+
     async def requeue(self, ids: Sequence[str] | None, now: float) -> list[Entry]:
         """Dead entries (those named, or all when `ids` is None) made pending again with
         their attempts reset; returns them."""

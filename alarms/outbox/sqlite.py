@@ -42,6 +42,15 @@ _COLUMNS = ("state, attempts, next_attempt, last_error, outcome, delivered_at, u
             "notification")
 
 
+_UPDATE = ("UPDATE outbox SET state = ?, attempts = ?, next_attempt = ?, last_error = ?, "
+           "outcome = ?, delivered_at = ?, updated_at = ? WHERE id = ?")
+
+
+def _state(entry: Entry) -> tuple[Any, ...]:
+    return (entry.state, entry.attempts, entry.next_attempt, entry.last_error, entry.outcome,
+            entry.delivered_at, entry.updated_at, entry.id)
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     return Entry(notification=Notification.from_json(row[7]), state=row[0], attempts=row[1],
                  next_attempt=row[2], last_error=row[3], outcome=row[4], delivered_at=row[5],
@@ -117,11 +126,41 @@ class SqliteOutbox:
     async def save(self, entry: Entry) -> None:
         """Store the entry's delivery state (delivered, pending with its next attempt, or
         dead)."""
-        args = (entry.state, entry.attempts, entry.next_attempt, entry.last_error,
-                entry.outcome, entry.delivered_at, entry.updated_at, entry.id)
-        await self._run(lambda conn: conn.execute(
-            "UPDATE outbox SET state = ?, attempts = ?, next_attempt = ?, last_error = ?, "
-            "outcome = ?, delivered_at = ?, updated_at = ? WHERE id = ?", args))
+        args = _state(entry)
+        await self._run(lambda conn: conn.execute(_UPDATE, args))
+
+    async def save_many(self, entries: Sequence[Entry]) -> None:
+        """`save` for several entries, in one transaction (one fsync)."""
+        rows = [_state(entry) for entry in entries]
+
+        def update(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(_UPDATE, rows)
+
+        if rows:
+            await self._run(update)
+
+    async def trim_dead(self, keep: int, before: float) -> tuple[list[str], int]:
+        """Delete dead letters last updated before `before`, then the oldest beyond
+        `keep`, in one transaction; the ids deleted and the dead letters left."""
+        def trim(conn: sqlite3.Connection) -> tuple[list[str], int]:
+            with conn:
+                conn.execute("BEGIN")
+                ids = [row[0] for row in conn.execute(
+                    "SELECT id FROM outbox WHERE state = 'dead' AND updated_at < ? "
+                    "ORDER BY created_at, id", (before,))]
+                (total,) = conn.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
+                excess = total - len(ids) - keep
+                if excess > 0:
+                    ids += [row[0] for row in conn.execute(
+                        "SELECT id FROM outbox WHERE state = 'dead' AND updated_at >= ? "
+                        "ORDER BY created_at, id LIMIT ?", (before, excess))]
+                conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            return ids, total - len(ids)
+
+        return await self._run(trim)
 
     async def requeue(self, ids: Sequence[str] | None, now: float) -> list[Entry]:
         """Dead entries back to pending, attempts reset."""

@@ -1,7 +1,8 @@
 """A real HTTP receiver on 127.0.0.1 for webhook and curl alarms.
 
 It records every request (headers, body, arrival time, the status it answered) and can be
-stopped and started again on the same port, answer an error status, or be slow. The
+stopped and started again on the same port, answer an error status, be slow, redirect
+some paths (301/302/303/307/308 with a Location), or speak TLS. The
 Standard Webhooks signature is checked here independently of the collector's code.
 """
 
@@ -11,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -65,11 +67,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         arrived = time.time()
         status, delay = receiver.status, receiver.delay
+        location = None
+        if self.path in receiver.redirects:
+            status, location = receiver.redirects[self.path]
         if delay:
             time.sleep(delay)
         payload = b"ok\n" if status < 400 else b"failing on purpose\n"
         try:
             self.send_response(status)
+            if location is not None:
+                self.send_header("Location", location)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Connection", "close")
@@ -103,11 +110,14 @@ class WebhookServer:
     could not be: a slow answer to a client that stopped waiting is recorded too).
     """
 
-    def __init__(self, port: int | None = None, status: int = 200, delay: float = 0.0
-                 ) -> None:
+    def __init__(self, port: int | None = None, status: int = 200, delay: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
         self.status = status
         self.delay = delay
+        self.tls = tls
+        # Path -> (status, Location): those paths answer a redirect instead.
+        self.redirects: dict[str, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self._requests: list[Received] = []
         self._server: _Server | None = None
@@ -116,7 +126,7 @@ class WebhookServer:
     @property
     def url(self) -> str:
         """The base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -127,6 +137,8 @@ class WebhookServer:
         """Listen on the port (again) and serve in a thread."""
         assert self._server is None, "already running"
         server = _Server(("127.0.0.1", self.port), _Handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         server.receiver = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={

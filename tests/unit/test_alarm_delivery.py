@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from alarms.delivery import Dispatcher
 from alarms.notification import Notification, new_id
@@ -182,3 +184,98 @@ async def test_cmd_failures_carry_exit_code_and_timeouts_kill_the_group(
         await CmdNotifier(f"sleep 1.5 && touch {marker}", 0.3).send(fired("page"))
     await asyncio.sleep(1.8)
     assert not marker.exists()
+
+
+async def test_a_nul_in_the_source_name_is_delivered_by_cmd_at_the_first_attempt(
+        tmp_path: Path) -> None:
+    """A native sender may name its source with a NUL byte, which no environment can
+    carry: the command still runs once, with the NUL spelled `\\x00` in ALARM_SOURCE and
+    the message (NUL included) intact on stdin; nothing is retried."""
+    out = tmp_path / "out.json"
+    script = (f"{sys.executable} -c 'import json,os,sys; json.dump({{\"stdin\": "
+              f"sys.stdin.read(), \"source\": os.environ[\"ALARM_SOURCE\"]}}, "
+              f"open(\"{out}\", \"w\"))'")
+    dispatcher, outbox = await start(tmp_path, {("shop", "page"): CmdNotifier(script, 5.0)})
+    notification = fired("page", "boom\x00bang")
+    notification.source = "web\x00.1"
+    dispatcher.submit(notification)
+    await settle(lambda: ("shop", "page") in dispatcher.figures
+                 and dispatcher.figures[("shop", "page")].delivered
+                 + dispatcher.figures[("shop", "page")].retried > 0)
+    (entry,) = await outbox.recent()
+    assert (entry.state, entry.attempts, entry.last_error) == ("delivered", 1, None)
+    got = json.loads(out.read_text())
+    assert got == {"stdin": "boom\x00bang", "source": "web\\x00.1"}
+    await dispatcher.stop()
+    await outbox.close()
+
+
+def failing_once_in(task_name: str, failures: list[str]) -> Callable[[], float]:
+    """A clock that raises once, when it is first read by the dispatcher task named
+    `task_name` after a notification was submitted: an unexpected bug in that task."""
+    armed = [False]
+
+    def clock() -> float:
+        task = asyncio.current_task()
+        if armed[0] and task is not None and task.get_name() == task_name:
+            armed[0] = False
+            failures.append(task_name)
+            raise RuntimeError(f"injected fault in {task_name}")
+        return time.time()
+
+    clock.arm = lambda: armed.__setitem__(0, True)  # type: ignore[attr-defined]
+    return clock
+
+
+@pytest.mark.parametrize("task_name", ["alarm-persister", "alarm-scheduler"])
+async def test_an_unexpected_error_in_the_persister_or_scheduler_does_not_end_delivery(
+        task_name: str, tmp_path: Path, receiver: Receiver,
+        session: aiohttp.ClientSession) -> None:
+    """An exception the persister or the scheduler did not expect is caught at that task's
+    one catch point, logged once and counted; the alarm it was handling and the ones after
+    it are still delivered, each once."""
+    failures: list[str] = []
+    clock = failing_once_in(task_name, failures)
+    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    dispatcher = Dispatcher(outbox, {("shop", "hook"): WebhookNotifier(
+        receiver.url, session, 5.0)}, {"shop": FAST}, clock=clock)
+    dispatcher.start(await outbox.open())
+    await asyncio.sleep(0.05)
+    clock.arm()  # type: ignore[attr-defined]
+    with capture_logs() as logs:
+        first = fired(message="first")
+        dispatcher.submit(first)
+        await settle(lambda: len(receiver.ids) == 1)
+        second = fired(message="second")
+        dispatcher.submit(second)
+        await settle(lambda: len(receiver.ids) == 2)
+    assert failures == [task_name]
+    assert receiver.ids == [first.id, second.id]
+    task = task_name.removeprefix("alarm-")
+    assert dispatcher.task_errors == {task: 1}
+    assert [e["task"] for e in logs if e["event"] == "alarm_task_failed"] == [task]
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_a_notification_that_can_never_be_written_does_not_hold_up_the_others(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """A notification the outbox cannot take even alone (here: facts that are not JSON)
+    is dropped, named in the log and counted; those queued with it are written one by one
+    and delivered."""
+    dispatcher, outbox = await start(tmp_path, {("shop", "hook"): WebhookNotifier(
+        receiver.url, session, 5.0)})
+    good = [fired(message=f"m{i}") for i in range(3)]
+    poison = fired(message="poison")
+    poison.facts = {"raw": b"\x00"}
+    with capture_logs() as logs:
+        for notification in (good[0], poison, *good[1:]):
+            dispatcher.submit(notification)
+        await settle(lambda: len(receiver.ids) == 3)
+        await settle(lambda: dispatcher.errors["outbox_unwritable"] == 1)
+    assert sorted(receiver.ids) == sorted(n.id for n in good)
+    dropped = [e for e in logs if e["event"] == "alarm_task_failed" and "dropped" in e]
+    assert [e["dropped"] for e in dropped] == [poison.id]
+    assert dispatcher.task_errors["persister"] == 2  # the batch, then it alone
+    await dispatcher.stop()
+    await outbox.close()

@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 
 from alarms.engine import AlarmEngine, truncate
 from alarms.notification import Notification
+from alarms.notifiers.base import Services
+from alarms.notifiers.log import LogNotifier
 from alarms.storm import Storm
+from collector.record import Record
 from collector.server.reload import same_settings
 from tests.unit.alarm_support import record, rules_from
 
@@ -246,3 +249,28 @@ def test_replaced_rules_apply_to_the_next_record_and_unchanged_apps_keep_state()
                          same_settings)
     engine.consume([record("boom 3", 1003.0), record("disk full", 1003.5, app="web")])
     assert len(fired) == 2
+
+async def test_log_notifier_records_do_not_end_a_silence() -> None:
+    """A silence alarm sent through `log:` writes alarm records under the silent source's
+    name; fed back to the engine (as ingest does), they neither re-arm the silence (which
+    would page once per period, forever) nor count as the source speaking."""
+    engine, fired = engine_for("alarm = note log:\nalarm-silence = note 60\n"
+                               "log-alarm = page boom\n")
+    published: list[Record] = []
+
+    def publish(records: list[Record]) -> bool:
+        published.extend(records)
+        engine.consume(records)
+        return True
+
+    notifier = LogNotifier("", Services(publish=publish, next_ids=lambda n: 1_061_000_000))
+    engine.consume([record("hi", 1000.0, source="web.1")])
+    engine.tick(1061.0)
+    (silence,) = fired
+    await notifier.send(silence)
+    assert {r.source for r in published} == {"web.1"}
+    for now in (1122.0, 1183.0, 1300.0):
+        engine.tick(now)
+    assert len(fired) == 1
+    engine.consume([record("boom", 1400.0, source="web.1")])
+    assert fired[-1].context == ["hi"]

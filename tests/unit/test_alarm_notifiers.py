@@ -3,12 +3,13 @@ mail through a real SMTP server, and the log stream."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +27,7 @@ from collector.record import Record
 from tests.support.net import free_port
 from tests.support.smtp import SmtpServer
 from tests.support.tls import server_context
+from tests.support.webhook import Received, WebhookServer, verify_signature
 from tests.unit.alarm_support import Receiver
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -187,3 +189,73 @@ async def test_log_writes_alarm_records_into_the_apps_stream() -> None:
     accept[0] = False
     with pytest.raises(NotifierError, match="full"):
         await notifier.send(segfault())
+
+
+async def recorded(server: WebhookServer, count: int) -> list[Received]:
+    """The server's requests once there are `count` (it records each just after
+    answering it); bounded wait."""
+    for _ in range(500):
+        if len(server.requests) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return server.requests
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_followed_with_the_same_body_and_signature(
+        status: int, new_webhook: Callable[..., WebhookServer],
+        session: aiohttp.ClientSession) -> None:
+    """A 3xx is not a delivery: the request is sent again, same method, body and signed
+    headers, to where the redirect points on the same host; the outcome names it."""
+    server = new_webhook()
+    server.redirects["/old"] = (status, "/new")
+    notification = segfault()
+    outcome = await WebhookNotifier(f"{server.url}/old;secret={SECRET}", session, 5.0).send(
+        notification)
+    assert outcome == f"HTTP 200 from {server.url}/new after 1 redirect(s)"
+    first, second = await recorded(server, 2)
+    assert (first.path, first.status, second.path, second.status) == (
+        "/old", status, "/new", 200)
+    assert second.method == "POST"
+    assert second.body == first.body
+    assert second.json()["id"] == notification.id
+    assert verify_signature(SECRET, second)
+
+
+async def test_a_redirect_from_http_to_https_on_the_same_host_is_followed(
+        tmp_path: Path, new_webhook: Callable[..., WebhookServer],
+        session: aiohttp.ClientSession) -> None:
+    """The usual "moved to TLS" redirect: http://HOST/x to https://HOST:PORT/x delivers
+    (over TLS, the body intact) rather than losing the alarm."""
+    secure = new_webhook(tls=server_context(tmp_path))
+    plain = new_webhook()
+    plain.redirects["/hook"] = (308, f"{secure.url}/hook")
+    target = parse(f"{plain.url}/hook;ssl_insecure=1")
+    notification = segfault()
+    assert await CurlHttpNotifier(target, session, 5.0).send(notification) == (
+        f"HTTP 200 from {secure.url}/hook after 1 redirect(s)")
+    (request,) = await recorded(secure, 1)
+    assert request.body.decode() == notification.text()
+
+
+@pytest.mark.parametrize(("status", "location", "error"), [
+    (301, "http://localhost:{port}/new", "refused: redirects are followed only to the same "
+                                         "host"),
+    (308, "https://example.invalid/new", "refused"),
+    (303, "/new", "HTTP 303 from http://127.0.0.1:{port}/old: only redirects 301, 302, 307 "
+                  "and 308 are followed"),
+    (302, "/old", "more than 5 redirects"),
+    (307, "", "without a Location"),
+])
+async def test_a_redirect_not_followed_is_a_permanent_failure_saying_why(
+        status: int, location: str, error: str, new_webhook: Callable[..., WebhookServer],
+        session: aiohttp.ClientSession) -> None:
+    """Another host, another scheme, 303, a loop or no Location: a permanent failure
+    (the dead letter's last_error says why), never a delivery."""
+    server = new_webhook()
+    server.redirects["/old"] = (status, location.format(port=server.port))
+    with pytest.raises(NotifierError) as caught:
+        await WebhookNotifier(f"{server.url}/old", session, 5.0).send(segfault())
+    assert caught.value.permanent
+    assert error.format(port=server.port) in str(caught.value)
+    assert all(r.path == "/old" for r in server.requests)
