@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,10 +47,6 @@ class Store(Protocol):
 
     def append(self, records: Sequence[Record]) -> bool:
         """Queue records for the next batch; False when the queue is full."""
-        ...
-
-    def on_commit(self, callback: Callable[[int], None]) -> None:
-        """Call `callback(last_id)` in the caller's event loop after each batch commits."""
         ...
 
     def uncommitted(self) -> Iterator[Record]:

@@ -2,10 +2,10 @@
 
 The event loop turns each loop iteration's new records into rows, packs them into one
 frame and writes it to the writer process's pipe (collector/store/writer.py). The writer
-commits in groups and acknowledges; acknowledgements drive `on_commit` callbacks and
-`flush()`. Frames stay in memory until acknowledged, so if the writer dies it is started
-again (with backoff, for as long as the store is open) and given them once more; commits
-are idempotent, so a frame committed just before its writer died is not stored twice.
+commits in groups and acknowledges; acknowledgements drive `flush()` and the figures.
+Frames stay in memory until acknowledged, so if the writer dies it is started again (with
+backoff, for as long as the store is open) and given them once more; commits are
+idempotent, so a frame committed just before its writer died is not stored twice.
 Readers run in worker threads with their own connections.
 """
 
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
@@ -108,7 +108,6 @@ class SqliteStore:
         self._unacked: deque[tuple[list[Record], bytes]] = deque()
         self._flushes: dict[int, tuple[asyncio.Future[None], bytes]] = {}
         self._tokens = itertools.count(1)
-        self._callbacks: list[Callable[[int], None]] = []
         self._appended = 0
         self._committed = 0
         self._dropped = 0
@@ -184,10 +183,6 @@ class SqliteStore:
         for _, frame in self._flushes.values():
             pipe.write(frame)
         self._pipe = pipe
-
-    def on_commit(self, callback: Callable[[int], None]) -> None:
-        """Call `callback(last_id)` on the event loop after each commit."""
-        self._callbacks.append(callback)
 
     async def close(self) -> None:
         """Commit what is queued, then stop the writer; every wait is bounded.
@@ -306,7 +301,7 @@ class SqliteStore:
 
     def _acknowledged(self, kind: bytes, payload: Any) -> None:
         if kind == frames.COMMITTED:
-            last, count, seconds, frame_count = payload
+            _last, count, seconds, frame_count = payload
             self._committed += count
             self._batches += 1
             self._writes_failing = False
@@ -314,8 +309,6 @@ class SqliteStore:
             # By count, not by id: exactly the frames whose rows are committed.
             for _ in range(min(frame_count, len(self._unacked))):
                 self._unacked.popleft()
-            for callback in self._callbacks:
-                callback(last)
         elif kind == frames.FLUSHED:
             entry = self._flushes.pop(payload, None)
             if entry is not None and not entry[0].done():

@@ -70,24 +70,6 @@ async def test_full_queue_refuses_and_counts(tmp_path: Path) -> None:
     assert store.stats().dropped == 1
 
 
-async def test_commit_callback_runs_in_the_loop(tmp_path: Path) -> None:
-    """on_commit callbacks get the last committed id, on the event loop thread."""
-    store = SqliteStore(tmp_path)
-    await store.open()
-    seen: list[int] = []
-    done = asyncio.Event()
-
-    def committed(last: int) -> None:
-        seen.append(last)
-        done.set()
-
-    store.on_commit(committed)
-    store.append([rec(5), rec(6)])
-    await asyncio.wait_for(done.wait(), 5)
-    assert seen == [6]
-    await store.close()
-
-
 def test_expiry_by_age_and_size() -> None:
     """Whole partitions go, oldest first, never the newest."""
     parts = [Partition(i * HOUR, Path(f"p{i}")) for i in range(4)]
