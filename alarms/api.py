@@ -10,7 +10,7 @@ from aiohttp import web
 
 from alarms.delivery import Dispatcher
 from alarms.outbox.base import STATES, Outbox, State
-from collector.api.params import names_problem, shown, whole_number
+from collector.api.params import given_values, names_problem, shown, whole_number
 
 MAX_LIMIT = 10_000
 LIST_PARAMS = frozenset({"state", "app", "limit", "n"})
@@ -23,12 +23,9 @@ _RETRY_SHAPE = '{"ids": ["msg_...", ...]} or {"dead": true}'
 def parse_list_params(params: Mapping[str, str]) -> tuple[State | None, str | None, int] | str:
     """(state, app, limit) from a query string, or the text of a 400 answer. An empty
     value counts as not given."""
-    problem = names_problem(params, LIST_PARAMS)
-    if problem:
-        return problem
-    given = {name: value for name, value in params.items() if value}
-    if "n" in given and "limit" in given:
-        return "n: the same as limit; give one of them"
+    given = given_values(params, LIST_PARAMS)
+    if isinstance(given, str):
+        return given
     state = given.get("state")
     if state is not None and state not in STATES:
         return f"state: expected one of {', '.join(STATES)}, got {shown(state)}"

@@ -103,14 +103,23 @@ def regex(name: str, raw: str) -> str | None:
     return f"{name}: {error}" if error else None
 
 
-def parse_logs_params(params: Mapping[str, str]) -> LogsRequest | str:
-    """The request, or the text of a 400 answer. An empty value counts as not given."""
-    problem = names_problem(params, LOGS_PARAMS)
+def given_values(params: Mapping[str, str], allowed: Collection[str]) -> dict[str, str] | str:
+    """The parameters given a value (an empty one counts as not given), or the text of a
+    400 answer: an unknown or repeated name, or both `n` and `limit`."""
+    problem = names_problem(params, allowed)
     if problem:
         return problem
     given = {name: value for name, value in params.items() if value}
     if "n" in given and "limit" in given:
         return "n: the same as limit; give one of them"
+    return given
+
+
+def parse_logs_params(params: Mapping[str, str]) -> LogsRequest | str:
+    """The request, or the text of a 400 answer. An empty value counts as not given."""
+    given = given_values(params, LOGS_PARAMS)
+    if isinstance(given, str):
+        return given
     times: dict[str, float | None] = {"since": None, "until": None}
     for name in times:
         if name in given:
