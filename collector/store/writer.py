@@ -306,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Ctrl-C and a service manager's SIGTERM reach the whole process group; the writer
     # leaves shutdown to the collector, which flushes and then closes the pipe.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # SIGHUP too: a reload is the collector's business, and a hang-up sent to the whole
+    # group (a closed terminal, `timeout`, `kill -HUP -PGID`) must not kill the writer.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     writer = PartitionWriter(args.directory, span_us=args.span_us,
                              retention_us=args.retention_us, max_bytes=args.max_bytes)

@@ -254,6 +254,24 @@ format = socket
     assert collector.stop() == 0
 
 
+def test_a_hangup_to_the_whole_process_group_spares_the_store_writer(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """A SIGHUP sent to the collector's process group (a closed terminal, `timeout`,
+    `kill -HUP -PGID`) reloads the collector and leaves its store writer alone: no writer
+    dies, no restart is counted, and lines sent after it are stored."""
+    collector = new_collector(config=STEADY, prefix=["setsid"])
+    collector.start()
+    assert collector.process is not None
+    os.killpg(collector.process.pid, signal.SIGHUP)
+    reloads(collector, "ok", 1)
+    send([b"steady/web.1:after the hang-up"], collector.port("steady"))
+    wait_for(lambda: collector.metrics().get("collector_store_lines_committed_total") == 1,
+             10, "the line committed")
+    assert collector.metrics()["collector_store_writer_restarts_total"] == 0
+    assert "store_writer_died" not in collector.output()
+    assert collector.stop() == 0
+
+
 def test_systemctl_reload_reloads_and_keeps_the_service_running(
         new_collector: Callable[..., CollectorProcess]) -> None:
     """The unit's ExecReload, run as systemd would (with $MAINPID), makes the collector
