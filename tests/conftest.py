@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.collector_proc import CollectorProcess
+from tests.support.nats import NatsCluster
 from tests.support.smtp import SmtpServer
 from tests.support.uwsgi_proc import UwsgiProcess
 from tests.support.webhook import WebhookServer
@@ -84,3 +85,19 @@ def smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def new_nats(tmp_path: Path) -> Iterator[Callable[..., NatsCluster]]:
+    """A factory: `new_nats(size=3)` starts `size` JetStream servers on loopback (1, or 3
+    clustered) and waits for the meta leader; every server is stopped at teardown."""
+    made: list[NatsCluster] = []
+
+    def make(size: int = 3, timeout: float = 30.0) -> NatsCluster:
+        cluster = NatsCluster(tmp_path / f"nats{len(made)}", size)
+        made.append(cluster)
+        return cluster.start(timeout)
+
+    yield make
+    for cluster in made:
+        cluster.stop()
