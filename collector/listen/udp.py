@@ -60,6 +60,8 @@ class DatagramListener(asyncio.DatagramProtocol):
                 self.rcvbuf = grow_receive_buffer(sock, config.rcvbuf)
             except OSError as exc:
                 log.warning("rcvbuf_not_changed", listener=config.name, error=exc.strerror)
+            else:
+                _warn_if_short(config, self.rcvbuf)
         log.info("listener_reconfigured", listener=config.name, format=decoder.format,
                  address=f"{config.host}:{config.port}")
 
@@ -188,6 +190,15 @@ def receive_buffer_advice(wanted: int, obtained: int) -> str | None:
     return f"sysctl -w net.core.rmem_max={wanted}"
 
 
+def _warn_if_short(config: ListenerConfig, obtained: int) -> None:
+    advice = receive_buffer_advice(config.rcvbuf, obtained)
+    if advice is not None:
+        log.warning("receive_buffer_small", listener=config.name, rcvbuf=obtained,
+                    rcvbuf_configured=config.rcvbuf, fix=advice,
+                    note="bursts beyond the buffer are dropped by the kernel; or run the "
+                         "collector with CAP_NET_ADMIN (as root), which passes rmem_max")
+
+
 async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Ingest
                          ) -> DatagramListener:
     """Bind and start one listener on the running loop."""
@@ -200,10 +211,5 @@ async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Inges
     log.info("listener_started", listener=config.name, format=decoder.format,
              address=f"{config.host}:{config.port}", rcvbuf=obtained,
              rcvbuf_configured=config.rcvbuf)
-    advice = receive_buffer_advice(config.rcvbuf, obtained)
-    if advice is not None:
-        log.warning("receive_buffer_small", listener=config.name, rcvbuf=obtained,
-                    rcvbuf_configured=config.rcvbuf, fix=advice,
-                    note="bursts beyond the buffer are dropped by the kernel; or run the "
-                         "collector with CAP_NET_ADMIN (as root), which passes rmem_max")
+    _warn_if_short(config, obtained)
     return protocol
