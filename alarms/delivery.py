@@ -41,12 +41,13 @@ from dataclasses import dataclass
 import structlog
 
 from alarms.bounds import DEFAULT, Bounds, Evictions
+from alarms.errors import NotifierError
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier
 from alarms.outbox.base import Entry, Outbox
 from alarms.retry import next_attempt
 from alarms.spec import RetryPolicy
-from collector.errors import NotifierError, StoreError
+from collector.errors import StoreError
 from collector.metrics import DELIVERY_BUCKETS, histogram
 
 log = structlog.get_logger("alarms.delivery")

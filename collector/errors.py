@@ -49,17 +49,3 @@ class ApiError(CollectorError):
     """A client call to the collector's HTTP API failed."""
 
     exit_code = 4
-
-
-class AlarmError(CollectorError):
-    """An alarm rule or notifier is unusable."""
-
-    exit_code = 5
-
-
-class NotifierError(AlarmError):
-    """One delivery attempt failed; the outbox retries it."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        self.permanent = permanent
-        super().__init__(message)

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import os
 
+from alarms.errors import NotifierError
 from alarms.notification import Notification
-from collector.errors import NotifierError
 
 
 def check(arg: str) -> str | None:

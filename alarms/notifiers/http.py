@@ -21,7 +21,7 @@ import asyncio
 import aiohttp
 from yarl import URL
 
-from collector.errors import NotifierError
+from alarms.errors import NotifierError
 
 _RETRYABLE = frozenset({408, 425, 429})
 FOLLOWED = frozenset({301, 302, 307, 308})

@@ -6,9 +6,9 @@ The line starts with `[uwsgi-alarm]`, which uWSGI (and this collector) never ala
 
 from __future__ import annotations
 
+from alarms.errors import NotifierError
 from alarms.notification import Notification
 from alarms.notifiers.base import Services
-from collector.errors import NotifierError
 from collector.record import Record
 
 

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
+from alarms.errors import NotifierError
 from alarms.notification import Notification
 from alarms.options import Target, parse_target, seconds_error
-from collector.errors import NotifierError
 
 OPTIONS = frozenset({"mail_to", "mail_from", "subject", "ssl", "ssl_insecure", "auth_user",
                      "auth_pass", "timeout", "conn_timeout"})

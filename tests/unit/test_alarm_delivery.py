@@ -15,13 +15,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarms.delivery import Dispatcher
+from alarms.errors import NotifierError
 from alarms.notification import Notification, new_id
 from alarms.notifiers.base import Notifier
 from alarms.notifiers.cmd import CmdNotifier
 from alarms.notifiers.webhook import WebhookNotifier
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.spec import RetryPolicy
-from collector.errors import NotifierError
 from tests.unit.alarm_support import Receiver
 
 FAST = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2, timeout=5.0, concurrency=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from alarms.errors import NotifierError
 from alarms.notification import Notification, new_id
 from alarms.notifiers.base import Services
 from alarms.notifiers.curl import CurlHttpNotifier, parse
@@ -22,7 +23,6 @@ from alarms.notifiers.log import LogNotifier
 from alarms.notifiers.mail import MailNotifier, parse_mail
 from alarms.notifiers.webhook import WebhookNotifier
 from alarms.options import parse_target
-from collector.errors import NotifierError
 from collector.record import Record
 from tests.support.net import free_port
 from tests.support.smtp import SmtpServer
