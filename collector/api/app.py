@@ -51,8 +51,10 @@ async def get_health(request: web.Request) -> web.Response:
     """Liveness: 200 while the server runs, with the store's queue depth."""
     context = request.app[CONTEXT]
     stats = context.store.stats()
-    return web.json_response({"status": "ok", "queued": stats.queued,
-                              "listeners": [lst.config.name for lst in context.listeners]})
+    body = {"status": "ok", "queued": stats.queued,
+            "listeners": [lst.config.name for lst in context.listeners]}
+    body.update({name: report() for name, report in context.health.items()})
+    return web.json_response(body)
 
 
 def create_app(context: Context) -> web.Application:

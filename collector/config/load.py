@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets as secrets_module
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -15,6 +17,7 @@ from collector.config.ini import Entry, Section, parse_ini
 from collector.config.model import (
     LOOPBACK_NETWORKS,
     AppSection,
+    ClusterConfig,
     Config,
     CryptoSecret,
     Format,
@@ -252,9 +255,64 @@ def _only_for(fmt: Format, wanted: Format, entries: list[Entry]) -> None:
         raise ConfigError(f"only meaningful for format = {wanted}", entries[0].location)
 
 
+_CLUSTER_KEYS = {"nats", "node", "replicas", "spool-size", "creds", "tls-ca", "tls-cert",
+                 "tls-key"}
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _nats_urls(value: str, location: Location) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in value.split(","))
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest:
+            raise ConfigError(f"expected nats://HOST:PORT[,nats://HOST:PORT...]; got {url!r}",
+                              location)
+    return urls
+
+
+def _node_name(value: str, location: Location) -> str:
+    if not _NODE_NAME.fullmatch(value):
+        raise ConfigError(f"node name {value!r} may hold only letters, digits, '.', '_' and "
+                          "'-' (1 to 64 of them)", location)
+    return value
+
+
+def _replicas(value: str, location: Location) -> int:
+    count = parse_int(value, location, minimum=1)
+    if count > 5:
+        raise ConfigError(f"replicas must be 1 to 5 (JetStream's limit); got {count}",
+                          location)
+    return count
+
+
+def _path(value: str, location: Location) -> Path:
+    return Path(_text(value, location))
+
+
+def _build_cluster(section: Section) -> ClusterConfig:
+    _check_keys(section, _CLUSTER_KEYS)
+    e = section.entries
+    nats = _single(e, "nats")
+    if nats is None:
+        raise ConfigError("[cluster] needs nats = nats://HOST:PORT[,...]", section.location)
+    host = socket.gethostname().split(".")[0] or "node"
+    default_node = host if _NODE_NAME.fullmatch(host) else "node"
+    return ClusterConfig(
+        nats=_nats_urls(nats.value, nats.location),
+        node=_value(e, "node", default_node, _node_name),
+        replicas=_value(e, "replicas", 3, _replicas),
+        spool_size=_value(e, "spool-size", 1 << 30, parse_size),
+        creds=_value(e, "creds", None, _path),
+        tls_ca=_value(e, "tls-ca", None, _path),
+        tls_cert=_value(e, "tls-cert", None, _path),
+        tls_key=_value(e, "tls-key", None, _path),
+        location=section.location)
+
+
 def build_config(sections: list[Section], filename: str) -> Config:
     """Check sections and keys and build the `Config`; errors name file, line and key."""
     collector: Section | None = None
+    cluster: ClusterConfig | None = None
     listeners: list[ListenerConfig] = []
     apps: list[AppRules] = []
     app_names: list[tuple[str, Location | None]] = []
@@ -264,6 +322,10 @@ def build_config(sections: list[Section], filename: str) -> Config:
             if collector is not None:
                 raise ConfigError("[collector] given twice", section.location)
             collector = section
+        elif section.name == "cluster":
+            if cluster is not None:
+                raise ConfigError("[cluster] given twice", section.location)
+            cluster = _build_cluster(section)
         elif kind == "listener" and name:
             listeners.append(_build_listener(section, name))
         elif kind == "app" and name:
@@ -273,8 +335,8 @@ def build_config(sections: list[Section], filename: str) -> Config:
             apps.append(parse_app(AppSection(name, tuple(section.entries), section.location)))
         else:
             raise ConfigError(
-                f"unknown section [{section.name}]; use [collector], [listener:NAME], "
-                "[app:NAME]", section.location)
+                f"unknown section [{section.name}]; use [collector], [cluster], "
+                "[listener:NAME], [app:NAME]", section.location)
     _check_unique([(listener.name, listener.location) for listener in listeners], "listener")
     _check_unique(app_names, "app")
     seen: dict[tuple[str, int], str] = {}
@@ -284,9 +346,16 @@ def build_config(sections: list[Section], filename: str) -> Config:
             raise ConfigError(f"udp address {listener.host}:{listener.port} is already used by "
                               f"[listener:{seen[address]}]", listener.location)
         seen[address] = listener.name
+    if cluster is not None:
+        for app, (_, location) in zip(apps, app_names, strict=True):
+            if app.has_conditions:
+                raise ConfigError(
+                    f"[app:{app.app}] has alarm rules, and alarms in cluster mode are not "
+                    "built yet (docs/CLUSTER.md): remove [cluster] or the rules", location)
     store, http, level, fmt = _build_collector(collector)
     return Config(store=store, http=http, listeners=tuple(listeners), apps=tuple(apps),
-                  log_level=level, log_format=cast(Any, fmt), source=filename)
+                  log_level=level, log_format=cast(Any, fmt), source=filename,
+                  cluster=cluster)
 
 
 def _check_unique(items: list[tuple[str, Location | None]], kind: str) -> None:

@@ -78,6 +78,21 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """The `[cluster]` section: the NATS servers, this node's name, replicas, spool."""
+
+    nats: tuple[str, ...]
+    node: str
+    replicas: int = 3
+    spool_size: int = 1 << 30
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class AppSection:
     """An `[app:NAME]` block as read, before `alarms.config.parse_app` types its lines."""
 
@@ -98,6 +113,7 @@ class Config:
     log_format: Literal["console", "json"] = "console"
     source: str = "<embedded default>"
     notices: tuple[str, ...] = ()
+    cluster: ClusterConfig | None = None
 
     def app(self, name: str) -> AppRules | None:
         """The `[app:NAME]` section's alarm rules, if one was given."""

@@ -7,8 +7,18 @@ goes by unseen), and stops them in reverse order after the listeners have closed
 from __future__ import annotations
 
 from alarms.component import AlarmsComponent
+from collector.cluster.component import ClusterComponent
 from collector.config.model import Config
 from collector.server.context import Component
+from collector.store.base import Store
+
+
+def build_cluster(config: Config, local: Store) -> ClusterComponent | None:
+    """The cluster component when `[cluster]` is configured (its `sink` is then ingest's
+    store); None in single-node mode, which is unchanged."""
+    if config.cluster is None:
+        return None
+    return ClusterComponent(config, config.cluster, local)
 
 
 def build_components(config: Config) -> list[Component]:

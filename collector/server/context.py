@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -55,6 +55,8 @@ class Context:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     reloads: Counter[str] = field(default_factory=Counter)
     """SIGHUP reloads by result (`ok`, `failed`), for /metrics."""
+    health: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    """Extra /healthz fields by name, filled by components (the cluster's quorum)."""
 
 
 CONTEXT: web.AppKey[Context] = web.AppKey("context", Context)

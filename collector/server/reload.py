@@ -24,6 +24,7 @@ _RESTART_ONLY: tuple[tuple[str, str, str], ...] = (
     ("http", "host", "http"),
     ("http", "port", "http"),
     ("http", "token", "api-token"),
+    ("cluster", "", "[cluster]"),
 )
 
 
@@ -94,7 +95,10 @@ def needs_restart(old: Config, new: Config) -> tuple[str, ...]:
     """The ini keys whose new value only a restart applies, in file order, once each."""
     keys: dict[str, None] = {}
     for part, attribute, key in _RESTART_ONLY:
-        if getattr(getattr(old, part), attribute) != getattr(getattr(new, part), attribute):
+        # An empty attribute names a whole section (read once at start-up).
+        before = getattr(old, part) if not attribute else getattr(getattr(old, part), attribute)
+        after = getattr(new, part) if not attribute else getattr(getattr(new, part), attribute)
+        if not same_settings(before, after):
             keys[key] = None
     if (old.log_level, old.log_format) != (new.log_level, new.log_format):
         keys.update({k: None for k, a, b in (("log-level", old.log_level, new.log_level),
@@ -124,7 +128,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             fresh.append(listener)
     leaving = {_address(running[name]) for name in close}
     restart = needs_restart(old, new)
-    applied = replace(new, store=old.store, http=old.http, log_level=old.log_level,
+    applied = replace(new, store=old.store, http=old.http, cluster=old.cluster,
+                      log_level=old.log_level,
                       log_format=old.log_format, notices=old.notices)
     return ReloadPlan(
         config=applied,

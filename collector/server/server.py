@@ -19,7 +19,7 @@ from collector.fanout import Hub
 from collector.ingest import Ids, Ingest
 from collector.listen.decoders import make_decoder
 from collector.listen.udp import DatagramListener, start_listener
-from collector.server.components import build_components
+from collector.server.components import build_cluster, build_components
 from collector.server.context import Component, Context
 from collector.server.reload import ReloadPlan, plan_reload
 from collector.store.sqlite import SqliteStore
@@ -50,12 +50,17 @@ class Server:
                             log_level=config.log_level, log_format=config.log_format)
         last = await store.open()
         hub = Hub()
-        ingest = Ingest(Ids(last), store, [hub])
+        cluster = build_cluster(config, store)
+        # In cluster mode ingest publishes, and the materializer feeds the store and the
+        # fan-out with every node's records in stream order.
+        ingest = (Ingest(Ids(last), store, [hub]) if cluster is None
+                  else Ingest(Ids(last), cluster.sink, []))
         context = Context(config=config, store=store, hub=hub, ingest=ingest)
         self.context = context
         try:
-            components = (list(self._components) if self._components is not None
-                          else build_components(config))
+            components: list[Component] = [] if cluster is None else [cluster]
+            components += (list(self._components) if self._components is not None
+                           else build_components(config))
             for component in components:
                 await component.start(context)
                 context.components.append(component)

@@ -278,6 +278,15 @@ class NatsCluster:
         wait_for(lambda: node.healthy(self.clustered), timeout,
                  f"nats-server {node.name} to be healthy again", interval=0.1)
 
+    def restart_all(self, timeout: float = 60.0) -> None:
+        """Start every node again at once (after all were killed: one alone has no quorum
+        to be healthy with) and wait until all are healthy."""
+        for node in self.nodes:
+            node.kill()
+            node.write_config(self._peers(node))
+            node.start()
+        self.wait_healthy(timeout)
+
     def stop(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL); always reaps them."""
         for node in self.nodes:

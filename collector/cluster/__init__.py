@@ -1,0 +1,1 @@
+"""Several collectors sharing one log on NATS JetStream (docs/CLUSTER.md, first slice)."""

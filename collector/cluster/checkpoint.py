@@ -1,0 +1,49 @@
+"""Where this node's materializer stands, kept beside the local store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.cluster.errors import ClusterError
+
+
+@dataclass
+class Position:
+    """The last stream sequence applied, the last id given, and per (node.boot) the last
+    batch number applied (to drop a batch stored twice after the duplicate window)."""
+
+    seq: int = 0
+    last_id: int = 0
+    applied: dict[str, int] = field(default_factory=dict)
+
+
+class Checkpoint:
+    """One-row SQLite file, written after the store has committed what it covers."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("CREATE TABLE IF NOT EXISTS position (one INTEGER PRIMARY KEY "
+                             "CHECK (one = 1), seq INTEGER, last_id INTEGER, applied TEXT)")
+        except sqlite3.Error as exc:
+            raise ClusterError(f"cannot open {path}: {exc}") from None
+
+    def load(self) -> Position:
+        """The saved position (zeros: apply the stream from its start)."""
+        row = self._db.execute("SELECT seq, last_id, applied FROM position").fetchone()
+        if row is None:
+            return Position()
+        return Position(int(row[0]), int(row[1]), dict(json.loads(row[2])))
+
+    def save(self, position: Position) -> None:
+        """Replace the saved position."""
+        self._db.execute("INSERT OR REPLACE INTO position VALUES (1, ?, ?, ?)",
+                         (position.seq, position.last_id, json.dumps(position.applied)))
+
+    def close(self) -> None:
+        """Close the file."""
+        self._db.close()

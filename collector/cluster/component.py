@@ -1,0 +1,97 @@
+"""The cluster as a server component: connection, publisher, spool, materializer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from collector.cluster.checkpoint import Checkpoint
+from collector.cluster.connection import Connection
+from collector.cluster.materializer import Materializer
+from collector.cluster.publisher import Publisher
+from collector.cluster.sink import PublishingStore
+from collector.cluster.spool import Spool
+from collector.cluster.stream import stream_config, subject
+from collector.config.model import ClusterConfig, Config
+from collector.metrics import Metric, counter, gauge, histogram_families
+from collector.store.base import Store
+
+if TYPE_CHECKING:
+    from collector.server.context import Context
+
+
+class ClusterComponent:
+    """Built before ingest (its `sink` is ingest's store); started first, stopped last."""
+
+    def __init__(self, config: Config, cluster: ClusterConfig, local: Store) -> None:
+        self._config = config
+        self._cluster = cluster
+        self._local = local
+        self.connection = Connection(cluster)
+        self.spool = Spool(config.store.data_dir / "cluster-spool.sqlite", cluster.spool_size)
+        self.publisher = Publisher(self.connection, self.spool, cluster.node,
+                                   subject(cluster.node))
+        self.sink = PublishingStore(local, self.publisher)
+        self.materializer: Materializer | None = None
+
+    async def start(self, context: Context) -> None:
+        """Connect, set up the stream, start materializing and publishing."""
+        await self.connection.open()
+        await self.connection.ensure_stream(stream_config(self._cluster, self._config.store))
+        self.materializer = Materializer(
+            self.connection, self._local, context.hub,
+            Checkpoint(self._config.store.data_dir / "cluster-state.sqlite"),
+            store_last=context.ingest.last_id)
+        await self.materializer.start()
+        self.publisher.start()
+        context.health["cluster"] = self.health
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: this node's name and whether its last publish reached a quorum."""
+        quorum = self.connection.connected and (self.publisher.last_ok
+                                                or self.publisher.acked_batches == 0)
+        return {"node": self._cluster.node, "quorum": bool(quorum and not self.spool.batches)}
+
+    async def stop(self) -> None:
+        """Stop publishing (unacked batches to the spool), then materializing, then NATS."""
+        await self.publisher.stop()
+        if self.materializer is not None:
+            await self.materializer.stop()
+        await self.connection.close()
+        self.spool.close()
+
+    async def reload(self, config: Config) -> None:
+        """Nothing: `[cluster]` changes need a restart."""
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """No routes of its own."""
+        return []
+
+    def metric_families(self) -> Iterable[Metric]:
+        """Spool depth, acks in flight, publish latency, materializer lag and position."""
+        publisher, spool = self.publisher, self.spool
+        depth = gauge("collector_cluster_spool", "Batches, lines and bytes in the spool",
+                      ["unit"])
+        for unit, value in (("batches", spool.batches), ("lines", spool.lines),
+                            ("bytes", spool.bytes)):
+            depth.add_metric([unit], value)
+        yield depth
+        inflight = gauge("collector_cluster_acks_in_flight", "Batches awaiting an ack")
+        inflight.add_metric([], publisher.inflight)
+        yield inflight
+        acked = counter("collector_cluster_acked_lines", "Lines JetStream acknowledged")
+        acked.add_metric([], publisher.acked_lines)
+        yield acked
+        full = counter("collector_cluster_spool_full_lines", "Lines refused: spool full")
+        full.add_metric([], publisher.spool_full)
+        yield full
+        yield from histogram_families(publisher.latency)
+        materializer = self.materializer
+        lag = gauge("collector_cluster_materializer_lag", "Messages not yet applied")
+        seq = gauge("collector_cluster_applied_sequence", "Last stream sequence applied")
+        lag.add_metric([], materializer.lag if materializer else 0)
+        seq.add_metric([], materializer.position.seq if materializer else 0)
+        yield lag
+        yield seq
