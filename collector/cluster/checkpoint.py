@@ -12,12 +12,28 @@ from collector.cluster.errors import ClusterError
 
 @dataclass
 class Position:
-    """The last stream sequence applied, the last id given, and per (node.boot) the last
-    batch number applied (to drop a batch stored twice after the duplicate window)."""
+    """The last stream sequence applied, the last id given, and per `node.boot` the batch
+    numbers applied (to drop a batch stored twice after the duplicate window): every
+    number up to a floor, and those above it, as `[floor, *above]`."""
 
     seq: int = 0
     last_id: int = 0
-    applied: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, list[int]] = field(default_factory=dict)
+
+    def seen(self, key: str, n: int) -> bool:
+        """Whether batch `n` of `key` was applied."""
+        applied = self.applied.get(key)
+        return applied is not None and (n <= applied[0] or n in applied[1:])
+
+    def mark(self, key: str, n: int) -> None:
+        """Record batch `n` of `key` as applied (batches can arrive out of order when an
+        earlier one was spooled and a later one was acknowledged)."""
+        floor, *above = self.applied.get(key, [0])
+        extra = {*above, n}
+        while floor + 1 in extra:
+            floor += 1
+            extra.discard(floor)
+        self.applied[key] = [floor, *sorted(extra)]
 
 
 class Checkpoint:

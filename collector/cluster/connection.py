@@ -109,6 +109,14 @@ class Connection:
                                ) from None
         return int(ack.seq)
 
+    async def last_seq(self) -> int:
+        """The stream's last sequence, or ClusterError."""
+        try:
+            info = await self._jetstream().stream_info(STREAM)
+        except NATS_ERRORS as exc:
+            raise ClusterError(f"no stream info: {exc or type(exc).__name__}") from None
+        return int(info.state.last_seq)
+
     async def ordered(self, after: int) -> Subscription:
         """An ordered consumer of the whole stream from the sequence after `after`."""
         if after > 0:

@@ -4,6 +4,7 @@ live fan-out, with ids every node computes alike."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -11,6 +12,7 @@ from typing import Protocol
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from collector.cluster.batch import decode
 from collector.cluster.checkpoint import Checkpoint, Position
@@ -25,6 +27,7 @@ log = structlog.get_logger("collector.cluster")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 CHECKPOINT_EVERY = 256
+WATCHDOG_SECONDS = 2.0
 
 
 class Consumer(Protocol):
@@ -64,19 +67,41 @@ class Materializer:
         subscription = await self._connection.ordered(self.position.seq)
         self._task = asyncio.create_task(self._run(subscription), name="cluster-materializer")
 
-    async def _run(self, subscription: object) -> None:
-        next_msg = subscription.next_msg  # type: ignore[attr-defined]
+    async def _run(self, subscription: Subscription) -> None:
+        idle = 0.0
         while True:
             try:
-                msg: Msg = await next_msg(timeout=0.5)
+                msg = await subscription.next_msg(timeout=0.5)
             except nats.errors.TimeoutError:
                 await self._save()
+                idle += 0.5
+                if idle >= WATCHDOG_SECONDS:
+                    idle = 0.0
+                    subscription = await self._watchdog(subscription)
                 continue
             except nats.errors.Error as exc:
                 log.warning("materializer_read_failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
+            idle = 0.0
             await self.apply(msg)
+
+    async def _watchdog(self, subscription: Subscription) -> Subscription:
+        """Idle while the stream holds more than was applied: nats-py's ordered consumer
+        can give up resetting itself after an outage, so subscribe again from here."""
+        try:
+            last = await self._connection.last_seq()
+            self.lag = max(0, last - self.position.seq)
+            if last <= self.position.seq:
+                return subscription
+            fresh = await self._connection.ordered(self.position.seq)
+        except ClusterError as exc:
+            log.warning("materializer_stalled", seq=self.position.seq, error=str(exc))
+            return subscription
+        log.info("materializer_resubscribed", seq=self.position.seq, stream_last=last)
+        with contextlib.suppress(nats.errors.Error):
+            await subscription.unsubscribe()
+        return fresh
 
     async def apply(self, msg: Msg) -> None:
         """Give the message's records their ids, store them and hand them on."""
@@ -91,14 +116,15 @@ class Materializer:
             position.seq = meta.sequence.stream
             return
         key = f"{batch.node}.{batch.boot}"
-        if position.applied.get(key, 0) >= batch.n:
+        if position.seen(key, batch.n):
             self.duplicates += 1
+            log.info("batch_duplicate", seq=meta.sequence.stream, msg_id=batch.msg_id)
         else:
             first, position.last_id = assign(position.last_id, timestamp_us(msg),
                                              len(records))
             for offset, record in enumerate(records):
                 record.id = first + offset
-            position.applied[key] = batch.n
+            position.mark(key, batch.n)
             fresh = [r for r in records if r.id > self._store_last]
             if fresh:
                 while not self._store.append(fresh):  # noqa: ASYNC110 (a queue, not an event)
