@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,32 @@ def node(new_collector: Callable[..., CollectorProcess], nats: NatsCluster,
     return collector
 
 
+class Follower(threading.Thread):
+    """Reads `collector tail -f --json -n 0` output into a list."""
+
+    def __init__(self, collector: CollectorProcess) -> None:
+        super().__init__(daemon=True)
+        self.process = collector.popen_cli("tail", "-f", "--json", "-n", "0")
+        self.records: list[dict[str, Any]] = []
+
+    def run(self) -> None:
+        """Collect every JSON line until the process ends."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.records.append(json.loads(line))
+
+    def stop(self) -> str:
+        """End the tail process; return what it wrote to stderr."""
+        self.process.terminate()
+        self.process.wait(10)
+        self.join(10)
+        assert self.process.stderr is not None
+        errors = self.process.stderr.read()
+        self.process.stdout.close()  # type: ignore[union-attr]
+        self.process.stderr.close()
+        return errors
+
+
 def lines(collector: CollectorProcess, query: str = "") -> list[dict[str, Any]]:
     """Every line `GET /v1/logs` returns, oldest first."""
     got = collector.get(f"/v1/logs?limit=10000{query or '&after=0'}")
@@ -68,7 +96,19 @@ async def test_lines_sent_to_either_node_are_read_from_both_in_one_order(
     nats = await asyncio.to_thread(new_nats, 3)
     a = await asyncio.to_thread(node, new_collector, nats, "a")
     b = await asyncio.to_thread(node, new_collector, nats, "b")
+    tail = Follower(b)
+    tail.start()
+    await asyncio.sleep(1.0)  # `tail -f` connected before the first line
+    sent_at = time.monotonic()
     send((f"from-a {i}".encode() for i in range(50)), a.port("plain"))
+    seen = await asyncio.to_thread(
+        wait_for, lambda: sum(r["line"].startswith("from-a") for r in tail.records) >= 50,
+        10.0, "tail -f on B to show A's lines")
+    delay = time.monotonic() - sent_at
+    errors = tail.stop()
+    assert seen, errors
+    # Bounded generously (a shared 2-core machine); the figure itself is in the report.
+    assert delay < 5.0, delay
     send((f"from-b {i}".encode() for i in range(50)), b.port("plain"))
     on_a = await asyncio.to_thread(wait_lines, a, 100)
     on_b = await asyncio.to_thread(wait_lines, b, 100)
@@ -117,3 +157,57 @@ async def test_a_full_nats_outage_spools_and_drains_with_nothing_lost_or_doubled
         a.wait_metrics, lambda m: m.get('collector_cluster_spool{unit="lines"}', 1) == 0,
         30.0, "the spool to drain")
     assert drained['collector_cluster_acked_lines_total'] >= len(expected)
+
+
+class Sender(threading.Thread):
+    """Sends numbered lines to one node until stopped (bounded in count and time)."""
+
+    def __init__(self, port: int, limit: int = 3000, seconds: float = 30.0) -> None:
+        super().__init__(daemon=True)
+        self.port, self.limit, self.seconds = port, limit, seconds
+        self.halt = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        """Ten lines every 20 ms."""
+        started = time.monotonic()
+        while (not self.halt.is_set() and self.sent < self.limit
+               and time.monotonic() - started < self.seconds):
+            send((f"seq {self.sent + i}".encode() for i in range(10)), self.port)
+            self.sent += 10
+            time.sleep(0.02)
+
+
+def accepted(collector: CollectorProcess) -> float:
+    """Lines the node's listener counted as accepted."""
+    return collector.metrics().get('collector_lines_accepted_total{listener="plain"}', 0.0)
+
+
+async def test_sigkill_of_the_stream_leader_loses_no_accepted_line(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """SIGKILL of the NATS server leading `LOGS` while lines arrive: after the failover
+    every line the node accepted is on both nodes, once."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    a = await asyncio.to_thread(node, new_collector, nats, "a")
+    b = await asyncio.to_thread(node, new_collector, nats, "b")
+    sender = Sender(a.port("plain"))
+    sender.start()
+    await asyncio.to_thread(wait_lines, b, 100)
+    detail = next(d for d in (n.jsz_stream("LOGS") for n in nats.nodes) if d)
+    leader = nats.index(detail["cluster"]["leader"])
+    nats.kill(leader)
+    await asyncio.sleep(4.0)
+    sender.halt.set()
+    await asyncio.to_thread(sender.join, 10.0)
+    await asyncio.to_thread(
+        a.wait_metrics, lambda m: m.get('collector_cluster_spool{unit="lines"}', 1) == 0,
+        40.0, "the spool to drain")
+    count = int(accepted(a))
+    assert count > 100
+    expected = {f"seq {i}" for i in range(sender.sent)}
+    for collector in (a, b):
+        got = [r["line"] for r in await asyncio.to_thread(wait_lines, collector, count, 40.0)]
+        assert len(got) == len(set(got)), "a line stored twice"
+        assert len(got) >= count
+        assert set(got) <= expected
