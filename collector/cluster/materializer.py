@@ -19,6 +19,7 @@ from collector.cluster.checkpoint import Checkpoint, Position
 from collector.cluster.connection import Connection
 from collector.cluster.errors import ClusterError
 from collector.cluster.ids import assign
+from collector.errors import CollectorError
 from collector.record import Record
 from collector.store.base import Store
 
@@ -61,6 +62,7 @@ class Materializer:
         self.lag = 0
         self.duplicates = 0
         self.bad_batches = 0
+        self.failures = 0
 
     async def start(self) -> None:
         """Subscribe and apply in the background."""
@@ -84,7 +86,13 @@ class Materializer:
                 await asyncio.sleep(0.5)
                 continue
             idle = 0.0
-            await self.apply(msg)
+            try:
+                await self.apply(msg)
+            except Exception:
+                # The task's one catch point: logged once, counted; the next message goes on.
+                self.failures += 1
+                log.exception("materializer_failed", seq=msg.metadata.sequence.stream)
+                await asyncio.sleep(0.5)
 
     async def _watchdog(self, subscription: Subscription) -> Subscription:
         """Idle while the stream holds more than was applied: nats-py's ordered consumer
@@ -139,9 +147,14 @@ class Materializer:
     async def _save(self) -> None:
         if not self._since_save:
             return
+        try:
+            await self._store.flush()
+            self._checkpoint.save(self.position)
+        except CollectorError as exc:
+            # Kept for the next try; a crash before then replays from the older position.
+            log.error("checkpoint_failed", seq=self.position.seq, error=str(exc))
+            return
         self._since_save = 0
-        await self._store.flush()
-        self._checkpoint.save(self.position)
 
     async def stop(self) -> None:
         """Stop applying and save where it stands (after the store commits)."""

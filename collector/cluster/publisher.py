@@ -57,6 +57,7 @@ class Publisher:
         self.acked_batches = 0
         self.spool_full = 0
         self.publish_failures = 0
+        self.lost_lines = 0
         self.last_ok = False
 
     @property
@@ -92,7 +93,7 @@ class Publisher:
             while self._buffer:
                 batch, body, lines = self._cut()
                 if self._spool.batches:
-                    self._spool.push(batch.msg_id, body, lines)
+                    self._to_spool(batch.msg_id, body, lines)
                     continue
                 await self._window.acquire()
                 task = asyncio.create_task(self._send(batch.msg_id, body, lines))
@@ -106,7 +107,7 @@ class Publisher:
         except ClusterError as exc:
             self.publish_failures += 1
             self.last_ok = False
-            self._spool.push(msg_id, body, lines)
+            self._to_spool(msg_id, body, lines)
             log.warning("batch_spooled", msg_id=msg_id, lines=lines, error=str(exc))
         else:
             self.latency.observe(time.monotonic() - started)
@@ -116,22 +117,33 @@ class Publisher:
         finally:
             self._window.release()
 
+    def _to_spool(self, msg_id: str, body: bytes, lines: int) -> None:
+        """The one catch point for a spool that cannot be written (a full disk): the
+        batch's lines are logged and counted as lost, the loop goes on."""
+        try:
+            self._spool.push(msg_id, body, lines)
+        except ClusterError as exc:
+            self.lost_lines += lines
+            log.error("batch_lost", msg_id=msg_id, lines=lines, error=str(exc))
+
     async def _drain(self) -> None:
         while True:
-            item = self._spool.first()
-            if item is None:
-                await asyncio.sleep(0.2)
-                continue
-            started = time.monotonic()
             try:
+                item = self._spool.first() if self._spool.batches else None
+                if item is None:
+                    await asyncio.sleep(0.2)
+                    continue
+                started = time.monotonic()
                 await self._transport.publish(self._subject, item.body, item.msg_id,
                                               self._ack_timeout)
-            except ClusterError:
+                self.latency.observe(time.monotonic() - started)
+                self._spool.remove(item)
+            except ClusterError as exc:
+                # No quorum yet, or the spool file failing: the batch stays, try again.
                 self.last_ok = False
+                log.debug("spool_drain_waiting", error=str(exc))
                 await asyncio.sleep(1.0)
                 continue
-            self.latency.observe(time.monotonic() - started)
-            self._spool.remove(item)
             self.acked_lines += item.lines
             self.acked_batches += 1
             self.last_ok = True
@@ -145,4 +157,4 @@ class Publisher:
             await asyncio.wait(list(self._inflight), timeout=within)
         while self._buffer:
             batch, body, lines = self._cut()
-            self._spool.push(batch.msg_id, body, lines)
+            self._to_spool(batch.msg_id, body, lines)

@@ -59,14 +59,20 @@ class Spool:
 
     def first(self) -> Spooled | None:
         """The oldest batch, if any."""
-        row = self._db.execute("SELECT seq, msg_id, body, lines FROM spool "
-                               "ORDER BY seq LIMIT 1").fetchone()
+        try:
+            row = self._db.execute("SELECT seq, msg_id, body, lines FROM spool "
+                                   "ORDER BY seq LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise ClusterError(f"cannot read the spool: {exc}") from None
         return None if row is None else Spooled(int(row[0]), row[1], bytes(row[2]),
                                                 int(row[3]))
 
     def remove(self, item: Spooled) -> None:
         """Drop a batch NATS has acknowledged."""
-        self._db.execute("DELETE FROM spool WHERE seq = ?", (item.seq,))
+        try:
+            self._db.execute("DELETE FROM spool WHERE seq = ?", (item.seq,))
+        except sqlite3.Error as exc:
+            raise ClusterError(f"cannot write the spool: {exc}") from None
         self.batches -= 1
         self.lines -= item.lines
         self.bytes -= len(item.body)
