@@ -84,9 +84,15 @@ class ClusterComponent:
         acked = counter("collector_cluster_acked_lines", "Lines JetStream acknowledged")
         acked.add_metric([], publisher.acked_lines)
         yield acked
-        full = counter("collector_cluster_spool_full_lines", "Lines refused: spool full")
-        full.add_metric([], publisher.spool_full)
-        yield full
+        refused = counter("collector_cluster_refused_lines",
+                          "Lines refused by the publisher, by reason", ["reason"])
+        refused.add_metric(["spool_full"], publisher.spool_full)
+        refused.add_metric(["buffer_full"], publisher.buffer_full)
+        yield refused
+        lost = counter("collector_cluster_lost_lines",
+                       "Lines of batches the spool could not write (logged as batch_lost)")
+        lost.add_metric([], publisher.lost_lines)
+        yield lost
         yield from histogram_families(publisher.latency)
         materializer = self.materializer
         lag = gauge("collector_cluster_materializer_lag", "Messages not yet applied")

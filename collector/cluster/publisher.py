@@ -19,6 +19,8 @@ from collector.record import Record
 log = structlog.get_logger("collector.cluster")
 
 MAX_BATCH_LINES = 2000
+# Lines waiting for a publish slot while every slot waits for its ack (at most 2 s).
+MAX_BUFFERED = 200_000
 WINDOW = 64
 ACK_TIMEOUT = 2.0
 
@@ -56,6 +58,7 @@ class Publisher:
         self.acked_lines = 0
         self.acked_batches = 0
         self.spool_full = 0
+        self.buffer_full = 0
         self.publish_failures = 0
         self.lost_lines = 0
         self.last_ok = False
@@ -66,9 +69,13 @@ class Publisher:
         return len(self._inflight)
 
     def append(self, records: Sequence[Record]) -> bool:
-        """Take records for the next batch; False (lines refused) when the spool is full."""
+        """Take records for the next batch; False (lines refused, counted) when the spool
+        is full or the buffer holds `MAX_BUFFERED` lines."""
         if self._spool.full:
             self.spool_full += len(records)
+            return False
+        if len(self._buffer) >= MAX_BUFFERED:
+            self.buffer_full += len(records)
             return False
         self._buffer.extend(records)
         self._wake.set()

@@ -14,6 +14,7 @@ from collector.cluster.batch import BatchId, decode, encode
 from collector.cluster.checkpoint import Position
 from collector.cluster.errors import ClusterError
 from collector.cluster.ids import assign
+from collector.cluster.spool import Spool
 from collector.config.load import load_config
 from collector.config.model import ClusterConfig
 from collector.errors import ConfigError, Location
@@ -173,3 +174,25 @@ def test_cluster_changes_need_a_restart(tmp_path: Path) -> None:
     assert needs_restart(one, same) == ()
     assert needs_restart(one, two) == ("[cluster]",)
     assert needs_restart(none, one) == ("[cluster]",)
+
+
+def test_spool_is_a_bounded_fifo_that_survives_a_reopen(tmp_path: Path) -> None:
+    """Batches come out oldest first with their message ids, the spool says `full` at its
+    size, and a reopened spool (after a crash) still holds and counts what was left."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, max_bytes=250)
+    for n in range(3):
+        spool.push(f"a.b.{n}", bytes([n]) * 100, lines=n + 1)
+    assert (spool.batches, spool.lines, spool.bytes, spool.full) == (3, 6, 300, True)
+    first = spool.first()
+    assert first is not None
+    assert (first.msg_id, first.body, first.lines) == ("a.b.0", b"\0" * 100, 1)
+    spool.remove(first)
+    assert not spool.full
+    spool.close()
+    again = Spool(path, max_bytes=250)
+    assert (again.batches, again.lines, again.bytes) == (2, 5, 200)
+    left = again.first()
+    assert left is not None
+    assert left.msg_id == "a.b.1"
+    again.close()
