@@ -18,7 +18,13 @@ from nats.js.api import PubAck, StorageType, StreamConfig
 
 from tests.support.nats import NatsCluster
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # nats-py drops a half-open StreamWriter when a reconnect meets a server that is being
+    # killed ("empty response ... INFO"); its __del__ warning, raised here as an error,
+    # failed this test now and then though every assertion held.
+    pytest.mark.filterwarnings("ignore:unclosed <StreamWriter:ResourceWarning"),
+]
 
 STREAM = "LOGS"
 SUBJECT = "logs.in"
