@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import pytest
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
 from tests.support.net import wait_for
+from tests.support.process import Follower
 from tests.support.send import send
 
 pytestmark = pytest.mark.e2e
@@ -39,32 +39,6 @@ def node(new_collector: Callable[..., CollectorProcess], nats: NatsCluster,
     collector = new_collector(config=NODE.format(nats=",".join(nats.urls), node=name))
     collector.start(timeout=40.0)
     return collector
-
-
-class Follower(threading.Thread):
-    """Reads `collector tail -f --json -n 0` output into a list."""
-
-    def __init__(self, collector: CollectorProcess) -> None:
-        super().__init__(daemon=True)
-        self.process = collector.popen_cli("tail", "-f", "--json", "-n", "0")
-        self.records: list[dict[str, Any]] = []
-
-    def run(self) -> None:
-        """Collect every JSON line until the process ends."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.records.append(json.loads(line))
-
-    def stop(self) -> str:
-        """End the tail process; return what it wrote to stderr."""
-        self.process.terminate()
-        self.process.wait(10)
-        self.join(10)
-        assert self.process.stderr is not None
-        errors = self.process.stderr.read()
-        self.process.stdout.close()  # type: ignore[union-attr]
-        self.process.stderr.close()
-        return errors
 
 
 def lines(collector: CollectorProcess, query: str = "") -> list[dict[str, Any]]:
@@ -96,7 +70,7 @@ async def test_lines_sent_to_either_node_are_read_from_both_in_one_order(
     nats = await asyncio.to_thread(new_nats, 3)
     a = await asyncio.to_thread(node, new_collector, nats, "a")
     b = await asyncio.to_thread(node, new_collector, nats, "b")
-    tail = Follower(b)
+    tail = Follower(b.popen_cli("tail", "-f", "--json", "-n", "0"))
     tail.start()
     await asyncio.sleep(1.0)  # `tail -f` connected before the first line
     sent_at = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
@@ -10,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from collector.store.partitions import list_partitions
 from logwire.logcrypto import encrypt, frame
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
+from tests.support.process import Follower
 from tests.support.send import crypto_lines, send
 
 pytestmark = pytest.mark.e2e
@@ -65,39 +64,13 @@ class Sender(threading.Thread):
             time.sleep(0.01)
 
 
-class Follower(threading.Thread):
-    """Reads `collector tail -f --json` output into a list."""
-
-    def __init__(self, collector: CollectorProcess) -> None:
-        super().__init__(daemon=True)
-        self.process = collector.popen_cli("tail", "-f", "--json", "-n", "0")
-        self.records: list[dict[str, Any]] = []
-
-    def run(self) -> None:
-        """Collect every JSON line until the process ends."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.records.append(json.loads(line))
-
-    def stop(self) -> str:
-        """End the tail process; return what it wrote to stderr."""
-        self.process.terminate()
-        self.process.wait(10)
-        self.join(10)
-        assert self.process.stderr is not None
-        errors = self.process.stderr.read()
-        self.process.stdout.close()  # type: ignore[union-attr]
-        self.process.stderr.close()
-        return errors
-
-
 def test_kill_9_mid_stream_loses_no_committed_line_and_tail_resumes(
         new_collector: Callable[..., CollectorProcess]) -> None:
     """kill -9 while lines stream in: after restart the store opens, every committed line
     is there, ids keep increasing, and a running `tail -f` resumes with no duplicate."""
     collector = new_collector(config=CONFIG, env={"LOG_SECRET": SECRET})
     collector.start()
-    follower = Follower(collector)
+    follower = Follower(collector.popen_cli("tail", "-f", "--json", "-n", "0"))
     follower.start()
     sender = Sender(collector.port("crypto"))
     sender.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.net import wait_for
+from tests.support.process import terminate
 
 CLUSTER_NAME = "logship"
 # Below Linux's default ephemeral range (32768-60999): no outgoing connection (the nodes'
@@ -197,12 +197,7 @@ class NatsNode:
         """SIGTERM (a clean shutdown), then SIGKILL if it takes longer than `timeout`."""
         if self.process is None:
             return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(10)
+        code = terminate(self.process, timeout)
         self.process = None
         return code
 

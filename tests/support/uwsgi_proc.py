@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.net import free_port, tcp_open, wait_for
+from tests.support.process import terminate
 
 APP = '''
 import ctypes, os, sys, time
@@ -97,11 +97,6 @@ class UwsgiProcess:
         """SIGTERM (die-on-term) and wait."""
         if self.process is None:
             return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(10)
+        code = terminate(self.process, timeout)
         self.process = None
         return code
