@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
 from collector.cluster.errors import ClusterError
+from collector.cluster.kv import Bucket, open_bucket
 from collector.cluster.stream import STREAM, SUBJECTS
 from collector.config.model import ClusterConfig
 
@@ -96,6 +97,12 @@ class Connection:
                     raise ClusterError(f"cannot set up stream {STREAM}: "
                                        f"{exc or type(exc).__name__}") from None
                 await asyncio.sleep(0.5)
+
+    async def bucket(self, name: str, *, ttl: float | None = None,
+                     history: int = 1) -> Bucket:
+        """The KV bucket `name` with the cluster's replicas, created when absent."""
+        return await open_bucket(self._jetstream(), name, self._config.replicas, ttl=ttl,
+                                 history=history)
 
     async def publish(self, subject: str, body: bytes, msg_id: str, wait: float) -> int:
         """Publish one batch and wait (at most `wait` seconds) for JetStream's ack from a

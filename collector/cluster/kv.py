@@ -1,0 +1,152 @@
+"""The NATS KV boundary: a replicated bucket with compare-and-set, every nats-py exception
+a ClusterError here (as collector.cluster.connection does for streams).
+
+Used for what the cluster shares beside the log: the alarms lease and position, the
+replicated outbox, the nodes' heartbeats. Every call waits at most `timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from collector.cluster.errors import ClusterError
+
+NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
+TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One key's value at one revision (`deleted` for a delete or purge marker, whose
+    value is empty)."""
+
+    key: str
+    value: bytes
+    revision: int
+    deleted: bool = False
+
+
+def _error(what: str, exc: BaseException) -> ClusterError:
+    return ClusterError(f"{what}: {exc or type(exc).__name__}")
+
+
+class Bucket:
+    """One KV bucket. `create` and `update` are the compare-and-set steps: they return
+    None when another writer got there first, and raise ClusterError only when NATS did
+    not answer."""
+
+    def __init__(self, kv: KeyValue, name: str, timeout: float = TIMEOUT) -> None:
+        self._kv = kv
+        self.name = name
+        self._timeout = timeout
+
+    async def get(self, key: str) -> Item | None:
+        """The key's latest value, or None when it is absent or deleted."""
+        try:
+            entry = await asyncio.wait_for(self._kv.get(key), self._timeout)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except NATS_ERRORS as exc:
+            raise _error(f"cannot read {self.name}/{key}", exc) from None
+        return Item(key, entry.value or b"", int(entry.revision or 0))
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Write the key only if it is absent (or deleted); its revision, or None when it
+        exists."""
+        try:
+            return int(await asyncio.wait_for(self._kv.create(key, value), self._timeout))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        except NATS_ERRORS as exc:
+            raise _error(f"cannot create {self.name}/{key}", exc) from None
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        """Write the key only if its latest revision is `revision`; the new revision, or
+        None when someone else wrote it since."""
+        try:
+            return int(await asyncio.wait_for(self._kv.update(key, value, last=revision),
+                                              self._timeout))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        except NATS_ERRORS as exc:
+            raise _error(f"cannot update {self.name}/{key}", exc) from None
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write the key whatever it holds; its revision."""
+        try:
+            return int(await asyncio.wait_for(self._kv.put(key, value), self._timeout))
+        except NATS_ERRORS as exc:
+            raise _error(f"cannot write {self.name}/{key}", exc) from None
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete the key (only at `revision`, when given)."""
+        try:
+            await asyncio.wait_for(self._kv.delete(key, last=revision), self._timeout)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return
+        except NATS_ERRORS as exc:
+            raise _error(f"cannot delete {self.name}/{key}", exc) from None
+
+    async def items(self) -> list[Item]:
+        """Every key's latest value (deleted keys left out), read in one pass."""
+        return [item async for item in self.watch(live=False) if not item.deleted]
+
+    async def watch(self, *, live: bool = True) -> AsyncIterator[Item]:
+        """Every key's latest value, then (when `live`) each change as it happens,
+        deletions included; ends with ClusterError when NATS does not answer."""
+        try:
+            watcher = await asyncio.wait_for(self._kv.watchall(), self._timeout)
+        except NATS_ERRORS as exc:
+            raise _error(f"cannot watch {self.name}", exc) from None
+        try:
+            caught_up = False
+            while True:
+                try:
+                    entry = await (watcher.updates(timeout=self._timeout) if not caught_up
+                                   else watcher.updates(timeout=3600.0))
+                except NATS_ERRORS as exc:
+                    if caught_up:
+                        continue
+                    raise _error(f"cannot watch {self.name}", exc) from None
+                if entry is None:
+                    # nats-py's marker: what existed when the watch began has been read.
+                    if not live:
+                        return
+                    caught_up = True
+                    continue
+                yield Item(entry.key, entry.value or b"", int(entry.revision or 0),
+                           deleted=entry.operation in (KV_DEL, KV_PURGE))
+        finally:
+            with contextlib.suppress(NATS_ERRORS):
+                await asyncio.wait_for(watcher.stop(), self._timeout)
+
+
+async def open_bucket(js: JetStreamContext, name: str, replicas: int, *,
+                      ttl: float | None = None, history: int = 1,
+                      within: float = 30.0) -> Bucket:
+    """The bucket `name`, created with these settings when absent; retried while a fresh
+    NATS cluster elects its meta leader, then ClusterError."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            try:
+                kv = await js.key_value(name)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await js.create_key_value(KeyValueConfig(
+                    bucket=name, history=history, ttl=ttl, replicas=replicas,
+                    storage=StorageType.FILE))
+            return Bucket(kv, name)
+        except NATS_ERRORS as exc:
+            if loop.time() > deadline:
+                raise _error(f"cannot set up bucket {name}", exc) from None
+            await asyncio.sleep(0.5)

@@ -1,0 +1,86 @@
+"""The KV boundary (collector.cluster.kv) against a real nats-server: compare-and-set,
+create-if-absent, deletion, listing and watching, and NATS errors as ClusterError."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from collector.cluster.connection import Connection
+from collector.cluster.errors import ClusterError
+from collector.cluster.kv import Bucket, Item
+from collector.config.model import ClusterConfig
+from tests.support.nats import NatsCluster
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def connection(new_nats: Callable[..., NatsCluster]) -> AsyncIterator[Connection]:
+    """A node's connection to one real JetStream server."""
+    cluster = await asyncio.to_thread(new_nats, 1)
+    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=1))
+    await connection.open()
+    yield connection
+    await connection.close()
+
+
+async def test_create_update_delete(connection: Connection) -> None:
+    """create only when absent, update only at the revision read, delete re-opens create."""
+    bucket = await connection.bucket("test")
+    first = await bucket.create("a", b"1")
+    assert first is not None
+    assert await bucket.create("a", b"2") is None
+    assert await bucket.get("a") == Item("a", b"1", first)
+    assert await bucket.update("a", b"3", first + 100) is None
+    second = await bucket.update("a", b"3", first)
+    assert second is not None
+    assert second > first
+    await bucket.delete("a")
+    assert await bucket.get("a") is None
+    assert await bucket.create("a", b"4") is not None
+    assert (await bucket.get("a")) is not None
+
+
+async def test_items_and_watch(connection: Connection) -> None:
+    """items() lists the latest value of each live key; watch() then follows changes."""
+    bucket = await connection.bucket("listing")
+    assert await bucket.items() == []
+    for key in ("x", "y", "z"):
+        await bucket.put(key, key.encode())
+    await bucket.put("x", b"x2")
+    await bucket.delete("z")
+    assert sorted((i.key, i.value) for i in await bucket.items()) == [("x", b"x2"),
+                                                                      ("y", b"y")]
+    seen: list[Item] = []
+
+    async def follow(into: list[Item], watched: Bucket) -> None:
+        async for item in watched.watch():
+            into.append(item)
+            if item.key == "w":
+                return
+
+    task = asyncio.create_task(follow(seen, bucket))
+    await asyncio.sleep(0.2)
+    await bucket.put("w", b"new")
+    await asyncio.wait_for(task, 10)
+    assert [i.key for i in seen if not i.deleted][-1] == "w"
+    assert any(i.key == "z" and i.deleted for i in seen)
+
+
+async def test_errors_are_cluster_errors(new_nats: Callable[..., NatsCluster]) -> None:
+    """With its server gone, a bucket call raises ClusterError within its timeout."""
+    cluster = await asyncio.to_thread(new_nats, 1)
+    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=1))
+    await connection.open()
+    try:
+        bucket = await connection.bucket("gone")
+        await bucket.put("k", b"v")
+        await asyncio.to_thread(cluster.kill, 0)
+        bucket._timeout = 1.0
+        with pytest.raises(ClusterError):
+            await bucket.put("k", b"w")
+    finally:
+        await connection.close()
