@@ -111,8 +111,8 @@ class Bucket:
             caught_up = False
             while True:
                 try:
-                    entry = await (watcher.updates(timeout=self._timeout) if not caught_up
-                                   else watcher.updates(timeout=3600.0))
+                    wait = 3600.0 if caught_up else self._timeout
+                    entry = await watcher.updates(timeout=wait)  # type: ignore[no-untyped-call]
                 except NATS_ERRORS as exc:
                     if caught_up:
                         continue
@@ -126,8 +126,9 @@ class Bucket:
                 yield Item(entry.key, entry.value or b"", int(entry.revision or 0),
                            deleted=entry.operation in (KV_DEL, KV_PURGE))
         finally:
-            with contextlib.suppress(NATS_ERRORS):
-                await asyncio.wait_for(watcher.stop(), self._timeout)
+            with contextlib.suppress(*NATS_ERRORS):
+                await asyncio.wait_for(watcher.stop(),  # type: ignore[no-untyped-call]
+                                       self._timeout)
 
 
 async def open_bucket(js: JetStreamContext, name: str, replicas: int, *,
