@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from collector.cluster.anchor import BUCKET as ANCHORS
+from collector.cluster.anchor import Anchors
 from collector.cluster.checkpoint import Checkpoint
 from collector.cluster.connection import Connection
 from collector.cluster.materializer import Materializer
@@ -43,7 +45,9 @@ class ClusterComponent:
         self.materializer = Materializer(
             self.connection, self._local, context.hub,
             Checkpoint(self._config.store.data_dir / "cluster-state.sqlite"),
-            store_last=context.ingest.last_id)
+            store_last=context.ingest.last_id,
+            anchors=Anchors(lambda: self.connection.bucket(
+                ANCHORS, ttl=self._config.store.retention)))
         await self.materializer.start()
         self.publisher.start()
         context.health["cluster"] = self.health

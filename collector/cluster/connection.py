@@ -124,6 +124,15 @@ class Connection:
             raise ClusterError(f"no stream info: {exc or type(exc).__name__}") from None
         return int(info.state.last_seq)
 
+    async def first_seq(self) -> int:
+        """The stream's first sequence still stored (past 1 once retention cut it), or
+        ClusterError."""
+        try:
+            info = await self._jetstream().stream_info(STREAM)
+        except NATS_ERRORS as exc:
+            raise ClusterError(f"no stream info: {exc or type(exc).__name__}") from None
+        return int(info.state.first_seq)
+
     async def ordered(self, after: int) -> Subscription:
         """An ordered consumer of the whole stream from the sequence after `after`."""
         if after > 0:

@@ -14,6 +14,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from collector.cluster.anchor import Anchors
 from collector.cluster.batch import decode
 from collector.cluster.checkpoint import Checkpoint, Position
 from collector.cluster.connection import Connection
@@ -48,7 +49,8 @@ class Materializer:
     """Applies the stream from the last sequence this node applied."""
 
     def __init__(self, connection: Connection, store: Store, fanout: Consumer,
-                 checkpoint: Checkpoint, store_last: int) -> None:
+                 checkpoint: Checkpoint, store_last: int, *,
+                 anchors: Anchors | None = None) -> None:
         self._connection = connection
         self._store = store
         self._fanout = fanout
@@ -57,15 +59,20 @@ class Materializer:
         # Rows past the checkpoint were committed before a crash: replayed, they get the
         # same ids again, and ids up to the store's newest are skipped.
         self._store_last = store_last
+        self._anchors = anchors
         self._task: asyncio.Task[None] | None = None
         self._since_save = 0
+        self._share_failed = False
         self.lag = 0
         self.duplicates = 0
         self.bad_batches = 0
         self.failures = 0
 
     async def start(self) -> None:
-        """Subscribe and apply in the background."""
+        """Subscribe and apply in the background (from a shared checkpoint when the
+        messages after this node's own position were cut by retention)."""
+        if self._anchors is not None:
+            await self._join(self._anchors)
         subscription = await self._connection.ordered(self.position.seq)
         self._task = asyncio.create_task(self._run(subscription), name="cluster-materializer")
 
@@ -93,6 +100,26 @@ class Materializer:
                 self.failures += 1
                 log.exception("materializer_failed", seq=msg.metadata.sequence.stream)
                 await asyncio.sleep(0.5)
+
+    async def _join(self, anchors: Anchors) -> None:
+        try:
+            first = await self._connection.first_seq()
+            if self.position.seq >= first - 1:
+                return
+            found = await anchors.start_for(first)
+        except (ClusterError, ValueError) as exc:
+            log.warning("ids_checkpoint_unavailable", seq=self.position.seq, error=str(exc))
+            return
+        if found is None:
+            # Ids computed from here may differ from the other nodes' until a quiet moment
+            # lets the stream's clock catch up with them.
+            log.warning("ids_checkpoint_missing", seq=self.position.seq, stream_first=first)
+            return
+        log.info("ids_checkpoint_adopted", seq=self.position.seq, adopted=found.seq,
+                 stream_first=first, skipped=max(0, found.seq - max(self.position.seq,
+                                                                  first - 1)))
+        found.applied = {**self.position.applied, **found.applied}
+        self.position = found
 
     async def _watchdog(self, subscription: Subscription) -> Subscription:
         """Idle while the stream holds more than was applied: nats-py's ordered consumer
@@ -155,6 +182,16 @@ class Materializer:
             log.error("checkpoint_failed", seq=self.position.seq, error=str(exc))
             return
         self._since_save = 0
+        if self._anchors is not None:
+            try:
+                await self._anchors.share(self.position)
+            except ClusterError as exc:
+                if not self._share_failed:
+                    log.warning("ids_checkpoint_share_failed", seq=self.position.seq,
+                                error=str(exc))
+                self._share_failed = True
+            else:
+                self._share_failed = False
 
     async def stop(self) -> None:
         """Stop applying and save where it stands (after the store commits)."""
