@@ -68,6 +68,15 @@ def requests(collector: CollectorProcess) -> list[dict[str, Any]]:
     return [r for r in found if str(r.get("path", "")).startswith("/via-")]
 
 
+def both_requests(collector: CollectorProcess) -> list[dict[str, Any]]:
+    """The node's two request lines, once it shows both."""
+
+    def ready() -> list[dict[str, Any]] | None:
+        found = requests(collector)
+        return found if len(found) >= 2 else None
+    return wait_for(ready, 20.0, f"both request lines on {collector.url}")
+
+
 async def test_dynos_on_different_nodes_are_one_log(
         new_nats: Callable[..., NatsCluster], new_collector: Callable[..., CollectorProcess],
         new_uwsgi: Callable[..., UwsgiProcess]) -> None:
@@ -80,12 +89,8 @@ async def test_dynos_on_different_nodes_are_one_log(
     two = await asyncio.to_thread(dyno, new_uwsgi, b, "native", "web.2")
     assert await asyncio.to_thread(one.get, "/via-a") == 200
     assert await asyncio.to_thread(two.get, "/via-b") == 200
-    seen: dict[str, list[dict[str, Any]]] = {}
-    for collector in (a, b):
-        seen[collector.url] = await asyncio.to_thread(
-            wait_for, lambda c=collector: (found := requests(c)) and len(found) >= 2
-            and found, 20.0, f"both request lines on {collector.url}")
-    on_a, on_b = seen[a.url], seen[b.url]
+    on_a = await asyncio.to_thread(both_requests, a)
+    on_b = await asyncio.to_thread(both_requests, b)
     assert {(r["path"], r["source"], r["format"]) for r in on_a} == {
         ("/via-a", "web.1", "crypto"), ("/via-b", "web.2", "native")}
     assert [(r["id"], r["path"]) for r in on_a] == [(r["id"], r["path"]) for r in on_b]
