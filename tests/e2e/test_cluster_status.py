@@ -189,3 +189,33 @@ def test_cluster_status_needs_a_subcommand() -> None:
                           text=True, check=False, timeout=30)
     assert done.returncode == 2
     assert "status" in done.stderr
+
+
+async def test_healthz_quorum_follows_the_stream_leader_without_traffic(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """With two of three NATS servers killed and no line published, /healthz stops
+    claiming a quorum within a few heartbeats (the stream has no leader), and /metrics
+    and status agree; with the servers back, the quorum returns."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    a = await asyncio.to_thread(node, new_collector, nats, "a")
+    await asyncio.to_thread(wait_status, a, healthy, 30.0, "a healthy status")
+    assert a.get("/healthz")["cluster"]["quorum"] is True
+    connected = a.get("/v1/cluster")["servers"]["connected"]["url"]
+    victims = [i for i, n in enumerate(nats.nodes) if n.url != connected]
+    assert len(victims) == 2
+    for index in victims:
+        nats.kill(index)
+    await asyncio.to_thread(
+        wait_for, lambda: a.get("/healthz")["cluster"]["quorum"] is False, 20.0,
+        "/healthz to report no quorum")
+    assert a.metrics()["collector_cluster_quorum"] == 0
+    code, document, _ = await asyncio.to_thread(status, a)
+    assert code == 1
+    assert document["healthy"] is False
+    for index in victims:
+        # One back makes two of three: a quorum again, so each restart gets healthy.
+        await asyncio.to_thread(nats.restart, index, 60.0)
+    await asyncio.to_thread(
+        wait_for, lambda: a.get("/healthz")["cluster"]["quorum"] is True, 30.0,
+        "/healthz to report the quorum back")
