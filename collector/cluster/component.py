@@ -57,7 +57,7 @@ class ClusterComponent:
             node=self._cluster.node, boot=self.publisher.boot, started_at=self._started_at,
             time=time.time(), interval=self._cluster.heartbeat,
             listeners=tuple({"name": c.name, "udp": f"{c.host}:{c.port}", "format": c.format}
-                            for c in self._config.listeners),
+                            for c in (context.config if context else self._config).listeners),
             received=sum(s.lines + sum(s.lines_dropped.values()) for s in stats),
             accepted=sum(s.lines for s in stats), acked=self.publisher.acked_lines,
             spool_batches=spool.batches, spool_lines=spool.lines, spool_bytes=spool.bytes,

@@ -125,7 +125,8 @@ class Tracker:
         previous, self.previous = self.previous, figures
         rate: float | None = None
         if previous is not None and figures.time > previous.time:
-            rate = round((figures.received - previous.received)
+            # A listener closed by a reload takes its count with it: no negative rate.
+            rate = round(max(0, figures.received - previous.received)
                          / (figures.time - previous.time), 3)
         while self.latencies and self.latencies[0][0] < figures.time - self.window:
             self.latencies.popleft()
@@ -247,10 +248,13 @@ class Heartbeat:
                                else None)
         document = self._tracker.document(figures)
         self.last_document = document
-        bucket = await self.bucket()
-        await bucket.put(self.node, json.dumps(document).encode())
-        self.beats += 1
-        await self.read_nodes()
+        # Bounded by the interval (the KV calls' own bound is 5 s): a beat that cannot be
+        # written in time is a failed beat, and the next one is due.
+        async with asyncio.timeout(max(1.0, self.interval)):
+            bucket = await self.bucket()
+            await bucket.put(self.node, json.dumps(document).encode())
+            self.beats += 1
+            await self.read_nodes()
 
     async def _every(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:

@@ -219,3 +219,32 @@ async def test_healthz_quorum_follows_the_stream_leader_without_traffic(
     await asyncio.to_thread(
         wait_for, lambda: a.get("/healthz")["cluster"]["quorum"] is True, 30.0,
         "/healthz to report the quorum back")
+
+
+async def test_heartbeat_failures_are_logged_once_per_outage_and_counted(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """One NATS server (replicas 1): status is healthy with it; while it is down every
+    failed heartbeat is counted, logged once, and status says NATS does not answer (exit
+    1, not a crash); back, the heartbeat recovers by itself."""
+    nats = await asyncio.to_thread(new_nats, 1)
+    a = new_collector(config=NODE.format(nats=nats.urls[0], node="a").replace(
+        "replicas = 3", "replicas = 1"))
+    await asyncio.to_thread(a.start, 40.0)
+    _, document = await asyncio.to_thread(wait_status, a, healthy, 30.0, "healthy, R1")
+    logs = next(s for s in document["streams"] if s["name"] == "LOGS")
+    assert (logs["replicas"], len(logs["current"])) == (1, 1)
+    nats.kill(0)
+    failed = 'collector_cluster_heartbeat_failures_total{step="heartbeat"}'
+    await asyncio.to_thread(a.wait_metrics, lambda m: m.get(failed, 0) >= 3, 30.0,
+                            "three failed heartbeats")
+    code, document, _ = await asyncio.to_thread(status, a)
+    assert code == 1
+    assert any(r.startswith(f"nats server {nats.urls[0]}: does not answer")
+               for r in document["reasons"])
+    assert a.get("/healthz")["cluster"]["quorum"] is False
+    await asyncio.to_thread(nats.restart, 0)
+    await asyncio.to_thread(wait_status, a, healthy, 40.0, "healthy again")
+    output = a.output()
+    assert output.count("heartbeat_failed") == 1, output
+    assert output.count("heartbeat_recovered") == 1, output
