@@ -54,8 +54,8 @@ class ClusterStatus:
         """Every stream, with its durable consumers. Listing consumers waits for the
         servers that host them (about 4 s when one is dead), so that wait is bounded
         more tightly and its failure leaves the streams shown."""
-        js = self._connection.jetstream()
         try:
+            js = self._connection.jetstream()
             views = await streams(js)
         except ClusterError as exc:
             errors.append(str(exc))
