@@ -15,6 +15,7 @@ from pathlib import Path
 from alarms.cli import add_commands as add_alarms_commands
 from collector.cli_support import add_client_options
 from collector.client.api import resolve
+from collector.client.cluster import run_status
 from collector.client.tail import TailOptions, run_tail
 from collector.config.load import load_config, load_default_config
 from collector.config.model import Config
@@ -84,6 +85,12 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_status(args: argparse.Namespace) -> int:
+    url, token = resolve(args.url, args.token)
+    code: int = run_async(run_status(url, token, args.json, sys.stdout))
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="collector", description=__doc__.splitlines()[0])
@@ -111,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "log lines as they are (default: escaped, e.g. \\x1b)")
     add_client_options(tail)
     tail.set_defaults(func=_tail)
+
+    cluster = commands.add_parser("cluster", help="the cluster's nodes, NATS servers and "
+                                  "streams (cluster mode)")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    status = cluster_commands.add_parser(
+        "status", help="nodes, NATS servers, streams, consumers; exit 1 when unhealthy")
+    status.add_argument("--json", action="store_true", help="the status as one JSON document")
+    add_client_options(status)
+    status.set_defaults(func=_cluster_status)
 
     add_alarms_commands(commands)
     return parser

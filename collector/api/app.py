@@ -57,6 +57,12 @@ async def get_health(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def get_not_clustered(request: web.Request) -> web.Response:
+    """/v1/cluster on a single-node collector: a 404 that says why."""
+    return web.json_response({"error": "not in cluster mode: this collector has no "
+                              "[cluster] section"}, status=404)
+
+
 def create_app(context: Context) -> web.Application:
     """The API application for a running server."""
     app = web.Application(middlewares=[_auth_middleware(context.config.http.token)],
@@ -65,6 +71,11 @@ def create_app(context: Context) -> web.Application:
     app.router.add_get("/healthz", get_health)
     app.router.add_get("/v1/logs", get_logs)
     app.router.add_get("/metrics", get_metrics)
+    served: set[str] = set()
     for component in context.components:
-        app.router.add_routes(component.routes())
+        routes = component.routes()
+        app.router.add_routes(routes)
+        served |= {route.path for route in routes}
+    if "/v1/cluster" not in served:
+        app.router.add_get("/v1/cluster", get_not_clustered)
     return app

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from collector.cluster.anchor import BUCKET as ANCHORS
 from collector.cluster.anchor import Anchors
+from collector.cluster.api import ClusterStatus
 from collector.cluster.checkpoint import Checkpoint
 from collector.cluster.connection import Connection
+from collector.cluster.heartbeat import Figures, Heartbeat, buckets_of
 from collector.cluster.materializer import Materializer
 from collector.cluster.publisher import Publisher
 from collector.cluster.sink import PublishingStore
 from collector.cluster.spool import Spool
+from collector.cluster.status import Roster
+from collector.cluster.status_metrics import status_families
 from collector.cluster.stream import stream_config, subject
 from collector.config.model import ClusterConfig, Config
 from collector.metrics import Metric, counter, gauge, histogram_families
@@ -37,6 +42,30 @@ class ClusterComponent:
                                    subject(cluster.node))
         self.sink = PublishingStore(local, self.publisher)
         self.materializer: Materializer | None = None
+        self._context: Context | None = None
+        self._started_at = time.time()
+        # Set by the alarms' leader lease when it runs: whether this node holds it.
+        self.alarms_leader: Callable[[], bool] | None = None
+        self.heartbeat = Heartbeat(self.connection, cluster.node, cluster.heartbeat,
+                                   self._figures, Roster())
+        self.status = ClusterStatus(cluster, self.connection, self.heartbeat)
+
+    def _figures(self, stream_last_seq: int | None) -> Figures:
+        """This node's counters now, for its heartbeat."""
+        context, spool = self._context, self.spool
+        listeners = context.listeners if context is not None else []
+        stats = [listener.stats for listener in listeners]
+        return Figures(
+            node=self._cluster.node, boot=self.publisher.boot, started_at=self._started_at,
+            time=time.time(), interval=self._cluster.heartbeat,
+            listeners=tuple({"name": c.name, "udp": f"{c.host}:{c.port}", "format": c.format}
+                            for c in (context.config if context else self._config).listeners),
+            received=sum(s.lines + sum(s.lines_dropped.values()) for s in stats),
+            accepted=sum(s.lines for s in stats), acked=self.publisher.acked_lines,
+            spool_batches=spool.batches, spool_lines=spool.lines, spool_bytes=spool.bytes,
+            applied_seq=self.materializer.position.seq if self.materializer else 0,
+            stream_last_seq=stream_last_seq, latency=buckets_of(self.publisher.latency),
+            alarms_leader=self.alarms_leader() if self.alarms_leader else None)
 
     async def start(self, context: Context) -> None:
         """Connect, set up the stream, start materializing and publishing."""
@@ -50,16 +79,22 @@ class ClusterComponent:
                 ANCHORS, ttl=self._config.store.retention)))
         await self.materializer.start()
         self.publisher.start()
+        self._context = context
+        self.heartbeat.start()
         context.health["cluster"] = self.health
 
     def health(self) -> dict[str, Any]:
-        """For /healthz: this node's name and whether its last publish reached a quorum."""
-        quorum = self.connection.connected and (self.publisher.last_ok
-                                                or self.publisher.acked_batches == 0)
+        """For /healthz: this node's name and whether it reaches a quorum: connected, the
+        stream had a leader at a recent poll, the last publish was acknowledged and
+        nothing waits in the spool."""
+        quorum = (self.connection.connected and self.heartbeat.leader_fresh()
+                  and (self.publisher.last_ok or self.publisher.acked_batches == 0))
         return {"node": self._cluster.node, "quorum": bool(quorum and not self.spool.batches)}
 
     async def stop(self) -> None:
-        """Stop publishing (unacked batches to the spool), then materializing, then NATS."""
+        """Stop beating (this node's heartbeat deleted), publishing (unacked batches to
+        the spool), then materializing, then NATS."""
+        await self.heartbeat.stop()
         await self.publisher.stop()
         if self.materializer is not None:
             await self.materializer.stop()
@@ -70,8 +105,8 @@ class ClusterComponent:
         """Nothing: `[cluster]` changes need a restart."""
 
     def routes(self) -> Sequence[web.RouteDef]:
-        """No routes of its own."""
-        return []
+        """GET /v1/cluster."""
+        return [web.get("/v1/cluster", self.status.handle)]
 
     def metric_families(self) -> Iterable[Metric]:
         """Spool depth, acks in flight, publish latency, materializer lag and position."""
@@ -105,3 +140,4 @@ class ClusterComponent:
         seq.add_metric([], materializer.position.seq if materializer else 0)
         yield lag
         yield seq
+        yield from status_families(self.heartbeat, bool(self.health()["quorum"]))

@@ -73,6 +73,20 @@ class Connection:
     async def _on_reconnect(self) -> None:
         log.info("nats_reconnected")
 
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context, for the other NATS boundaries (kv, survey); ClusterError
+        before `open`."""
+        return self._jetstream()
+
+    def server_info(self) -> dict[str, Any]:
+        """The connected server's URL and its INFO (name, version, cluster, the peers'
+        client URLs); empty when not connected."""
+        nc = self._nc
+        if nc is None or not nc.is_connected or nc.connected_url is None:
+            return {}
+        # nats-py keeps the server's INFO only in this attribute.
+        return {"url": nc.connected_url.geturl(), **nc._server_info}
+
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
             raise ClusterError("not connected to NATS")

@@ -36,7 +36,7 @@ class Item:
 
 
 def _error(what: str, exc: BaseException) -> ClusterError:
-    return ClusterError(f"{what}: {exc or type(exc).__name__}")
+    return ClusterError(f"{what}: {str(exc) or type(exc).__name__}")
 
 
 class Bucket:

@@ -64,6 +64,11 @@ class Publisher:
         self.last_ok = False
 
     @property
+    def boot(self) -> str:
+        """This process's boot id, the middle part of its batches' message ids."""
+        return self._boot
+
+    @property
     def inflight(self) -> int:
         """Batches published and not yet acknowledged."""
         return len(self._inflight)

@@ -255,8 +255,8 @@ def _only_for(fmt: Format, wanted: Format, entries: list[Entry]) -> None:
         raise ConfigError(f"only meaningful for format = {wanted}", entries[0].location)
 
 
-_CLUSTER_KEYS = {"nats", "node", "replicas", "spool-size", "creds", "tls-ca", "tls-cert",
-                 "tls-key"}
+_CLUSTER_KEYS = {"nats", "node", "replicas", "spool-size", "heartbeat", "creds", "tls-ca",
+                 "tls-cert", "tls-key"}
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -285,6 +285,13 @@ def _replicas(value: str, location: Location) -> int:
     return count
 
 
+def _heartbeat(value: str, location: Location) -> float:
+    seconds = parse_duration(value, location)
+    if not 0.5 <= seconds <= 60:
+        raise ConfigError(f"heartbeat must be 0.5s to 60s; got {value}", location)
+    return seconds
+
+
 def _path(value: str, location: Location) -> Path:
     return Path(_text(value, location))
 
@@ -302,6 +309,7 @@ def _build_cluster(section: Section) -> ClusterConfig:
         node=_value(e, "node", default_node, _node_name),
         replicas=_value(e, "replicas", 3, _replicas),
         spool_size=_value(e, "spool-size", 1 << 30, parse_size),
+        heartbeat=_value(e, "heartbeat", 5.0, _heartbeat),
         creds=_value(e, "creds", None, _path),
         tls_ca=_value(e, "tls-ca", None, _path),
         tls_cert=_value(e, "tls-cert", None, _path),

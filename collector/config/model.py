@@ -85,6 +85,8 @@ class ClusterConfig:
     node: str
     replicas: int = 3
     spool_size: int = 1 << 30
+    # Seconds between heartbeats in the `nodes` bucket; a heartbeat lives 3 times as long.
+    heartbeat: float = 5.0
     creds: Path | None = None
     tls_ca: Path | None = None
     tls_cert: Path | None = None
