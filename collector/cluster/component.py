@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
+from collector.cluster.bringup import FIRST_DELAY, bring_up
 from collector.cluster.checkpoint import Checkpoint
 from collector.cluster.connection import Connection
+from collector.cluster.errors import ClusterError
 from collector.cluster.materializer import Materializer
 from collector.cluster.publisher import Publisher
 from collector.cluster.sink import PublishingStore
@@ -20,6 +24,8 @@ from collector.store.base import Store
 
 if TYPE_CHECKING:
     from collector.server.context import Context
+
+log = structlog.get_logger("collector.cluster")
 
 
 class ClusterComponent:
@@ -35,18 +41,40 @@ class ClusterComponent:
                                    subject(cluster.node))
         self.sink = PublishingStore(local, self.publisher)
         self.materializer: Materializer | None = None
+        self._bringup: asyncio.Task[int] | None = None
 
     async def start(self, context: Context) -> None:
-        """Connect, set up the stream, start materializing and publishing."""
-        await self.connection.open()
-        await self.connection.ensure_stream(stream_config(self._cluster, self._config.store))
-        self.materializer = Materializer(
-            self.connection, self._local, context.hub,
-            Checkpoint(self._config.store.data_dir / "cluster-state.sqlite"),
-            store_last=context.ingest.last_id)
-        await self.materializer.start()
-        self.publisher.start()
+        """Publish (into the spool until NATS answers), then connect, set up the stream
+        and materialize: at once if NATS answers, else in the background, retried with
+        backoff. Bad creds or TLS files fail here (ConfigError), not in the retries."""
+        self.connection.options()
+        # The store's newest id now, before ingest hands out local ids of its own.
+        store_last = context.ingest.last_id
         context.health["cluster"] = self.health
+        self.publisher.start()
+
+        async def step() -> None:
+            await self.connection.open()
+            await self.connection.ensure_stream(
+                stream_config(self._cluster, self._config.store))
+            if self.materializer is None:
+                checkpoint = Checkpoint(self._config.store.data_dir / "cluster-state.sqlite")
+                materializer = Materializer(self.connection, self._local, context.hub,
+                                            checkpoint, store_last=store_last)
+                try:
+                    await materializer.start()
+                except ClusterError:
+                    checkpoint.close()
+                    raise
+                self.materializer = materializer
+
+        try:
+            await step()
+        except ClusterError as exc:
+            log.warning("cluster_not_up", attempt=1, error=str(exc),
+                        note="starting anyway: accepting into the spool, retrying NATS")
+            self._bringup = asyncio.create_task(bring_up(step, first=FIRST_DELAY * 2),
+                                                name="cluster-bringup")
 
     def health(self) -> dict[str, Any]:
         """For /healthz: this node's name and whether its last publish reached a quorum."""
@@ -56,6 +84,9 @@ class ClusterComponent:
 
     async def stop(self) -> None:
         """Stop publishing (unacked batches to the spool), then materializing, then NATS."""
+        if self._bringup is not None:
+            self._bringup.cancel()
+            await asyncio.gather(self._bringup, return_exceptions=True)
         await self.publisher.stop()
         if self.materializer is not None:
             await self.materializer.stop()

@@ -8,12 +8,13 @@ import socket
 import sys
 import time
 from collections import Counter
+from functools import partial
 from typing import cast
 
 import structlog
 
 from collector.config.model import ListenerConfig
-from collector.decode.result import Decoder, Dropped
+from collector.decode.result import Decoder, Dropped, Lines
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen.ratelimit import SenderLimiter
@@ -89,19 +90,40 @@ class DatagramListener(asyncio.DatagramProtocol):
                 return
             assert not isinstance(result, Dropped)
             count = len(result.lines)
-            if not self._ingest.accept(self._origin, host, result):
+            settle = None
+            if self._ingest.settles:
+                # A cluster node: the datagram counts as accepted once its lines are
+                # acknowledged by JetStream or held by the spool, not when taken.
+                settle = partial(self._settled, result)
+            if not self._ingest.accept(self._origin, host, result, settle):
                 stats.dropped["store_backlog"] += 1
                 stats.lines_dropped["store_backlog"] += count
                 return
-            stats.datagrams_accepted += 1
-            stats.lines += count
-            stats.escaped += result.escaped
-            if result.lost:
-                stats.count_lost(result.app or self.config.app,
-                                 result.source or self.config.source, result.lost)
+            if settle is None:
+                # Single-node mode: the store took the lines, they are accepted now.
+                stats.datagrams_accepted += 1
+                stats.lines += count
+                stats.escaped += result.escaped
+                if result.lost:
+                    stats.count_lost(result.app or self.config.app,
+                                     result.source or self.config.source, result.lost)
         except Exception:
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
+
+    def _settled(self, decoded: Lines, ok: bool) -> None:
+        """Count one datagram accepted (its lines safe) or dropped as `publish_lost`."""
+        stats, count = self.stats, len(decoded.lines)
+        if not ok:
+            stats.dropped["publish_lost"] += 1
+            stats.lines_dropped["publish_lost"] += count
+            return
+        stats.datagrams_accepted += 1
+        stats.lines += count
+        stats.escaped += decoded.escaped
+        if decoded.lost:
+            stats.count_lost(decoded.app or self.config.app,
+                             decoded.source or self.config.source, decoded.lost)
 
     def _drop(self, reason: str, host: str) -> None:
         self.stats.dropped[reason] += 1
