@@ -58,27 +58,27 @@ class Connection:
         options: dict[str, Any] = {}
         if config.creds is not None:
             if not os.access(config.creds, os.R_OK):
-                raise self._setting_error("creds", config.creds, "no readable file")
+                raise self._setting_error("creds", config.creds, "no readable file there")
             options["user_credentials"] = str(config.creds)
         if config.tls_ca or config.tls_cert:
-            key = "tls-ca"
+            key, path = "tls-ca", config.tls_ca
             try:
                 context = ssl.create_default_context(
                     cafile=str(config.tls_ca) if config.tls_ca else None)
                 if config.tls_cert:
-                    key = "tls-cert"
+                    key, path = "tls-cert", config.tls_cert
                     context.load_cert_chain(str(config.tls_cert),
                                             str(config.tls_key) if config.tls_key else None)
             except (OSError, ssl.SSLError) as exc:
-                raise self._setting_error(key, None, str(exc)) from None
+                problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise self._setting_error(key, path, str(problem)) from None
             options["tls"] = context
         return options
 
     def _setting_error(self, key: str, path: Path | None, problem: str) -> ConfigError:
         where = self._config.location
         location = Location(where.file, where.line, key) if where else None
-        detail = f"{path}: {problem}" if path else problem
-        return ConfigError(f"[cluster] {key}: {detail}", location)
+        return ConfigError(f"cannot use {path} ([cluster] {key}): {problem}", location)
 
     async def open(self, within: float = 10.0) -> None:
         """Connect, once, within `within` seconds (reconnecting without end afterwards);
