@@ -129,7 +129,9 @@ class Publisher:
         self._groups.append((records, settle))
         self._buffered += len(records)
         self._wake.set()
-        self._spill.set()
+        if self._spool.batches:
+            # Only then: waking the spiller for every datagram would cost a task switch each.
+            self._spill.set()
         return True
 
     def start(self) -> None:
