@@ -39,6 +39,13 @@ async def bring_up(step: Callable[[], Awaitable[None]], *, first: float = FIRST_
                         note="accepting into the spool meanwhile")
             await asyncio.sleep(delay)
             continue
+        except Exception:
+            # The task's one catch point: a bug must not leave the node spooling for ever
+            # in silence; logged with its trace, retried like an outage.
+            delay = backoff(attempt, first, most)
+            log.exception("cluster_bringup_failed", attempt=attempt, retry_in=delay)
+            await asyncio.sleep(delay)
+            continue
         if attempt > 1:
             log.info("cluster_up", attempts=attempt)
         return attempt

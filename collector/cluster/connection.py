@@ -100,13 +100,19 @@ class Connection:
         except (*NATS_ERRORS, ssl.SSLError) as exc:
             with contextlib.suppress(*NATS_ERRORS):
                 await asyncio.wait_for(client.close(), 2.0)
+            reason = (f"no server answered within {within:g} s"
+                      if isinstance(exc, asyncio.TimeoutError)
+                      else str(exc) or type(exc).__name__)
             raise ClusterError(f"cannot connect to NATS at {', '.join(config.nats)}: "
-                               f"{exc or type(exc).__name__}") from None
+                               f"{reason}") from None
         self._nc = client
         self._js = client.jetstream()
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats_error", error=str(exc) or type(exc).__name__)
+        # Before the first connection every refused try lands here; the bring-up loop
+        # says once per attempt that NATS is not up, so these are only for debugging.
+        level = log.warning if self._nc is not None else log.debug
+        level("nats_error", error=str(exc) or type(exc).__name__)
 
     async def _on_disconnect(self) -> None:
         log.warning("nats_disconnected")

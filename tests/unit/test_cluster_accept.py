@@ -280,3 +280,20 @@ def test_unreadable_creds_or_tls_files_are_config_errors(tmp_path: Path, key: st
         Connection(config).options()
     assert raised.value.location == Location("c.ini", 7, key)
     assert "missing.pem" in str(raised.value)
+
+
+async def test_a_creds_file_with_no_server_answering_is_a_bounded_cluster_error(
+        tmp_path: Path) -> None:
+    """With a creds file (nats-py then needs `nkeys`) and no server answering, one
+    attempt to connect ends within its bound as a ClusterError that says why, for the
+    bring-up loop to retry; not an ImportError, not an endless wait."""
+    creds = tmp_path / "user.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.sig\n"
+                     "------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n"
+                     "SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n"
+                     "------END USER NKEY SEED------\n")
+    config = ClusterConfig(nats=("nats://127.0.0.1:1",), node="a", creds=creds)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ClusterError, match="no server answered within 1 s"):
+        await Connection(config).open(within=1.0)
+    assert asyncio.get_running_loop().time() - started < 5.0
