@@ -210,6 +210,10 @@ class Publisher:
                     # This very batch was stored by an earlier try whose ack was lost, or
                     # something else was published on the subject: follow it, try again.
                     self.out_of_sequence += 1
+                    # Unknown until the message there is read (asked afresh if that fails).
+                    self._last = None
+                    if exc.last < 0:
+                        raise ClusterError(str(exc)) from None
                     landed = await self._transport.msg_id_at(exc.last)
                     self._last = exc.last
                     if landed == msg_id:

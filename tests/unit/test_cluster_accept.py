@@ -297,3 +297,28 @@ async def test_a_creds_file_with_no_server_answering_is_a_bounded_cluster_error(
     with pytest.raises(ClusterError, match="no server answered within 1 s"):
         await Connection(config).open(within=1.0)
     assert asyncio.get_running_loop().time() - started < 5.0
+
+
+async def test_a_spooled_batch_a_previous_run_did_store_is_not_stored_again(
+        tmp_path: Path) -> None:
+    """A run stopped while its last batch was in flight spools it; that batch had landed.
+    The next run finds it at the end of its subject by message id and drops it from the
+    spool instead of storing it twice (past the de-duplication window too)."""
+    stream = Stream()
+    first, spool = made(tmp_path, stream)
+    first.start()
+    first.append(rec("landed"))
+    await settled(stream, first, spool, 1)
+    await first.stop()
+    _, msg_id, body = stream.messages[0]
+    spool.push(msg_id, body, 1)  # as `stop` does with a batch in hand
+    again = Publisher(stream, spool, "a", SUBJECT, retry_pause=0.01)
+    again.start()
+    again.append(rec("next"))
+    await settled(stream, again, spool, 2)
+    deadline = asyncio.get_running_loop().time() + 5
+    while spool.batches:
+        assert asyncio.get_running_loop().time() < deadline, "spool not drained"
+        await asyncio.sleep(0.01)
+    await again.stop()
+    assert stream.lines() == ["landed", "next"]
