@@ -13,7 +13,7 @@ from typing import Protocol
 
 import structlog
 
-from collector.cluster.batch import BatchId, encode
+from collector.cluster.batch import BatchId, assemble, row
 from collector.cluster.errors import ClusterError, OutOfSequence
 from collector.cluster.spool import Spool
 from collector.metrics import DELIVERY_BUCKETS, Histogram, histogram
@@ -84,7 +84,10 @@ class Publisher:
         self._node = node
         self._boot = secrets.token_hex(4)
         self._n = 0
-        self._groups: deque[tuple[Sequence[Record], Settle | None]] = deque()
+        # Rows encoded as taken: while a batch waits for its ack the next one gathers here,
+        # and strings are not tracked by the garbage collector (Records were, and made its
+        # full collections long enough for the kernel to drop datagrams meanwhile).
+        self._groups: deque[tuple[list[str], Settle | None]] = deque()
         self._buffered = 0
         self._wake = asyncio.Event()
         self._spill = asyncio.Event()
@@ -126,7 +129,7 @@ class Publisher:
         if self._buffered >= MAX_BUFFERED:
             self.buffer_full += len(records)
             return False
-        self._groups.append((records, settle))
+        self._groups.append(([row(r) for r in records], settle))
         self._buffered += len(records)
         self._wake.set()
         if self._spool.batches:
@@ -142,17 +145,17 @@ class Publisher:
     def _cut(self) -> Batch:
         """The next batch: whole groups, up to MAX_BATCH_LINES lines (one group alone if
         it is larger), so each group is settled once."""
-        groups, records = self._groups, list[Record]()
+        groups, rows = self._groups, list[str]()
         settles: list[Settle] = []
-        while groups and (not records or len(records) + len(groups[0][0]) <= MAX_BATCH_LINES):
+        while groups and (not rows or len(rows) + len(groups[0][0]) <= MAX_BATCH_LINES):
             group, settle = groups.popleft()
-            records.extend(group)
+            rows.extend(group)
             if settle is not None:
                 settles.append(settle)
-        self._buffered -= len(records)
+        self._buffered -= len(rows)
         self._n += 1
         batch = BatchId(self._node, self._boot, self._n)
-        return Batch(batch.msg_id, encode(batch, records), len(records), settles)
+        return Batch(batch.msg_id, assemble(batch, rows), len(rows), settles)
 
     async def _run(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from typing import cast
 import structlog
 
 from collector.config.model import ListenerConfig
-from collector.decode.result import Decoder, Dropped, Lines
+from collector.decode.result import Decoder, Dropped
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen.ratelimit import SenderLimiter
@@ -94,7 +94,10 @@ class DatagramListener(asyncio.DatagramProtocol):
             if self._ingest.settles:
                 # A cluster node: the datagram counts as accepted once its lines are
                 # acknowledged by JetStream or held by the spool, not when taken.
-                settle = partial(self._settled, result)
+                # Plain values, not the decoded lines: what waits for an ack should not
+                # be objects the garbage collector must walk.
+                settle = partial(self._settled, (count, result.escaped, result.app,
+                                                 result.source, result.lost))
             if not self._ingest.accept(self._origin, host, result, settle):
                 stats.dropped["store_backlog"] += 1
                 stats.lines_dropped["store_backlog"] += count
@@ -111,19 +114,21 @@ class DatagramListener(asyncio.DatagramProtocol):
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
 
-    def _settled(self, decoded: Lines, ok: bool) -> None:
-        """Count one datagram accepted (its lines safe) or dropped as `publish_lost`."""
-        stats, count = self.stats, len(decoded.lines)
+    def _settled(self, datagram: tuple[int, int, str | None, str | None, int],
+                 ok: bool) -> None:
+        """Count one datagram (lines, escaped, app, source, lost) accepted, its lines
+        safe, or dropped as `publish_lost`."""
+        count, escaped, app, source, lost = datagram
+        stats = self.stats
         if not ok:
             stats.dropped["publish_lost"] += 1
             stats.lines_dropped["publish_lost"] += count
             return
         stats.datagrams_accepted += 1
         stats.lines += count
-        stats.escaped += decoded.escaped
-        if decoded.lost:
-            stats.count_lost(decoded.app or self.config.app,
-                             decoded.source or self.config.source, decoded.lost)
+        stats.escaped += escaped
+        if lost:
+            stats.count_lost(app or self.config.app, source or self.config.source, lost)
 
     def _drop(self, reason: str, host: str) -> None:
         self.stats.dropped[reason] += 1
