@@ -124,6 +124,11 @@ class ClusterComponent:
                        "Lines of batches the spool could not write (logged as batch_lost)")
         lost.add_metric([], publisher.lost_lines)
         yield lost
+        resolved = counter("collector_cluster_out_of_sequence",
+                           "Publishes refused for the node's expected last sequence, then "
+                           "resolved (an earlier try had landed, or the subject moved)")
+        resolved.add_metric([], publisher.out_of_sequence)
+        yield resolved
         yield from histogram_families(publisher.latency)
         materializer = self.materializer
         lag = gauge("collector_cluster_materializer_lag", "Messages not yet applied")
