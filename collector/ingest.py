@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -22,6 +22,20 @@ class Consumer(Protocol):
 
     def consume(self, records: Sequence[Record]) -> None:
         """Take records; must not block (schedule I/O instead)."""
+        ...
+
+
+# Told once whether records handed on are safe (True) or lost (False).
+Settle = Callable[[bool], None]
+
+
+@runtime_checkable
+class SettlingStore(Protocol):
+    """A store that takes records now and says later whether they are safe (the
+    cluster's publisher: once JetStream acknowledged them or its spool holds them)."""
+
+    def append_settled(self, records: Sequence[Record], settle: Settle) -> bool:
+        """Take records, False if refused now; else `settle` is called once, later."""
         ...
 
 
@@ -66,7 +80,14 @@ class Ingest:
         self._store = store
         self._consumers = list(consumers)
         self._workers = WorkerMap()
+        self._settling = store if isinstance(store, SettlingStore) else None
         self.consumer_errors = 0
+
+    @property
+    def settles(self) -> bool:
+        """Whether accepted lines are safe only once settled (a cluster node): callers
+        then pass `settle` to `accept` and count on its call, not on the return."""
+        return self._settling is not None
 
     @property
     def last_id(self) -> int:
@@ -77,13 +98,17 @@ class Ingest:
         """Have `consumer` see every record from now on."""
         self._consumers.append(consumer)
 
-    def accept(self, origin: Origin, host: str, decoded: Lines) -> bool:
-        """Turn one datagram's lines into records; False if the store's queue is full."""
+    def accept(self, origin: Origin, host: str, decoded: Lines,
+               settle: Settle | None = None) -> bool:
+        """Turn one datagram's lines into records; False if the store's queue is full.
+        With `settle` (see `settles`), it is called once the records are safe or lost."""
         app = decoded.app or origin.app
         source = decoded.source or origin.source
         markers, lines = decoded.markers, decoded.lines
         if not markers and not lines:
             # A datagram can carry nothing to store yet (one part of a long line).
+            if settle is not None:
+                settle(True)
             return True
         next_id = self._ids.take(len(markers) + len(lines))
         emitted, fmt = decoded.emitted_at, origin.format
@@ -103,11 +128,16 @@ class Ingest:
                     self._workers.learn(app, source, text)
                 records.append(Record(next_id, emitted, app, source, host, fmt, text))
             next_id += 1
-        return self.publish(records)
+        return self.publish(records, settle)
 
-    def publish(self, records: list[Record]) -> bool:
-        """Store records and hand them to the consumers (also for collector-made records)."""
-        if not self._store.append(records):
+    def publish(self, records: list[Record], settle: Settle | None = None) -> bool:
+        """Store records and hand them to the consumers (also for collector-made records);
+        `settle` as for `accept`."""
+        if settle is not None and self._settling is not None:
+            taken = self._settling.append_settled(records, settle)
+        else:
+            taken = self._store.append(records)
+        if not taken:
             return False
         for consumer in self._consumers:
             try:

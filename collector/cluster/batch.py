@@ -38,12 +38,21 @@ class BatchId:
 
 def encode(batch: BatchId, records: Sequence[Record]) -> bytes:
     """The message body for `records`; their ids are sent only as receive times."""
+    return assemble(batch, [row(r) for r in records])
+
+
+def row(r: Record) -> str:
+    """One record's line of a message body (a string: held while a batch waits, it is
+    one object the garbage collector does not track, not a Record and its fields)."""
+    return json.dumps([r.id, r.emitted_at, r.app, r.source, r.host, r.format, r.kind,
+                       r.line, r.method, r.path, r.status, r.msecs, r.size, r.pid,
+                       r.worker], separators=(",", ":"), ensure_ascii=False)
+
+
+def assemble(batch: BatchId, rows: Sequence[str]) -> bytes:
+    """The message body: the batch's header, then `rows` (from `row`)."""
     head = json.dumps({"v": VERSION, "node": batch.node, "boot": batch.boot, "n": batch.n},
                       separators=(",", ":"))
-    rows = [json.dumps([r.id, r.emitted_at, r.app, r.source, r.host, r.format, r.kind,
-                        r.line, r.method, r.path, r.status, r.msecs, r.size, r.pid,
-                        r.worker], separators=(",", ":"), ensure_ascii=False)
-            for r in records]
     return "\n".join([head, *rows]).encode()
 
 

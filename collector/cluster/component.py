@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
 from collector.cluster.anchor import BUCKET as ANCHORS
 from collector.cluster.anchor import Anchors
 from collector.cluster.api import ClusterStatus
+from collector.cluster.bringup import FIRST_DELAY, bring_up
 from collector.cluster.checkpoint import Checkpoint
 from collector.cluster.connection import Connection
+from collector.cluster.errors import ClusterError
 from collector.cluster.heartbeat import Figures, Heartbeat, buckets_of
 from collector.cluster.materializer import Materializer
 from collector.cluster.publisher import Publisher
@@ -27,6 +31,8 @@ from collector.store.base import Store
 
 if TYPE_CHECKING:
     from collector.server.context import Context
+
+log = structlog.get_logger("collector.cluster")
 
 
 class ClusterComponent:
@@ -49,6 +55,7 @@ class ClusterComponent:
         self.heartbeat = Heartbeat(self.connection, cluster.node, cluster.heartbeat,
                                    self._figures, Roster())
         self.status = ClusterStatus(cluster, self.connection, self.heartbeat)
+        self._bringup: asyncio.Task[int] | None = None
 
     def _figures(self, stream_last_seq: int | None) -> Figures:
         """This node's counters now, for its heartbeat."""
@@ -68,20 +75,42 @@ class ClusterComponent:
             alarms_leader=self.alarms_leader() if self.alarms_leader else None)
 
     async def start(self, context: Context) -> None:
-        """Connect, set up the stream, start materializing and publishing."""
-        await self.connection.open()
-        await self.connection.ensure_stream(stream_config(self._cluster, self._config.store))
-        self.materializer = Materializer(
-            self.connection, self._local, context.hub,
-            Checkpoint(self._config.store.data_dir / "cluster-state.sqlite"),
-            store_last=context.ingest.last_id,
-            anchors=Anchors(lambda: self.connection.bucket(
-                ANCHORS, ttl=self._config.store.retention)))
-        await self.materializer.start()
-        self.publisher.start()
+        """Publish (into the spool until NATS answers), then connect, set up the stream
+        and materialize: at once if NATS answers, else in the background, retried with
+        backoff. Bad creds or TLS files fail here (ConfigError), not in the retries."""
+        self.connection.options()
+        # The store's newest id now, before ingest hands out local ids of its own.
+        store_last = context.ingest.last_id
         self._context = context
-        self.heartbeat.start()
         context.health["cluster"] = self.health
+        self.publisher.start()
+        self.heartbeat.start()
+
+        async def step() -> None:
+            await self.connection.open()
+            await self.connection.ensure_stream(
+                stream_config(self._cluster, self._config.store))
+            if self.materializer is None:
+                checkpoint = Checkpoint(self._config.store.data_dir / "cluster-state.sqlite")
+                materializer = Materializer(
+                    self.connection, self._local, context.hub, checkpoint,
+                    store_last=store_last,
+                    anchors=Anchors(lambda: self.connection.bucket(
+                        ANCHORS, ttl=self._config.store.retention)))
+                try:
+                    await materializer.start()
+                except ClusterError:
+                    checkpoint.close()
+                    raise
+                self.materializer = materializer
+
+        try:
+            await step()
+        except ClusterError as exc:
+            log.warning("cluster_not_up", attempt=1, error=str(exc),
+                        note="starting anyway: accepting into the spool, retrying NATS")
+            self._bringup = asyncio.create_task(bring_up(step, first=FIRST_DELAY * 2),
+                                                name="cluster-bringup")
 
     def health(self) -> dict[str, Any]:
         """For /healthz: this node's name and whether it reaches a quorum: connected, the
@@ -92,9 +121,12 @@ class ClusterComponent:
         return {"node": self._cluster.node, "quorum": bool(quorum and not self.spool.batches)}
 
     async def stop(self) -> None:
-        """Stop beating (this node's heartbeat deleted), publishing (unacked batches to
-        the spool), then materializing, then NATS."""
+        """Stop beating (this node's heartbeat marked as left), bringing up, publishing
+        (unacked batches to the spool), then materializing, then NATS."""
         await self.heartbeat.stop()
+        if self._bringup is not None:
+            self._bringup.cancel()
+            await asyncio.gather(self._bringup, return_exceptions=True)
         await self.publisher.stop()
         if self.materializer is not None:
             await self.materializer.stop()
@@ -132,6 +164,11 @@ class ClusterComponent:
                        "Lines of batches the spool could not write (logged as batch_lost)")
         lost.add_metric([], publisher.lost_lines)
         yield lost
+        resolved = counter("collector_cluster_out_of_sequence",
+                           "Publishes refused for the node's expected last sequence, then "
+                           "resolved (an earlier try had landed, or the subject moved)")
+        resolved.add_metric([], publisher.out_of_sequence)
+        yield resolved
         yield from histogram_families(publisher.latency)
         materializer = self.materializer
         lag = gauge("collector_cluster_materializer_lag", "Messages not yet applied")

@@ -7,3 +7,12 @@ from collector.errors import CollectorError
 
 class ClusterError(CollectorError):
     """NATS cannot be reached, refused a request, or sent something this node cannot read."""
+
+
+class OutOfSequence(ClusterError):
+    """JetStream refused a publish whose expected last sequence on its subject was not
+    the subject's last: `last` is the sequence the subject ends at."""
+
+    def __init__(self, message: str, last: int) -> None:
+        super().__init__(message)
+        self.last = last

@@ -1,17 +1,20 @@
-"""The publisher: this node's records, batched, to JetStream, or to the spool."""
+"""The publisher: this node's records, batched, to JetStream in the order it accepted
+them, or to the spool."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
-from collector.cluster.batch import BatchId, encode
-from collector.cluster.errors import ClusterError
+from collector.cluster.batch import BatchId, assemble, row
+from collector.cluster.errors import ClusterError, OutOfSequence
 from collector.cluster.spool import Spool
 from collector.metrics import DELIVERY_BUCKETS, Histogram, histogram
 from collector.record import Record
@@ -19,38 +22,80 @@ from collector.record import Record
 log = structlog.get_logger("collector.cluster")
 
 MAX_BATCH_LINES = 2000
-# Lines waiting for a publish slot while every slot waits for its ack (at most 2 s).
+# Lines waiting while the batch in hand waits for its ack (at most ACK_TIMEOUT).
 MAX_BUFFERED = 200_000
-WINDOW = 64
 ACK_TIMEOUT = 2.0
+# Between two tries while NATS does not acknowledge.
+RETRY_PAUSE = 0.5
+# While the spool holds anything, new lines are gathered this long into one spooled batch
+# (one row, one message later) rather than one row per datagram.
+SPILL_GATHER = 0.05
+
+# Told once per group of records whether they are safe: True once JetStream acknowledged
+# them or the spool holds them (the node's promise to publish them), False if lost.
+Settle = Callable[[bool], None]
 
 
 class Transport(Protocol):
     """What the publisher needs of NATS (collector.cluster.connection.Connection)."""
 
-    async def publish(self, subject: str, body: bytes, msg_id: str, wait: float) -> int:
-        """Publish; the stream sequence once a quorum acknowledged, or ClusterError."""
+    @property
+    def connected(self) -> bool:
+        """Whether a server is connected now."""
+        ...
+
+    async def publish(self, subject: str, body: bytes, msg_id: str, wait: float,
+                      expected_last: int | None = None) -> int:
+        """Publish; the stream sequence once a quorum acknowledged, or ClusterError
+        (OutOfSequence when `subject` does not end at `expected_last`)."""
+        ...
+
+    async def last_on_subject(self, subject: str, wait: float = 2.0) -> tuple[int, str]:
+        """Sequence and message id of the subject's last message, or (0, "")."""
+        ...
+
+    async def msg_id_at(self, seq: int, wait: float = 2.0) -> str:
+        """The message id stored at `seq` ("" if none)."""
         ...
 
 
+@dataclass(slots=True)
+class Batch:
+    """One message to publish and who to tell when it is safe."""
+
+    msg_id: str
+    body: bytes
+    lines: int
+    settles: list[Settle] = field(default_factory=list)
+
+
 class Publisher:
-    """Batches what `append` takes, publishes with at most `window` acks in flight, each
-    wait bounded; what is not acknowledged goes to the spool, and while the spool holds
-    anything new batches queue behind it (one node's lines keep their order)."""
+    """Publishes one batch at a time, each only after the one before it on the node's
+    subject (`Nats-Expected-Last-Subject-Sequence`), so the stream holds one node's
+    batches in the order it accepted them, across outages, reconnects and leader
+    changes. What is not acknowledged goes to the spool; while the spool holds anything
+    new batches queue behind it and are published from it, in order."""
 
     def __init__(self, transport: Transport, spool: Spool, node: str, subject: str, *,
-                 window: int = WINDOW, ack_timeout: float = ACK_TIMEOUT) -> None:
+                 ack_timeout: float = ACK_TIMEOUT, retry_pause: float = RETRY_PAUSE) -> None:
         self._transport = transport
         self._spool = spool
         self._subject = subject
         self._node = node
         self._boot = secrets.token_hex(4)
         self._n = 0
-        self._buffer: list[Record] = []
+        # Rows encoded as taken: while a batch waits for its ack the next one gathers here,
+        # and strings are not tracked by the garbage collector (Records were, and made its
+        # full collections long enough for the kernel to drop datagrams meanwhile).
+        self._groups: deque[tuple[list[str], Settle | None]] = deque()
+        self._buffered = 0
         self._wake = asyncio.Event()
-        self._window = asyncio.Semaphore(window)
+        self._spill = asyncio.Event()
         self._ack_timeout = ack_timeout
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._retry_pause = retry_pause
+        # The stream sequence of this node's last message; None until asked of NATS.
+        self._last: int | None = None
+        self._in_hand: Batch | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.latency: Histogram = histogram(
             "collector_cluster_publish_seconds",
@@ -60,7 +105,9 @@ class Publisher:
         self.spool_full = 0
         self.buffer_full = 0
         self.publish_failures = 0
+        self.out_of_sequence = 0
         self.lost_lines = 0
+        self.settle_errors = 0
         self.last_ok = False
 
     @property
@@ -70,103 +117,175 @@ class Publisher:
 
     @property
     def inflight(self) -> int:
-        """Batches published and not yet acknowledged."""
-        return len(self._inflight)
+        """Batches published and not yet acknowledged (0 or 1)."""
+        return 0 if self._in_hand is None else 1
 
-    def append(self, records: Sequence[Record]) -> bool:
-        """Take records for the next batch; False (lines refused, counted) when the spool
-        is full or the buffer holds `MAX_BUFFERED` lines."""
+    @property
+    def buffered(self) -> int:
+        """Lines taken and not yet published or spooled."""
+        return self._buffered
+
+    def append(self, records: Sequence[Record], settle: Settle | None = None) -> bool:
+        """Take records for the next batch; False (lines refused, counted, `settle` not
+        called) when the spool is full or the buffer holds `MAX_BUFFERED` lines."""
         if self._spool.full:
             self.spool_full += len(records)
             return False
-        if len(self._buffer) >= MAX_BUFFERED:
+        if self._buffered >= MAX_BUFFERED:
             self.buffer_full += len(records)
             return False
-        self._buffer.extend(records)
+        self._groups.append(([row(r) for r in records], settle))
+        self._buffered += len(records)
         self._wake.set()
+        if self._spool.batches:
+            # Only then: waking the spiller for every datagram would cost a task switch each.
+            self._spill.set()
         return True
 
     def start(self) -> None:
-        """Start the batching loop and the spool drainer."""
+        """Start the publishing loop and the spiller."""
         self._tasks = [asyncio.create_task(self._run(), name="cluster-publisher"),
-                       asyncio.create_task(self._drain(), name="cluster-drainer")]
+                       asyncio.create_task(self._spiller(), name="cluster-spiller")]
 
-    def _cut(self) -> tuple[BatchId, bytes, int]:
-        records, self._buffer = (self._buffer[:MAX_BATCH_LINES],
-                                 self._buffer[MAX_BATCH_LINES:])
+    def _cut(self) -> Batch:
+        """The next batch: whole groups, up to MAX_BATCH_LINES lines (one group alone if
+        it is larger), so each group is settled once."""
+        groups, rows = self._groups, list[str]()
+        settles: list[Settle] = []
+        while groups and (not rows or len(rows) + len(groups[0][0]) <= MAX_BATCH_LINES):
+            group, settle = groups.popleft()
+            rows.extend(group)
+            if settle is not None:
+                settles.append(settle)
+        self._buffered -= len(rows)
         self._n += 1
         batch = BatchId(self._node, self._boot, self._n)
-        return batch, encode(batch, records), len(records)
+        return Batch(batch.msg_id, assemble(batch, rows), len(rows), settles)
 
     async def _run(self) -> None:
         while True:
+            try:
+                await self._step()
+            except ClusterError as exc:
+                # The spool file failing to read or delete: the batch stays, try again.
+                self.last_ok = False
+                log.error("spool_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _step(self) -> None:
+        if self._spool.batches:
+            item = self._spool.first()
+            if item is None:
+                return
+            if await self._publish(item.msg_id, item.body):
+                self._spool.remove(item)
+                self._acked(item.lines)
+            else:
+                await asyncio.sleep(self._retry_pause)
+        elif self._groups:
+            # Kept in hand until answered: stopped meanwhile, `stop` spools it.
+            batch = self._in_hand = self._cut()
+            ok = await self._publish(batch.msg_id, batch.body)
+            self._in_hand = None
+            if ok:
+                self._acked(batch.lines)
+                self._settle(batch.settles, True)
+            else:
+                self._to_spool(batch)
+                await asyncio.sleep(self._retry_pause)
+        else:
             await self._wake.wait()
             self._wake.clear()
-            while self._buffer:
-                batch, body, lines = self._cut()
-                if self._spool.batches:
-                    self._to_spool(batch.msg_id, body, lines)
-                    continue
-                await self._window.acquire()
-                task = asyncio.create_task(self._send(batch.msg_id, body, lines))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
 
-    async def _send(self, msg_id: str, body: bytes, lines: int) -> None:
+    async def _publish(self, msg_id: str, body: bytes) -> bool:
+        """Publish one batch after this node's last; True once stored, here or before
+        (a lost ack, nats-py re-sending after a reconnect, the spool of a previous run)."""
+        if not self._transport.connected:
+            self.last_ok = False
+            return False
         started = time.monotonic()
         try:
-            await self._transport.publish(self._subject, body, msg_id, self._ack_timeout)
+            if self._last is None:
+                self._last, last_id = await self._transport.last_on_subject(self._subject)
+                if last_id == msg_id:
+                    return self._stored(started)
+            for _ in range(2):
+                try:
+                    self._last = await self._transport.publish(
+                        self._subject, body, msg_id, self._ack_timeout, self._last)
+                    return self._stored(started)
+                except OutOfSequence as exc:
+                    # This very batch was stored by an earlier try whose ack was lost, or
+                    # something else was published on the subject: follow it, try again.
+                    self.out_of_sequence += 1
+                    # Unknown until the message there is read (asked afresh if that fails).
+                    self._last = None
+                    if exc.last < 0:
+                        raise ClusterError(str(exc)) from None
+                    landed = await self._transport.msg_id_at(exc.last)
+                    self._last = exc.last
+                    if landed == msg_id:
+                        return self._stored(started)
+                    log.warning("subject_moved", subject=self._subject, last=exc.last,
+                                msg_id=msg_id, found=landed)
+            return False
         except ClusterError as exc:
             self.publish_failures += 1
             self.last_ok = False
-            self._to_spool(msg_id, body, lines)
-            log.warning("batch_spooled", msg_id=msg_id, lines=lines, error=str(exc))
-        else:
-            self.latency.observe(time.monotonic() - started)
-            self.acked_lines += lines
-            self.acked_batches += 1
-            self.last_ok = True
-        finally:
-            self._window.release()
+            log.info("publish_failed", msg_id=msg_id, error=str(exc))
+            return False
 
-    def _to_spool(self, msg_id: str, body: bytes, lines: int) -> None:
+    def _stored(self, started: float) -> bool:
+        self.latency.observe(time.monotonic() - started)
+        self.last_ok = True
+        return True
+
+    def _acked(self, lines: int) -> None:
+        self.acked_lines += lines
+        self.acked_batches += 1
+
+    async def _spiller(self) -> None:
+        """While the spool holds anything, new lines join it (in order, behind it)."""
+        while True:
+            await self._spill.wait()
+            self._spill.clear()
+            if not self._spool.batches:
+                continue
+            await asyncio.sleep(SPILL_GATHER)
+            while self._groups and self._spool.batches:
+                self._to_spool(self._cut())
+
+    def _to_spool(self, batch: Batch) -> None:
         """The one catch point for a spool that cannot be written (a full disk): the
         batch's lines are logged and counted as lost, the loop goes on."""
         try:
-            self._spool.push(msg_id, body, lines)
+            self._spool.push(batch.msg_id, batch.body, batch.lines)
         except ClusterError as exc:
-            self.lost_lines += lines
-            log.error("batch_lost", msg_id=msg_id, lines=lines, error=str(exc))
+            self.lost_lines += batch.lines
+            log.error("batch_lost", msg_id=batch.msg_id, lines=batch.lines, error=str(exc))
+            self._settle(batch.settles, False)
+            return
+        log.debug("batch_spooled", msg_id=batch.msg_id, lines=batch.lines)
+        self._settle(batch.settles, True)
+        self._spill.set()
 
-    async def _drain(self) -> None:
-        while True:
+    def _settle(self, settles: list[Settle], ok: bool) -> None:
+        for settle in settles:
             try:
-                item = self._spool.first() if self._spool.batches else None
-                if item is None:
-                    await asyncio.sleep(0.2)
-                    continue
-                started = time.monotonic()
-                await self._transport.publish(self._subject, item.body, item.msg_id,
-                                              self._ack_timeout)
-                self.latency.observe(time.monotonic() - started)
-                self._spool.remove(item)
-            except ClusterError as exc:
-                # No quorum yet, or the spool file failing: the batch stays, try again.
-                self.last_ok = False
-                log.debug("spool_drain_waiting", error=str(exc))
-                await asyncio.sleep(1.0)
-                continue
-            self.acked_lines += item.lines
-            self.acked_batches += 1
-            self.last_ok = True
+                settle(ok)
+            except Exception:
+                # A listener's counting bug must not stop publishing; logged and counted.
+                self.settle_errors += 1
+                log.exception("settle_failed")
 
-    async def stop(self, within: float = 5.0) -> None:
-        """Stop; wait for acks in flight (bounded), spool whatever is still buffered."""
+    async def stop(self) -> None:
+        """Stop; the batch in hand and whatever is buffered go to the spool, in order
+        (a batch that did land is recognised as stored on the next start)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=within)
-        while self._buffer:
-            batch, body, lines = self._cut()
-            self._to_spool(batch.msg_id, body, lines)
+        if self._in_hand is not None:
+            self._to_spool(self._in_hand)
+            self._in_hand = None
+        while self._groups:
+            self._to_spool(self._cut())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from collector.cluster.publisher import Publisher
+from collector.cluster.publisher import Publisher, Settle
 from collector.query import LogQuery
 from collector.record import Record
 from collector.store.base import Store, StoreStats
@@ -25,6 +25,12 @@ class PublishingStore:
     def append(self, records: Sequence[Record]) -> bool:
         """Hand records to the publisher; False when its spool is full."""
         return self._publisher.append(records)
+
+    def append_settled(self, records: Sequence[Record], settle: Settle) -> bool:
+        """Hand records to the publisher; `settle(True)` once JetStream acknowledged them
+        or the spool holds them, `settle(False)` if they were lost; False (and no call)
+        when refused at once."""
+        return self._publisher.append(records, settle)
 
     def uncommitted(self) -> Iterator[Record]:
         """The local store's uncommitted records."""

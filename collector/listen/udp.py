@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from functools import partial
 from typing import cast
 
 import structlog
@@ -89,19 +90,45 @@ class DatagramListener(asyncio.DatagramProtocol):
                 return
             assert not isinstance(result, Dropped)
             count = len(result.lines)
-            if not self._ingest.accept(self._origin, host, result):
+            settle = None
+            if self._ingest.settles:
+                # A cluster node: the datagram counts as accepted once its lines are
+                # acknowledged by JetStream or held by the spool, not when taken.
+                # Plain values, not the decoded lines: what waits for an ack should not
+                # be objects the garbage collector must walk.
+                settle = partial(self._settled, (count, result.escaped, result.app,
+                                                 result.source, result.lost))
+            if not self._ingest.accept(self._origin, host, result, settle):
                 stats.dropped["store_backlog"] += 1
                 stats.lines_dropped["store_backlog"] += count
                 return
-            stats.datagrams_accepted += 1
-            stats.lines += count
-            stats.escaped += result.escaped
-            if result.lost:
-                stats.count_lost(result.app or self.config.app,
-                                 result.source or self.config.source, result.lost)
+            if settle is None:
+                # Single-node mode: the store took the lines, they are accepted now.
+                stats.datagrams_accepted += 1
+                stats.lines += count
+                stats.escaped += result.escaped
+                if result.lost:
+                    stats.count_lost(result.app or self.config.app,
+                                     result.source or self.config.source, result.lost)
         except Exception:
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
+
+    def _settled(self, datagram: tuple[int, int, str | None, str | None, int],
+                 ok: bool) -> None:
+        """Count one datagram (lines, escaped, app, source, lost) accepted, its lines
+        safe, or dropped as `publish_lost`."""
+        count, escaped, app, source, lost = datagram
+        stats = self.stats
+        if not ok:
+            stats.dropped["publish_lost"] += 1
+            stats.lines_dropped["publish_lost"] += count
+            return
+        stats.datagrams_accepted += 1
+        stats.lines += count
+        stats.escaped += escaped
+        if lost:
+            stats.count_lost(app or self.config.app, source or self.config.source, lost)
 
     def _drop(self, reason: str, host: str) -> None:
         self.stats.dropped[reason] += 1
