@@ -484,6 +484,22 @@ class Dispatcher:
             self.errors["outbox_update"] += 1
             log.error("alarm_outbox_update_failed", id=entry.id, error=str(exc))
 
+    @property
+    def intake_idle(self) -> bool:
+        """Whether everything submitted so far is in the outbox (or was dropped, counted):
+        nothing queued, nothing being written."""
+        return not self._incoming and not self._persisting
+
+    def resume(self, entries: Iterable[Entry]) -> None:
+        """Schedule entries made pending elsewhere (another node's `retry`, in cluster
+        mode); those already scheduled here are left as they are."""
+        for entry in entries:
+            if entry.id not in self._pending:
+                self._pending[entry.id] = entry
+                self._push(entry)
+        if len(self._pending) > self.bounds.pending:
+            self._persist_wake.set()
+
     # -- operator actions ------------------------------------------------------------
 
     async def retry(self, ids: list[str] | None) -> list[Entry]:

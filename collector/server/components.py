@@ -6,7 +6,10 @@ goes by unseen), and stops them in reverse order after the listeners have closed
 
 from __future__ import annotations
 
-from alarms.component import AlarmsComponent
+from alarms.cluster import ClusterAlarmsComponent
+from alarms.component import OUTBOX_FILE, AlarmsComponent
+from alarms.outbox.base import Outbox
+from alarms.outbox.sqlite import SqliteOutbox
 from collector.cluster.component import ClusterComponent
 from collector.config.model import Config
 from collector.server.context import Component
@@ -21,6 +24,15 @@ def build_cluster(config: Config, local: Store) -> ClusterComponent | None:
     return ClusterComponent(config, config.cluster, local)
 
 
-def build_components(config: Config) -> list[Component]:
-    """The parts to start, in order: today only the alarms (engine, outbox, delivery)."""
-    return [AlarmsComponent(config)]
+def build_components(config: Config, cluster: ClusterComponent | None = None
+                     ) -> list[Component]:
+    """The parts to start, in order: today only the alarms (engine, outbox, delivery);
+    in cluster mode the leader-elected ones over the shared log (alarms.cluster)."""
+    if cluster is None:
+        return [AlarmsComponent(config)]
+    return [ClusterAlarmsComponent(config, cluster, lambda: cluster_outbox(config))]
+
+
+def cluster_outbox(config: Config) -> Outbox:
+    """The outbox of cluster mode."""
+    return SqliteOutbox(config.store.data_dir / OUTBOX_FILE)
