@@ -145,6 +145,7 @@ class ClusterAlarmsComponent:
                             self._node, self._boot, self._on_lease)
         await self._lease.start()
         self._ticker = asyncio.create_task(self._tick(), name="cluster-alarm-ticker")
+        context.health["alarms"] = self.health
         log.info("cluster_alarms_started", apps=len(self._rules),
                  alarms=len(self._notifiers), leader=self._lease.is_leader)
 
@@ -343,6 +344,11 @@ class ClusterAlarmsComponent:
         engine = self._engine
         if self._mode != "live" or engine is None or seq <= self._evaluated:
             return
+        lease = self._lease
+        if lease is not None and lease.state.expired(time.monotonic()):
+            # Not renewed in time (a stalled process): it may lead no longer, and the lease
+            # task will say so; evaluating now could only repeat the next leader's work.
+            return
         try:
             engine.consume_message(seq, at, records)
         except Exception:
@@ -420,6 +426,10 @@ class ClusterAlarmsComponent:
     def is_leader(self) -> bool:
         """Whether this node holds the alarms lease."""
         return self._lease is not None and self._lease.is_leader
+
+    def health(self) -> dict[str, object]:
+        """For /healthz: whether this node leads the alarms, and how far it evaluated."""
+        return {"leader": self.is_leader, "mode": self._mode, "evaluated": self._evaluated}
 
     async def retry(self, ids: list[str] | None) -> list[Entry]:
         """Dead letters back to pending: through the leader's dispatcher here, or into the
