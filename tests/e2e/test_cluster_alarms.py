@@ -93,6 +93,42 @@ async def test_a_rate_rule_counts_lines_from_both_nodes_and_fires_once(
     assert [e["id"] for e in listed] == [request.webhook_id]
 
 
+async def test_a_new_leader_rebuilds_the_rules_state_from_the_log(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """Two matching lines of a 4/30 rate and one of a log rule reach the leader, which
+    delivers the log rule's alarm and then stops; the other node takes the lease, replays
+    the log before the floor with notifications held back (the log rule's alarm is not
+    sent again) and so counts the rate's two lines: two more fire the rate alarm, once."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    hook = new_webhook()
+    rules = "alarm-rate = hook 4/30 upstream timed out\nlog-alarm = hook ^boom"
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 15.0,
+                                    "an alarms leader")
+    other = b if first is a else a
+    send([b"upstream timed out 1", b"boom", b"upstream timed out 2"], other.port("plain"))
+    (boom,) = await asyncio.to_thread(wait_for, hook.accepted, 15.0, "the log alarm")
+    await asyncio.sleep(1.5)  # the floor written past them
+    await asyncio.to_thread(first.stop)
+    await asyncio.to_thread(
+        wait_for, lambda: other.get("/healthz")["alarms"]["mode"] == "live", 15.0,
+        "the other node to lead")
+    send([b"upstream timed out 3", b"upstream timed out 4"], other.port("plain"))
+    await asyncio.to_thread(wait_for, lambda: len(hook.accepted()) >= 2, 15.0,
+                            "the rate alarm")
+    await asyncio.sleep(1.0)  # a repeat would be here by now
+    assert [r.json()["condition"] for r in hook.accepted()] == ["log", "rate"]
+    assert hook.accepted()[1].json()["count"] == 4
+    assert hook.accepted()[0].webhook_id == boom.webhook_id
+    metrics = other.metrics()
+    assert metrics["collector_cluster_alarms_replay_suppressed_total"] == 1.0
+    assert metrics["collector_cluster_alarms_leader"] == 1.0
+    assert metrics["collector_cluster_leader_changes_total"] == 1.0
+
+
 async def test_alarm_ids_hold_across_kill_9_of_the_leader_with_the_receiver_down(
         new_nats: Callable[..., NatsCluster],
         new_collector: Callable[..., CollectorProcess],
