@@ -72,7 +72,7 @@ async def test_a_rate_rule_counts_lines_from_both_nodes_and_fires_once(
     rules = "alarm-rate = hook 4/30 upstream timed out"
     a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
     b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 15.0,
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
                                     "an alarms leader")
     send([b"upstream timed out 1", b"upstream timed out 2"], a.port("plain"))
     send([b"upstream timed out 3", b"upstream timed out 4"], b.port("plain"))
@@ -106,15 +106,15 @@ async def test_a_new_leader_rebuilds_the_rules_state_from_the_log(
     rules = "alarm-rate = hook 4/30 upstream timed out\nlog-alarm = hook ^boom"
     a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
     b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 15.0,
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
                                     "an alarms leader")
     other = b if first is a else a
     send([b"upstream timed out 1", b"boom", b"upstream timed out 2"], other.port("plain"))
-    (boom,) = await asyncio.to_thread(wait_for, hook.accepted, 15.0, "the log alarm")
+    (boom,) = await asyncio.to_thread(wait_for, hook.accepted, 30.0, "the log alarm")
     await asyncio.sleep(1.5)  # the floor written past them
     await asyncio.to_thread(first.stop)
     await asyncio.to_thread(
-        wait_for, lambda: other.get("/healthz")["alarms"]["mode"] == "live", 15.0,
+        wait_for, lambda: other.get("/healthz")["alarms"]["mode"] == "live", 30.0,
         "the other node to lead")
     send([b"upstream timed out 3", b"upstream timed out 4"], other.port("plain"))
     await asyncio.to_thread(wait_for, lambda: len(hook.accepted()) >= 2, 15.0,
@@ -141,7 +141,7 @@ async def test_alarm_ids_hold_across_kill_9_of_the_leader_with_the_receiver_down
     rules = "log-alarm = hook ^order \\d+ failed"
     a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
     b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 15.0,
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
                                     "an alarms leader")
     survivor = b if first is a else a
     hook.stop()
