@@ -360,6 +360,11 @@ class Dispatcher:
             entry = self._pending.get(entry_id)
             if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
                 continue
+            if entry.state != "pending":
+                # A replicated outbox found that another node delivered it or gave up on
+                # it (and updated the entry to say so): not to be sent from here.
+                del self._pending[entry_id]
+                continue
             self._in_flight.add(entry_id)
             try:
                 self._launch(entry)

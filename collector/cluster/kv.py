@@ -22,6 +22,8 @@ from collector.cluster.errors import ClusterError
 
 NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 TIMEOUT = 5.0
+# JetStream's error codes for "the subject's last sequence is not the one expected".
+WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,20 @@ class Bucket:
         except NATS_ERRORS as exc:
             raise _error(f"cannot write {self.name}/{key}", exc) from None
 
-    async def delete(self, key: str, revision: int | None = None) -> None:
-        """Delete the key (only at `revision`, when given)."""
+    async def delete(self, key: str, revision: int | None = None) -> bool:
+        """Delete the key (only at `revision`, when given); False when someone else wrote
+        it since `revision`."""
         try:
             await asyncio.wait_for(self._kv.delete(key, last=revision), self._timeout)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return
+        except nats.js.errors.APIError as exc:
+            # nats-py maps a wrong last sequence to KeyWrongLastSequenceError for updates
+            # only; a delete at a stale revision comes back as the plain API error.
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                return False
+            raise _error(f"cannot delete {self.name}/{key}", exc) from None
         except NATS_ERRORS as exc:
             raise _error(f"cannot delete {self.name}/{key}", exc) from None
+        return True
 
     async def items(self) -> list[Item]:
         """Every key's latest value (deleted keys left out), read in one pass."""

@@ -84,3 +84,18 @@ async def test_errors_are_cluster_errors(new_nats: Callable[..., NatsCluster]) -
             await bucket.put("k", b"w")
     finally:
         await connection.close()
+
+
+async def test_delete_at_a_stale_revision_keeps_the_key(connection: Connection) -> None:
+    """A delete at the revision read is a compare-and-set too: at a revision someone else
+    has since written over, it returns False and the key keeps the newer value (no
+    ClusterError: the server answered)."""
+    bucket = await connection.bucket("cas-delete")
+    first = await bucket.create("k", b"1")
+    assert first is not None
+    second = await bucket.update("k", b"2", first)
+    assert second is not None
+    assert await bucket.delete("k", first) is False
+    assert await bucket.get("k") == Item("k", b"2", second)
+    assert await bucket.delete("k", second) is True
+    assert await bucket.get("k") is None
