@@ -38,14 +38,14 @@ import structlog
 from aiohttp import web
 
 from alarms.api import AlarmsApi
-from alarms.bounds import DEFAULT
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
 from alarms.metrics import families
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier, Services
 from alarms.notifiers.registry import build
-from alarms.outbox.base import Entry, Outbox
+from alarms.outbox.base import Entry
+from alarms.outbox.kv import KvOutbox
 from alarms.spec import AppRules, RetryPolicy
 from alarms.stable_ids import stable_id
 from alarms.warmup import warmup_seconds
@@ -101,7 +101,7 @@ class ClusterAlarmsComponent:
     cluster's connection and materializer)."""
 
     def __init__(self, config: Config, cluster: ClusterComponent,
-                 outbox: Callable[[], Outbox]) -> None:
+                 outbox: Callable[[], KvOutbox]) -> None:
         self._config = config
         self._cluster = cluster
         assert config.cluster is not None
@@ -117,6 +117,9 @@ class ClusterAlarmsComponent:
         self._engine: AlarmEngine | None = None
         self._dispatcher: Dispatcher | None = None
         self._suppressing = False
+        # While a takeover replays past the floor: what it raises, held until checked
+        # against the outbox (the old leader may have written and even delivered it).
+        self._holding: list[Notification] | None = None
         self._evaluated = 0  # the last stream sequence the engine evaluated
         self._evaluated_time = 0.0
         self._floor_written = 0
@@ -126,6 +129,7 @@ class ClusterAlarmsComponent:
         self._stopping: set[asyncio.Task[None]] = set()
         self.replayed = 0  # messages replayed by takeovers
         self.held_back = 0  # notifications suppressed by a replay (already handled)
+        self.known = 0  # raised again after the floor, found in the outbox already
         self.failures = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -133,6 +137,7 @@ class ClusterAlarmsComponent:
     async def start(self, context: Context) -> None:
         """Open the outbox, listen to the materializer, and join the lease."""
         await self._outbox.open()
+        self._outbox.on_requeued(self.on_requeued)
         self._session = aiohttp.ClientSession()
         self._services = Services(publish=context.ingest.publish,
                                   next_ids=context.ingest.next_ids)
@@ -230,12 +235,8 @@ class ClusterAlarmsComponent:
         rules = self._rules
         dispatcher = Dispatcher(self._outbox, self._notifiers, self._policies(rules))
         self._dispatcher = dispatcher
-        try:
-            pending = await self._outbox.recent("pending", None, DEFAULT.pending)
-        except StoreError as exc:
-            log.error("alarm_outbox_unreadable", error=str(exc))
-            pending = []
-        dispatcher.start(reversed(pending))
+        pending = self._outbox.pending()
+        dispatcher.start(pending)
         engine = AlarmEngine(rules, self._submit, ids=stable_id)
         self._engine = engine
         floor, floor_time = await self._read_floor()
@@ -287,6 +288,7 @@ class ClusterAlarmsComponent:
             datetime.fromtimestamp(max(0.0, since), UTC))
         seen: set[str] = set()
         count = last_id = 0
+        self._holding = []
         deadline = time.monotonic() + REPLAY_BOUND
         try:
             while True:
@@ -335,7 +337,27 @@ class ClusterAlarmsComponent:
             self.replayed += count
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
+            await self._release()
         return count
+
+    async def _release(self) -> None:
+        """Submit what the replay raised past the floor, but for what the outbox holds
+        already: the dispatcher would schedule those again (the outbox keeps the first
+        write, the dispatcher does not know), and the old leader may have delivered them;
+        what is still pending there was loaded at takeover."""
+        outbox = self._outbox
+        try:
+            known = {entry.id for entry in await outbox.recent(None, None,
+                                                              max(1, len(outbox)))}
+        except StoreError as exc:
+            log.error("alarm_outbox_unreadable", error=str(exc))
+            known = set()
+        held, self._holding = self._holding or [], None
+        for notification in held:
+            if notification.id in known:
+                self.known += 1
+            else:
+                self._submit(notification)
 
     # -- evaluation ------------------------------------------------------------------
 
@@ -362,6 +384,9 @@ class ClusterAlarmsComponent:
     def _submit(self, notification: Notification) -> None:
         if self._suppressing:
             self.held_back += 1
+            return
+        if self._holding is not None:
+            self._holding.append(notification)
             return
         dispatcher = self._dispatcher
         if dispatcher is not None:
@@ -463,8 +488,10 @@ class ClusterAlarmsComponent:
         evaluated.add_metric([], self._evaluated)
         yield evaluated
         held = counter("collector_cluster_alarms_replay_suppressed",
-                       "Notifications a takeover's replay raised again and held back")
-        held.add_metric([], self.held_back)
+                       "Notifications a takeover's replay raised again and held back: "
+                       "below the floor, or past it and found in the outbox", ["reason"])
+        held.add_metric(["floor"], self.held_back)
+        held.add_metric(["in_outbox"], self.known)
         yield held
         if self._engine is not None and self._dispatcher is not None:
             yield from families(self._engine, self._dispatcher)

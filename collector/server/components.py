@@ -7,9 +7,9 @@ goes by unseen), and stops them in reverse order after the listeners have closed
 from __future__ import annotations
 
 from alarms.cluster import ClusterAlarmsComponent
-from alarms.component import OUTBOX_FILE, AlarmsComponent
-from alarms.outbox.base import Outbox
-from alarms.outbox.sqlite import SqliteOutbox
+from alarms.component import AlarmsComponent
+from alarms.outbox.kv import BUCKET as OUTBOX_BUCKET
+from alarms.outbox.kv import KvOutbox
 from collector.cluster.component import ClusterComponent
 from collector.config.model import Config
 from collector.server.context import Component
@@ -30,9 +30,6 @@ def build_components(config: Config, cluster: ClusterComponent | None = None
     in cluster mode the leader-elected ones over the shared log (alarms.cluster)."""
     if cluster is None:
         return [AlarmsComponent(config)]
-    return [ClusterAlarmsComponent(config, cluster, lambda: cluster_outbox(config))]
-
-
-def cluster_outbox(config: Config) -> Outbox:
-    """The outbox of cluster mode."""
-    return SqliteOutbox(config.store.data_dir / OUTBOX_FILE)
+    connection = cluster.connection
+    return [ClusterAlarmsComponent(
+        config, cluster, lambda: KvOutbox(lambda: connection.bucket(OUTBOX_BUCKET)))]
