@@ -201,6 +201,9 @@ async def test_alarm_ids_hold_across_kill_9_of_the_leader_with_the_receiver_down
     # No alarm under two ids: as many distinct ids as distinct alarms.
     assert len(ids) == len(pairs), sorted((r.json()["message"], r.webhook_id)
                                           for r in accepted)
+    # And each once: nothing was delivered before the kill (the receiver was down), and
+    # what the new leader raised again it found in the outbox instead of sending it twice.
+    assert len(accepted) == len(ids)
     by_id = {e["id"] for e in alarms(survivor)}
     assert ids <= by_id
     print(f"\nkill -9 of the alarms leader: lease taken after {took:.2f} s, first alarm "
