@@ -77,6 +77,8 @@ FLOOR_KEY = "floor"
 CLOCK_MARGIN = 2.0
 # How long a takeover's replay may take to catch up before evaluation goes live anyway.
 REPLAY_BOUND = 60.0
+# Without a floor, how far back the first leader evaluates (notifications on).
+NO_FLOOR_LOOKBACK = 60.0
 
 Mode = Literal["follower", "warming", "live"]
 
@@ -257,9 +259,10 @@ class ClusterAlarmsComponent:
                  seconds=round(time.monotonic() - started, 3))
 
     async def _read_floor(self) -> tuple[int, float]:
-        """The floor, or (with none yet) where this node's materializer stands now."""
-        materializer = self._cluster.materializer
-        assert materializer is not None
+        """The floor; with none yet (no leader ever evaluated), nothing is held back and
+        the replay starts NO_FLOOR_LOOKBACK seconds ago: lines that came while the cluster
+        had no leader yet are evaluated, older history (alarm rules added to a running
+        cluster) is not."""
         try:
             bucket = await self._floor_store()
             item = await bucket.get(FLOOR_KEY)
@@ -267,7 +270,7 @@ class ClusterAlarmsComponent:
                 return parse_floor(item.value)
         except ClusterError as exc:
             log.error("alarms_floor_unreadable", error=str(exc))
-        return materializer.position.seq, time.time()
+        return 0, time.time() - NO_FLOOR_LOOKBACK
 
     async def _floor_store(self) -> Bucket:
         if self._floor_bucket is None:

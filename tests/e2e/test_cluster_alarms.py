@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
+from collector.cluster.connection import Connection
+from collector.cluster.lease import BUCKET, KEY, TTL_SECONDS
+from collector.config.model import ClusterConfig
 from tests.support.alarms_api import alarms
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
@@ -242,3 +245,30 @@ async def test_a_dead_letter_retried_on_the_other_node_is_delivered_by_the_leade
     await asyncio.to_thread(
         wait_for, lambda: [e for e in alarms(other, "state=delivered")
                            if e["id"] == dead["id"]], 10.0, "the alarm delivered, listed")
+
+
+async def test_lines_that_came_before_any_leader_are_alarmed_by_the_first(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """The lease is held by no collector (a stranger's key, left to expire): lines sent
+    meanwhile are in the log with no leader to evaluate them; the first leader, finding
+    no floor, evaluates them and their alarms are delivered."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    connection = Connection(ClusterConfig(nats=tuple(nats.urls), node="test", replicas=3))
+    await connection.open()
+    try:
+        bucket = await connection.bucket(BUCKET, ttl=TTL_SECONDS, history=1)
+        assert await bucket.create(KEY, b'{"node":"gone","boot":"x"}') is not None
+    finally:
+        await connection.close()
+    hook = new_webhook()
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook,
+                                "log-alarm = hook ^order \\d+ failed")
+    assert leader(a) is None
+    send([f"order {n} failed".encode() for n in range(3)], a.port("plain"))
+    await asyncio.to_thread(wait_for, lambda: leader(a), 15.0, "a to lead")
+    await asyncio.to_thread(wait_for, lambda: len(hook.accepted()) == 3, 15.0,
+                            "the three alarms")
+    assert sorted(r.json()["message"] for r in hook.accepted()) == [
+        f"order {n} failed" for n in range(3)]

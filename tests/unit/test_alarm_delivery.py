@@ -287,10 +287,10 @@ async def test_intake_is_idle_once_what_was_submitted_is_in_the_outbox(
     the outbox holds the notification."""
     hook = WebhookNotifier(receiver.url, session, 5.0)
     dispatcher, outbox = await start(tmp_path, {("shop", "hook"): hook})
-    assert dispatcher.intake_idle
+    idle_before = dispatcher.intake_idle
     notification = fired()
     dispatcher.submit(notification)
-    assert not dispatcher.intake_idle
+    assert (idle_before, dispatcher.intake_idle) == (True, False)
     await settle(lambda: dispatcher.intake_idle)
     assert [e.id for e in await outbox.recent()] == [notification.id]
     await dispatcher.stop()
