@@ -134,7 +134,12 @@ class KvOutbox:
 
     async def open(self) -> list[Entry]:
         """Read the whole bucket into the mirror, start the watch; the pending entries,
-        oldest first."""
+        oldest first. Opening again (a node taking over delivery once more) starts
+        afresh."""
+        await self.close()
+        self._mirror.clear()
+        self._bases.clear()
+        self._deleted.clear()
         try:
             bucket = await self._open_bucket()
             items = await bucket.items()

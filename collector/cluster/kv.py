@@ -112,9 +112,16 @@ class Bucket:
         """Every key's latest value, then (when `live`) each change as it happens,
         deletions included; ends with ClusterError when NATS does not answer."""
         try:
+            status = await asyncio.wait_for(self._kv.status(), self._timeout)
             watcher = await asyncio.wait_for(self._kv.watchall(), self._timeout)
         except NATS_ERRORS as exc:
             raise _error(f"cannot watch {self.name}", exc) from None
+        # nats-py's "initial values read" marker (None) also comes before any value when
+        # the new consumer's info does not count its pending messages yet, as happens
+        # with a replicated bucket: items() then found an R3 bucket empty now and then.
+        # So the marker counts only for a bucket that was empty; otherwise the initial
+        # read ends with the value after which nothing was pending (its delta is 0).
+        empty = status.values == 0
         try:
             caught_up = False
             while True:
@@ -126,13 +133,17 @@ class Bucket:
                         continue
                     raise _error(f"cannot watch {self.name}", exc) from None
                 if entry is None:
-                    # nats-py's marker: what existed when the watch began has been read.
-                    if not live:
-                        return
-                    caught_up = True
+                    if empty and not caught_up:
+                        if not live:
+                            return
+                        caught_up = True
                     continue
                 yield Item(entry.key, entry.value or b"", int(entry.revision or 0),
                            deleted=entry.operation in (KV_DEL, KV_PURGE))
+                if not caught_up and not entry.delta:
+                    if not live:
+                        return
+                    caught_up = True
         finally:
             with contextlib.suppress(*NATS_ERRORS):
                 await asyncio.wait_for(watcher.stop(),  # type: ignore[no-untyped-call]

@@ -11,18 +11,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import aiohttp
+import nats
 import pytest
 from structlog.testing import capture_logs
 
+from alarms.delivery import Dispatcher
 from alarms.notification import Notification
+from alarms.notifiers.webhook import WebhookNotifier
 from alarms.outbox.base import Entry
 from alarms.outbox.kv import BUCKET, KvOutbox
 from alarms.outbox.kvformat import decode
 from alarms.spec import RetryPolicy
 from collector.cluster.connection import Connection
+from collector.cluster.errors import ClusterError
 from collector.cluster.kv import Bucket
 from collector.config.model import ClusterConfig
+from collector.errors import StoreError
 from tests.support.nats import NatsCluster
+from tests.support.webhook import WebhookServer
 from tests.unit import test_alarm_outbox as contract
 from tests.unit.test_alarm_outbox import MakeOutbox, notification
 
@@ -185,7 +192,11 @@ async def test_conflicting_writes_resolve_as_the_rules_say(
     a, b = two
     first, second = notification(), notification()
     await a.add([first, second], now=10.0)
-    await eventually(b.recent, 5, "A's adds on B")
+
+    async def both_on_b() -> bool:
+        return len(await b.recent()) == 2
+
+    await eventually(both_on_b, 5, "A's adds on B")
     held = {e.id: e for e in await a.recent()}
     on_b = {e.id: e for e in await b.recent()}
 
@@ -214,3 +225,126 @@ async def test_conflicting_writes_resolve_as_the_rules_say(
         assert (decode(item.value).entry.state, decode(item.value).entry.outcome) == (
             "delivered", outcome)
 
+
+
+async def test_every_add_that_returned_survives_a_kill_9_of_the_bucket_leader(
+        new_nats: Callable[..., NatsCluster]) -> None:
+    """Three servers, the bucket at 3 replicas: adds go on while the server leading the
+    bucket's stream is killed with SIGKILL. Adds during the failover may fail (with
+    StoreError, nothing else); every add that returned is in the bucket afterwards, read
+    afresh and in the other node's mirror."""
+    cluster = await asyncio.to_thread(new_nats, 3)
+    a_conn, b_conn = await connect(cluster, "a", 3), await connect(cluster, "b", 3)
+    a, b = KvOutbox(on(a_conn)), KvOutbox(on(b_conn))
+    nc = await nats.connect(cluster.urls, connect_timeout=2, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.2)
+    try:
+        await a.open()
+        await b.open()
+        cluster_info = (await nc.jetstream().stream_info(f"KV_{BUCKET}")).cluster
+        assert cluster_info is not None
+        leader = cluster_info.leader
+        assert leader is not None
+        returned: list[str] = []
+        failures: list[str] = []
+        killed_after: int | None = None
+        killed_at, resumed = 0.0, None
+        deadline = time.monotonic() + 90
+        n = 0
+        while time.monotonic() < deadline:
+            batch = [notification(at=float(n + i)) for i in range(5)]
+            n += len(batch)
+            try:
+                await a.add(batch, now=time.time())
+            except StoreError as exc:
+                failures.append(str(exc))
+                await asyncio.sleep(0.1)  # as the dispatcher waits before writing again
+            else:
+                returned += [x.id for x in batch]
+                if killed_after is not None and resumed is None:
+                    resumed = time.monotonic() - killed_at
+            if killed_after is None and len(returned) >= 50:
+                await asyncio.to_thread(cluster.kill, cluster.index(leader))
+                killed_after, killed_at = len(returned), time.monotonic()
+            elif killed_after is not None and len(returned) >= killed_after + 100:
+                break
+        assert killed_after is not None
+        assert len(returned) >= killed_after + 100, (len(returned), failures[-3:])
+        print(f"adds returned: {len(returned)}, failed batches: {len(failures)}, "
+              f"first add returned {resumed:.2f} s after the kill")
+
+        fresh = await b_conn.bucket(BUCKET)
+
+        async def read_afresh() -> set[str] | None:
+            try:
+                return {item.key for item in await fresh.items()}
+            except ClusterError:
+                return None  # a consumer made just after a failover may not answer yet
+
+        assert set(returned) <= await eventually(read_afresh, 30, "a fresh read")
+
+        async def all_on_b() -> bool:
+            return set(returned) <= {e.id for e in await b.recent(limit=100_000)}
+
+        await eventually(all_on_b, 30, "every returned add in B's mirror")
+    finally:
+        await a.close()
+        await b.close()
+        await nc.close()
+        await a_conn.close()
+        await b_conn.close()
+
+
+async def test_the_dispatcher_delivers_through_the_kv_outbox(
+        connections: tuple[Connection, Connection],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """A Dispatcher on a KvOutbox sends a submitted notification to a real webhook
+    receiver once, under its id, and the entry ends `delivered` in the bucket."""
+    hook = new_webhook()
+    outbox = KvOutbox(on(connections[0]))
+    async with aiohttp.ClientSession() as session:
+        dispatcher = Dispatcher(outbox, {("shop", "hook"): WebhookNotifier(
+            f"{hook.url}/hook", session, 5.0)}, {"shop": FAST})
+        dispatcher.start(await outbox.open())
+        fired = notification()
+        dispatcher.submit(fired)
+        bucket = await connections[1].bucket(BUCKET)
+
+        async def delivered() -> bool:
+            item = await bucket.get(fired.id)
+            return item is not None and decode(item.value).entry.state == "delivered"
+
+        await eventually(delivered, 10, "the entry delivered in the bucket")
+        assert hook.accepted_ids() == {fired.id: 1}
+        await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_the_dispatcher_stops_sending_what_another_node_delivered(
+        two: tuple[KvOutbox, KvOutbox], connections: tuple[Connection, Connection],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """A's dispatcher retries a notification its receiver refuses; B records it
+    delivered (as a node that delivered it would). A's next save meets B's write, takes
+    it, and A's dispatcher sends that notification no more."""
+    hook = new_webhook(status=500)
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        dispatcher = Dispatcher(a, {("shop", "hook"): WebhookNotifier(
+            f"{hook.url}/hook", session, 5.0)}, {"shop": FAST})
+        dispatcher.start([])
+        fired = notification()
+        dispatcher.submit(fired)
+        await until(lambda: len(hook.requests) >= 2, 10, "two refused attempts")
+        entry = await eventually(partial(stored, b, fired.id), 5, "the entry on B")
+        entry.state, entry.outcome, entry.delivered_at = "delivered", "HTTP 204", time.time()
+        await b.save(entry)
+        await until(lambda: not dispatcher.pending_counts(), 10,
+                    "A's dispatcher to drop the entry")
+        sent = len(hook.requests)
+        await asyncio.sleep(1.0)  # several retry periods of FAST (at most 0.2 s each)
+        assert len(hook.requests) <= sent + 1  # one attempt may have been in flight
+        await dispatcher.stop()
+    item = await (await connections[1].bucket(BUCKET)).get(fired.id)
+    assert item is not None
+    assert (decode(item.value).entry.state, decode(item.value).entry.outcome) == (
+        "delivered", "HTTP 204")

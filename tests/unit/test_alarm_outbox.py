@@ -19,7 +19,6 @@ from alarms.outbox.sqlite import SqliteOutbox
 from alarms.retry import next_attempt, retry_delay
 from alarms.spec import RetryPolicy
 
-
 MakeOutbox = Callable[[], Outbox]
 
 
