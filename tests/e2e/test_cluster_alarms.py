@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from collector.cluster.connection import Connection
+from collector.cluster.errors import ClusterError
 from collector.cluster.lease import BUCKET, KEY, TTL_SECONDS
 from collector.config.model import ClusterConfig
 from tests.support.alarms_api import alarms
@@ -259,7 +260,14 @@ async def test_lines_that_came_before_any_leader_are_alarmed_by_the_first(
     await connection.open()
     try:
         bucket = await connection.bucket(BUCKET, ttl=TTL_SECONDS, history=1)
-        assert await bucket.create(KEY, b'{"node":"gone","boot":"x"}') is not None
+        for _ in range(40):  # a fresh R3 bucket answers once its stream has a leader
+            try:
+                assert await bucket.create(KEY, b'{"node":"gone","boot":"x"}') is not None
+                break
+            except ClusterError:
+                await asyncio.sleep(0.25)
+        else:
+            raise AssertionError("could not write the stranger's lease")
     finally:
         await connection.close()
     hook = new_webhook()
