@@ -280,3 +280,31 @@ async def test_lines_that_came_before_any_leader_are_alarmed_by_the_first(
                             "the three alarms")
     assert sorted(r.json()["message"] for r in hook.accepted()) == [
         f"order {n} failed" for n in range(3)]
+
+
+async def test_a_log_alarm_line_reaches_every_node_and_raises_nothing(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """A `log:` alarm writes its line through the publisher, so both nodes store it; the
+    line matches the rule that raised it, and still raises nothing more (alarm records
+    are not evaluated): one alarm line, and one webhook, however long we wait."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    hook = new_webhook()
+    rules = "alarm = audit log:cluster\nlog-alarm = audit,hook disk failed"
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
+    await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0, "an alarms leader")
+    send([b"disk failed on sda"], a.port("plain"))
+
+    def alarm_lines(collector: CollectorProcess) -> list[str]:
+        found = collector.get("/v1/logs?after=0&limit=100")["records"]
+        return [r["line"] for r in found if r["kind"] == "alarm"]
+    for collector in (a, b):
+        await asyncio.to_thread(wait_for, lambda c=collector: alarm_lines(c), 15.0,
+                                "the alarm line on every node")
+    await asyncio.sleep(2.0)  # a loop would have raised more by now
+    for collector in (a, b):
+        (line,) = alarm_lines(collector)
+        assert "ALARM: cluster disk failed on sda" in line
+    assert len(hook.requests) == 1
