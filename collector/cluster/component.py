@@ -56,6 +56,8 @@ class ClusterComponent:
                                    self._figures, Roster())
         self.status = ClusterStatus(cluster, self.connection, self.heartbeat)
         self._bringup: asyncio.Task[int] | None = None
+        # Set once NATS answered, the stream is set up and the materializer runs.
+        self.up = asyncio.Event()
 
     def _figures(self, stream_last_seq: int | None) -> Figures:
         """This node's counters now, for its heartbeat."""
@@ -103,6 +105,7 @@ class ClusterComponent:
                     checkpoint.close()
                     raise
                 self.materializer = materializer
+                self.up.set()
 
         try:
             await step()
