@@ -86,7 +86,6 @@ class ClusterComponent:
         self._context = context
         context.health["cluster"] = self.health
         self.publisher.start()
-        self.heartbeat.start()
 
         async def step() -> None:
             await self.connection.open()
@@ -106,6 +105,8 @@ class ClusterComponent:
                     raise
                 self.materializer = materializer
                 self.up.set()
+                # Only now: its first stream poll then finds the leader at once (/healthz).
+                self.heartbeat.start()
 
         try:
             await step()
