@@ -50,7 +50,7 @@ from alarms.spec import AppRules, RetryPolicy
 from alarms.stable_ids import stable_id
 from alarms.warmup import warmup_seconds
 from collector.cluster.batch import decode
-from collector.cluster.errors import ClusterError
+from collector.cluster.errors import ClusterError, describe
 from collector.cluster.ids import assign
 from collector.cluster.kv import Bucket
 from collector.cluster.lease import BUCKET, TTL_SECONDS, Lease
@@ -338,7 +338,7 @@ class ClusterAlarmsComponent:
                 except nats.errors.TimeoutError:
                     continue
                 except nats.errors.Error as exc:
-                    raise ClusterError(f"replay: {exc or type(exc).__name__}") from None
+                    raise ClusterError(f"replay: {describe(exc)}") from None
                 meta = msg.metadata
                 seq = meta.sequence.stream
                 if seq <= self._evaluated:

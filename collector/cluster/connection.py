@@ -19,7 +19,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
-from collector.cluster.errors import ClusterError, OutOfSequence
+from collector.cluster.errors import ClusterError, OutOfSequence, describe
 from collector.cluster.kv import Bucket, open_bucket
 from collector.cluster.stream import STREAM, SUBJECTS
 from collector.config.model import ClusterConfig
@@ -103,7 +103,7 @@ class Connection:
                 await asyncio.wait_for(client.close(), 2.0)
             reason = (f"no server answered within {within:g} s"
                       if isinstance(exc, asyncio.TimeoutError)
-                      else str(exc) or type(exc).__name__)
+                      else describe(exc))
             raise ClusterError(f"cannot connect to NATS at {', '.join(config.nats)}: "
                                f"{reason}") from None
         self._nc = client
@@ -113,7 +113,7 @@ class Connection:
         # Before the first connection every refused try lands here; the bring-up loop
         # says once per attempt that NATS is not up, so these are only for debugging.
         level = log.warning if self._nc is not None else log.debug
-        level("nats_error", error=str(exc) or type(exc).__name__)
+        level("nats_error", error=describe(exc))
 
     async def _on_disconnect(self) -> None:
         log.warning("nats_disconnected")
@@ -157,7 +157,7 @@ class Connection:
             except NATS_ERRORS as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise ClusterError(f"cannot set up stream {STREAM}: "
-                                       f"{exc or type(exc).__name__}") from None
+                                       f"{describe(exc)}") from None
                 await asyncio.sleep(0.5)
 
     async def bucket(self, name: str, *, ttl: float | None = None,
@@ -184,7 +184,7 @@ class Connection:
                                     _trailing_int(exc.description)) from None
             raise ClusterError(f"publish not acknowledged: {exc}") from None
         except NATS_ERRORS as exc:
-            raise ClusterError(f"publish not acknowledged: {exc or type(exc).__name__}"
+            raise ClusterError(f"publish not acknowledged: {describe(exc)}"
                                ) from None
         return int(ack.seq)
 
@@ -204,7 +204,7 @@ class Connection:
             return 0, ""
         except NATS_ERRORS as exc:
             raise ClusterError(f"cannot read {STREAM} message {where}: "
-                               f"{exc or type(exc).__name__}") from None
+                               f"{describe(exc)}") from None
         return int(msg.seq or 0), str((msg.headers or {}).get("Nats-Msg-Id", ""))
 
     async def last_seq(self) -> int:
@@ -212,7 +212,7 @@ class Connection:
         try:
             info = await self._jetstream().stream_info(STREAM)
         except NATS_ERRORS as exc:
-            raise ClusterError(f"no stream info: {exc or type(exc).__name__}") from None
+            raise ClusterError(f"no stream info: {describe(exc)}") from None
         return int(info.state.last_seq)
 
     async def first_seq(self) -> int:
@@ -221,7 +221,7 @@ class Connection:
         try:
             info = await self._jetstream().stream_info(STREAM)
         except NATS_ERRORS as exc:
-            raise ClusterError(f"no stream info: {exc or type(exc).__name__}") from None
+            raise ClusterError(f"no stream info: {describe(exc)}") from None
         return int(info.state.first_seq)
 
     async def ordered(self, after: int) -> Subscription:
@@ -235,7 +235,7 @@ class Connection:
             return await self._jetstream().subscribe(SUBJECTS, stream=STREAM,
                                                      ordered_consumer=True, config=config)
         except NATS_ERRORS as exc:
-            raise ClusterError(f"cannot read stream {STREAM}: {exc or type(exc).__name__}"
+            raise ClusterError(f"cannot read stream {STREAM}: {describe(exc)}"
                                ) from None
 
     async def ordered_since(self, start: datetime) -> Subscription:
@@ -247,7 +247,7 @@ class Connection:
             return await self._jetstream().subscribe(SUBJECTS, stream=STREAM,
                                                      ordered_consumer=True, config=config)
         except NATS_ERRORS as exc:
-            raise ClusterError(f"cannot read stream {STREAM}: {exc or type(exc).__name__}"
+            raise ClusterError(f"cannot read stream {STREAM}: {describe(exc)}"
                                ) from None
 
     async def close(self) -> None:

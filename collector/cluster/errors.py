@@ -16,3 +16,9 @@ class OutOfSequence(ClusterError):
     def __init__(self, message: str, last: int) -> None:
         super().__init__(message)
         self.last = last
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's message, or its type's name when it has none (a TimeoutError's is
+    empty, and an f-string's `{exc or ...}` never falls back: an exception is truthy)."""
+    return str(exc) or type(exc).__name__

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from collector.cluster.connection import Connection
-from collector.cluster.errors import ClusterError
+from collector.cluster.errors import ClusterError, describe
 from collector.cluster.kv import Bucket, Item
 from collector.cluster.status import TTL_FACTOR, Roster, parse
 from collector.cluster.stream import STREAM
@@ -267,7 +267,7 @@ class Heartbeat:
                 if what not in self._failing:
                     self._failing.add(what)
                     log.warning(f"{what}_failed", node=self.node,
-                                error=str(exc) or type(exc).__name__)
+                                error=describe(exc))
             else:
                 if what in self._failing:
                     self._failing.discard(what)

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from collector.cluster.errors import ClusterError
+from collector.cluster.errors import ClusterError, describe
 
 NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 TIMEOUT = 5.0
@@ -38,7 +38,7 @@ class Item:
 
 
 def _error(what: str, exc: BaseException) -> ClusterError:
-    return ClusterError(f"{what}: {str(exc) or type(exc).__name__}")
+    return ClusterError(f"{what}: {describe(exc)}")
 
 
 class Bucket:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from collector.cluster.errors import ClusterError
+from collector.cluster.errors import ClusterError, describe
 from collector.cluster.kv import Bucket
 
 log = structlog.get_logger("collector.cluster")
@@ -137,7 +137,7 @@ class Lease:
         except (ClusterError, TimeoutError) as exc:
             if state.unanswered(self._clock()):
                 log.warning("alarms_leader_lost", reason="no answer from NATS",
-                            error=str(exc) or type(exc).__name__)
+                            error=describe(exc))
                 await self._changed()
             return
         if revision is None:

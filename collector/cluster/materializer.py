@@ -18,7 +18,7 @@ from collector.cluster.anchor import Anchors
 from collector.cluster.batch import decode
 from collector.cluster.checkpoint import Checkpoint, Position
 from collector.cluster.connection import Connection
-from collector.cluster.errors import ClusterError
+from collector.cluster.errors import ClusterError, describe
 from collector.cluster.ids import assign
 from collector.errors import CollectorError
 from collector.record import Record
@@ -100,7 +100,7 @@ class Materializer:
                     subscription = await self._watchdog(subscription)
                 continue
             except nats.errors.Error as exc:
-                log.warning("materializer_read_failed", error=str(exc) or type(exc).__name__)
+                log.warning("materializer_read_failed", error=describe(exc))
                 await asyncio.sleep(0.5)
                 continue
             idle = 0.0

@@ -15,7 +15,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamInfo
 
-from collector.cluster.errors import ClusterError
+from collector.cluster.errors import ClusterError, describe
 
 NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 TIMEOUT = 5.0
@@ -89,7 +89,7 @@ async def streams(js: JetStreamContext, within: float = TIMEOUT) -> list[StreamV
     try:
         infos = await asyncio.wait_for(js.streams_info(), within)
     except NATS_ERRORS as exc:
-        raise ClusterError(f"cannot list streams: {str(exc) or type(exc).__name__}") from None
+        raise ClusterError(f"cannot list streams: {describe(exc)}") from None
     return sorted((stream_view(info) for info in infos), key=lambda view: view.name)
 
 
@@ -103,7 +103,7 @@ async def bucket_keys(js: JetStreamContext, bucket: str,
                                                      subjects_filter=prefix + ">"), within)
     except NATS_ERRORS as exc:
         raise ClusterError(f"cannot list the keys of {bucket}: "
-                           f"{str(exc) or type(exc).__name__}") from None
+                           f"{describe(exc)}") from None
     return sorted(subject[len(prefix):] for subject in (info.state.subjects or {}))
 
 
@@ -115,7 +115,7 @@ async def durable_consumers(js: JetStreamContext, stream: str,
         infos = await asyncio.wait_for(js.consumers_info(stream), within)
     except NATS_ERRORS as exc:
         raise ClusterError(f"cannot list consumers of {stream}: "
-                           f"{str(exc) or type(exc).__name__}") from None
+                           f"{describe(exc)}") from None
     return sorted((consumer_view(info) for info in infos
                    if info.config is not None and info.config.durable_name),
                   key=lambda view: view.name)
@@ -131,11 +131,11 @@ async def probe(url: str, within: float = PROBE_TIMEOUT) -> dict[str, Any]:
             asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222),
             within)
     except (OSError, TimeoutError) as exc:
-        return {**found, "error": str(exc) or type(exc).__name__}
+        return {**found, "error": describe(exc)}
     try:
         line = await asyncio.wait_for(reader.readline(), within)
     except (OSError, TimeoutError) as exc:
-        return {**found, "error": f"no INFO: {str(exc) or type(exc).__name__}"}
+        return {**found, "error": f"no INFO: {describe(exc)}"}
     finally:
         writer.close()
         with contextlib.suppress(OSError, TimeoutError):
