@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 import aiohttp
-import nats.errors
 import structlog
 from aiohttp import web
 
@@ -50,11 +49,10 @@ from alarms.spec import AppRules, RetryPolicy
 from alarms.stable_ids import stable_id
 from alarms.warmup import warmup_seconds
 from collector.cluster.batch import decode
-from collector.cluster.errors import ClusterError, describe
+from collector.cluster.errors import ClusterError
 from collector.cluster.ids import assign
 from collector.cluster.kv import Bucket
 from collector.cluster.lease import BUCKET, TTL_SECONDS, Lease
-from collector.cluster.materializer import timestamp_us
 from collector.config.model import Config
 from collector.errors import CollectorError, StoreError
 from collector.metrics import Metric, counter, gauge
@@ -314,7 +312,7 @@ class ClusterAlarmsComponent:
             self._mode = "live"
             return 0
         connection = self._cluster.connection
-        subscription = await connection.ordered_since(
+        reader = await connection.ordered_since(
             datetime.fromtimestamp(max(0.0, since), UTC))
         seen: set[str] = set()
         count = last_id = 0
@@ -333,14 +331,10 @@ class ClusterAlarmsComponent:
                     self._evaluated = target
                     self._mode = "live"
                     break
-                try:
-                    msg = await subscription.next_msg(timeout=1.0)
-                except nats.errors.TimeoutError:
+                msg = await reader.next(wait=1.0)
+                if msg is None:
                     continue
-                except nats.errors.Error as exc:
-                    raise ClusterError(f"replay: {describe(exc)}") from None
-                meta = msg.metadata
-                seq = meta.sequence.stream
+                seq = msg.seq
                 if seq <= self._evaluated:
                     continue
                 try:
@@ -353,7 +347,7 @@ class ClusterAlarmsComponent:
                 seen.add(batch.msg_id)
                 # The materializer's ids (receive times), as far as the replay can know
                 # the previous message's last id: exact from the first pause in traffic.
-                stamp = timestamp_us(msg)
+                stamp = msg.timestamp_us
                 first, last_id = assign(last_id, stamp, len(records))
                 for offset, record in enumerate(records):
                     record.id = first + offset
@@ -365,8 +359,7 @@ class ClusterAlarmsComponent:
         finally:
             self._suppressing = False
             self.replayed += count
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+            await reader.close()
             await self._release()
         return count
 

@@ -15,12 +15,12 @@ import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
 from collector.cluster.errors import ClusterError, OutOfSequence, describe
 from collector.cluster.kv import Bucket, open_bucket
+from collector.cluster.reader import Reader
 from collector.cluster.stream import STREAM, SUBJECTS
 from collector.config.model import ClusterConfig
 from collector.errors import ConfigError, Location
@@ -224,7 +224,7 @@ class Connection:
             raise ClusterError(f"no stream info: {describe(exc)}") from None
         return int(info.state.first_seq)
 
-    async def ordered(self, after: int) -> Subscription:
+    async def ordered(self, after: int) -> Reader:
         """An ordered consumer of the whole stream from the sequence after `after`."""
         if after > 0:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -232,20 +232,20 @@ class Connection:
         else:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         try:
-            return await self._jetstream().subscribe(SUBJECTS, stream=STREAM,
-                                                     ordered_consumer=True, config=config)
+            return Reader(await self._jetstream().subscribe(
+                SUBJECTS, stream=STREAM, ordered_consumer=True, config=config))
         except NATS_ERRORS as exc:
             raise ClusterError(f"cannot read stream {STREAM}: {describe(exc)}"
                                ) from None
 
-    async def ordered_since(self, start: datetime) -> Subscription:
+    async def ordered_since(self, start: datetime) -> Reader:
         """An ordered consumer of the whole stream from the first message stored at or
         after `start` (the alarms leader's warm-up replay)."""
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
                                 opt_start_time=start)
         try:
-            return await self._jetstream().subscribe(SUBJECTS, stream=STREAM,
-                                                     ordered_consumer=True, config=config)
+            return Reader(await self._jetstream().subscribe(
+                SUBJECTS, stream=STREAM, ordered_consumer=True, config=config))
         except NATS_ERRORS as exc:
             raise ClusterError(f"cannot read stream {STREAM}: {describe(exc)}"
                                ) from None

@@ -4,30 +4,24 @@ live fan-out, with ids every node computes alike."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-import nats.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from collector.cluster.anchor import Anchors
 from collector.cluster.batch import decode
 from collector.cluster.checkpoint import Checkpoint, Position
 from collector.cluster.connection import Connection
-from collector.cluster.errors import ClusterError, describe
+from collector.cluster.errors import ClusterError
 from collector.cluster.ids import assign
+from collector.cluster.reader import Reader, StreamMessage
 from collector.errors import CollectorError
 from collector.record import Record
 from collector.store.base import Store
 
 log = structlog.get_logger("collector.cluster")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 CHECKPOINT_EVERY = 256
 WATCHDOG_SECONDS = 2.0
 
@@ -38,11 +32,6 @@ class Consumer(Protocol):
     def consume(self, records: Sequence[Record]) -> None:
         """Take records."""
         ...
-
-
-def timestamp_us(msg: Msg) -> int:
-    """The message's stream timestamp in whole microseconds (exact, no float)."""
-    return (msg.metadata.timestamp - _EPOCH) // _MICROSECOND
 
 
 Applied = Callable[[int, float, Sequence[Record]], None]
@@ -84,24 +73,24 @@ class Materializer:
         messages after this node's own position were cut by retention)."""
         if self._anchors is not None:
             await self._join(self._anchors)
-        subscription = await self._connection.ordered(self.position.seq)
-        self._task = asyncio.create_task(self._run(subscription), name="cluster-materializer")
+        reader = await self._connection.ordered(self.position.seq)
+        self._task = asyncio.create_task(self._run(reader), name="cluster-materializer")
 
-    async def _run(self, subscription: Subscription) -> None:
+    async def _run(self, reader: Reader) -> None:
         idle = 0.0
         while True:
             try:
-                msg = await subscription.next_msg(timeout=0.5)
-            except nats.errors.TimeoutError:
+                msg = await reader.next(wait=0.5)
+            except ClusterError as exc:
+                log.warning("materializer_read_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            if msg is None:
                 await self._save()
                 idle += 0.5
                 if idle >= WATCHDOG_SECONDS:
                     idle = 0.0
-                    subscription = await self._watchdog(subscription)
-                continue
-            except nats.errors.Error as exc:
-                log.warning("materializer_read_failed", error=describe(exc))
-                await asyncio.sleep(0.5)
+                    reader = await self._watchdog(reader)
                 continue
             idle = 0.0
             try:
@@ -109,7 +98,7 @@ class Materializer:
             except Exception:
                 # The task's one catch point: logged once, counted; the next message goes on.
                 self.failures += 1
-                log.exception("materializer_failed", seq=msg.metadata.sequence.stream)
+                log.exception("materializer_failed", seq=msg.seq)
                 await asyncio.sleep(0.5)
 
     async def _join(self, anchors: Anchors) -> None:
@@ -132,41 +121,39 @@ class Materializer:
         found.applied = {**self.position.applied, **found.applied}
         self.position = found
 
-    async def _watchdog(self, subscription: Subscription) -> Subscription:
+    async def _watchdog(self, reader: Reader) -> Reader:
         """Idle while the stream holds more than was applied: nats-py's ordered consumer
         can give up resetting itself after an outage, so subscribe again from here."""
         try:
             last = await self._connection.last_seq()
             self.lag = max(0, last - self.position.seq)
             if last <= self.position.seq:
-                return subscription
+                return reader
             fresh = await self._connection.ordered(self.position.seq)
         except ClusterError as exc:
             log.warning("materializer_stalled", seq=self.position.seq, error=str(exc))
-            return subscription
+            return reader
         log.info("materializer_resubscribed", seq=self.position.seq, stream_last=last)
-        with contextlib.suppress(nats.errors.Error):
-            await subscription.unsubscribe()
+        await reader.close()
         return fresh
 
-    async def apply(self, msg: Msg) -> None:
+    async def apply(self, msg: StreamMessage) -> None:
         """Give the message's records their ids, store them and hand them on."""
         position = self.position
-        meta = msg.metadata
-        self.lag = meta.num_pending
+        self.lag = msg.pending
         try:
             batch, records = decode(msg.data)
         except ClusterError as exc:
             self.bad_batches += 1
-            log.error("batch_undecodable", seq=meta.sequence.stream, error=str(exc))
-            position.seq = meta.sequence.stream
+            log.error("batch_undecodable", seq=msg.seq, error=str(exc))
+            position.seq = msg.seq
             return
         key = f"{batch.node}.{batch.boot}"
         if position.seen(key, batch.n):
             self.duplicates += 1
-            log.info("batch_duplicate", seq=meta.sequence.stream, msg_id=batch.msg_id)
+            log.info("batch_duplicate", seq=msg.seq, msg_id=batch.msg_id)
         else:
-            first, position.last_id = assign(position.last_id, timestamp_us(msg),
+            first, position.last_id = assign(position.last_id, msg.timestamp_us,
                                              len(records))
             for offset, record in enumerate(records):
                 record.id = first + offset
@@ -177,10 +164,10 @@ class Materializer:
                     # The writer's queue is full: wait for it rather than lose lines.
                     await asyncio.sleep(0.05)
                 self._fanout.consume(fresh)
-            position.seq = meta.sequence.stream
+            position.seq = msg.seq
             for listener in self._listeners:
-                listener(position.seq, timestamp_us(msg) / 1e6, records)
-        position.seq = meta.sequence.stream
+                listener(position.seq, msg.timestamp_us / 1e6, records)
+        position.seq = msg.seq
         self._since_save += 1
         if self._since_save >= CHECKPOINT_EVERY:
             await self._save()
