@@ -1,5 +1,9 @@
 """uWSGI-style ini reading: repeated keys, `;`/`#` comment lines, `$(ENV)` expansion.
 
+Outside `[app:...]` sections, a `;` after white space also ends the value (`node = col-a
+; the host name`, as configparser and systemd-style examples write it). `[app:...]` lines
+are taken whole, as uWSGI takes them: an alarm's regex may hold ` ;`.
+
 The reader keeps every entry's file and line so that later validation can name them.
 It does not know which keys exist; `load.py` does.
 """
@@ -14,6 +18,7 @@ from collector.errors import ConfigError, Location
 
 _SECTION = re.compile(r"^\[([^\]]+)\]\s*$")
 _ENV = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+_INLINE_COMMENT = re.compile(r"\s;.*$")
 
 
 @dataclass(frozen=True)
@@ -71,5 +76,7 @@ def parse_ini(text: str, filename: str, env: Mapping[str, str]) -> list[Section]
         location = Location(filename, number, key)
         if current is None:
             raise ConfigError("key outside of any [section]", location)
+        if not current.name.startswith("app:"):
+            value = _INLINE_COMMENT.sub("", value)
         current.entries.append(Entry(key, expand_env(value.strip(), env, location), location))
     return sections

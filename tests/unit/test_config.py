@@ -151,3 +151,15 @@ def test_unreadable_file() -> None:
     """A missing file is a ConfigError naming it."""
     with pytest.raises(ConfigError, match=r"cannot read config file /nonexistent\.ini"):
         load_config("/nonexistent.ini")
+
+
+def test_inline_comments_outside_app_sections() -> None:
+    """`node = col-a   ; the host name` (the issue's [cluster] example) loses its comment;
+    an [app:] line keeps its ` ;`, which may be part of an alarm's regex, as in uWSGI."""
+    sections = parse_ini("[cluster]\nnode = col-a            ; default: the host name\n"
+                         "nats = nats://a:4222;x\n"
+                         "[app:web]\nlog-alarm = hook ERROR ;fatal\n", "c.ini", {})
+    cluster, app = sections
+    assert [(e.key, e.value) for e in cluster.entries] == [("node", "col-a"),
+                                                          ("nats", "nats://a:4222;x")]
+    assert app.entries[0].value == "hook ERROR ;fatal"
