@@ -15,7 +15,6 @@ import pytest
 from collector.cluster.connection import Connection
 from collector.config.load import load_config
 from collector.config.model import ClusterConfig, Config
-from collector.errors import ConfigError
 from logwire.native import generate_key
 from tests.support.nats import NatsNode, nats_server_binary
 from tests.support.net import wait_for
@@ -29,44 +28,15 @@ NATS = [CLUSTER / f"nats-{i}.conf" for i in (1, 2, 3)]
 ENV = {"LOG_SECRET": "cluster-example-secret-32-bytes!", "LOG_KEY": generate_key().token,
        "COLLECTOR_TOKEN": "t" * 32,
        "HOOK_SECRET": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
-# What the loader says, until the alarms leader is merged, of rules beside [cluster].
-NOT_YET = "alarms in cluster mode are not built yet"
+def load_example(path: Path) -> Config:
+    """One example node config, loaded with the real loader (rules beside [cluster])."""
+    return load_config(path, env=ENV)
 
 
-def without_section(text: str, name: str) -> str:
-    """The ini text with the section `[name]` (up to the next section) left out."""
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines():
-        if line.startswith("["):
-            skipping = line.strip() == f"[{name}]"
-        if not skipping:
-            kept.append(line)
-    return "\n".join(kept) + "\n"
-
-
-def load_example(path: Path, tmp_path: Path) -> Config:
-    """The example as the collector loads it. Where the loader still refuses alarm rules
-    in cluster mode, each half is loaded on its own instead (the file without its
-    [cluster], which checks every rule, and without its [app:]), so that neither rots."""
-    try:
-        return load_config(path, env=ENV)
-    except ConfigError as exc:
-        if NOT_YET not in str(exc):
-            raise
-    text = path.read_text()
-    rules = tmp_path / f"rules-{path.name}"
-    rules.write_text(without_section(text, "cluster"))
-    assert load_config(rules, env=ENV).app("myapp") is not None
-    cluster = tmp_path / f"cluster-{path.name}"
-    cluster.write_text(without_section(text, "app:myapp"))
-    return load_config(cluster, env=ENV)
-
-
-def test_cluster_example_collector_configs_load(tmp_path: Path) -> None:
+def test_cluster_example_collector_configs_load() -> None:
     """Both nodes' configs load: the three NATS servers, R3, their own node names, the
     same listeners and alarm rules, and no other difference than name and address."""
-    configs = {name: load_example(path, tmp_path) for name, path in NODES.items()}
+    configs = {name: load_example(path) for name, path in NODES.items()}
     for name, config in configs.items():
         assert config.cluster is not None
         assert config.cluster.node == name
