@@ -292,7 +292,14 @@ class ClusterAlarmsComponent:
             bucket = await self._floor_store()
             item = await bucket.get(FLOOR_KEY)
             if item is not None:
-                return parse_floor(item.value)
+                floor = parse_floor(item.value)
+                last = await self._cluster.connection.last_seq()
+                if floor[0] <= last:
+                    return floor
+                # LOGS was deleted and made again: a floor past its end would hold back
+                # every alarm until the new stream caught up with the old one.
+                log.warning("alarms_floor_past_stream", floor=floor[0], stream_last=last)
+                await bucket.delete(FLOOR_KEY, item.revision)
         except ClusterError as exc:
             log.error("alarms_floor_unreadable", error=str(exc))
         return 0, time.time() - NO_FLOOR_LOOKBACK

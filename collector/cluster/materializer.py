@@ -127,7 +127,13 @@ class Materializer:
         try:
             last = await self._connection.last_seq()
             self.lag = max(0, last - self.position.seq)
-            if last <= self.position.seq:
+            if last < self.position.seq:
+                # LOGS was deleted and made again (an operator's reset): apply the new
+                # stream from its start; ids go on rising from the last one given.
+                log.error("stream_reset", applied=self.position.seq, stream_last=last)
+                self.position.seq = 0
+                self._since_save += 1
+            elif last == self.position.seq:
                 return reader
             fresh = await self._connection.ordered(self.position.seq)
         except ClusterError as exc:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from nats import connect as nats_connect
 
 from collector.cluster.connection import Connection
 from collector.cluster.errors import ClusterError
@@ -332,3 +333,37 @@ async def test_a_node_with_alarm_rules_starts_without_nats_and_alarms_once_it_is
                                          "the alarm on the spooled line")
     assert request.json()["message"] == "database is down (spooled)"
     assert leader(collector) is collector
+
+
+async def test_a_log_deleted_and_made_again_is_applied_and_alarmed_from_its_start(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """An operator deletes LOGS (a reset) while the node is down: on restart the node's
+    applied position and the alarms floor lie past the new stream's end; the node applies
+    the new stream from its start and alarms on it (before: nothing was materialized and
+    every alarm was held back until the new stream outgrew the old one)."""
+    nats = await asyncio.to_thread(new_nats, 1)
+    hook = new_webhook()
+    collector = new_collector(config=NODE.format(
+        nats=nats.urls[0], node="a", hook=hook.url, secret=HOOK_SECRET,
+        rules="log-alarm = hook database is down", retries=1000).replace(
+            "replicas = 3", "replicas = 1"))
+    await asyncio.to_thread(collector.start, 40.0)
+    await asyncio.to_thread(wait_for, lambda: leader(collector), 30.0, "the alarms lease")
+    send([f"filler {i}".encode() for i in range(40)] + [b"database is down (old)"],
+         collector.port("plain"))
+    await asyncio.to_thread(wait_for, hook.accepted, 20.0, "the first alarm")
+    await asyncio.sleep(1.5)  # the floor is written at most every second
+    await asyncio.to_thread(collector.stop)
+    nc = await nats_connect(nats.urls)
+    await nc.jetstream().delete_stream("LOGS")
+    await nc.close()
+    await asyncio.to_thread(collector.start, 40.0)
+    send([b"database is down (new)"], collector.port("plain"))
+    await asyncio.to_thread(
+        wait_for, lambda: len(hook.accepted()) >= 2, 30.0, "the alarm on the new stream")
+    assert hook.accepted()[-1].json()["message"] == "database is down (new)"
+    found = collector.get("/v1/logs?limit=100&after=0")
+    records = found["records"] if isinstance(found, dict) else found
+    assert records[-1]["line"] == "database is down (new)"
