@@ -110,6 +110,7 @@ class Dispatcher:
         self._last_trim = float("-inf")
         self._last_age_trim = float("-inf")
         self._singly = 0  # notifications still to be written one at a time
+        self.known = 0  # notifications the outbox held already (not scheduled again)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -224,7 +225,7 @@ class Dispatcher:
         now = self._clock()
         self._persisting = len(batch)
         try:
-            await self._outbox.add(batch, now)
+            known = await self._outbox.add(batch, now)
         except StoreError as exc:
             self._persisting = 0
             # Kept in memory and written again shortly; not sent before it is kept.
@@ -239,6 +240,12 @@ class Dispatcher:
         if self._singly:
             self._singly -= 1
         for notification in batch:
+            if notification.id in known:
+                # Raised again with its id (a new leader's takeover): the outbox keeps the
+                # first, whose delivery is its own business (pending: already scheduled,
+                # or loaded at takeover; delivered or dead: done).
+                self.known += 1
+                continue
             entry = Entry(notification, next_attempt=now, updated_at=now)
             self._pending[entry.id] = entry
             self._push(entry)

@@ -53,8 +53,10 @@ class Outbox(Protocol):
         """Open or create; return the pending entries (to be sent again after a restart)."""
         ...
 
-    async def add(self, notifications: Sequence[Notification], now: float) -> None:
-        """Keep new notifications as pending, due at once."""
+    async def add(self, notifications: Sequence[Notification], now: float) -> set[str]:
+        """Keep new notifications as pending, due at once; the ids of those the outbox
+        held already (raised again with the same id: in cluster mode, by a new leader),
+        which are kept as they stand and are not to be scheduled again."""
         ...
 
     async def save(self, entry: Entry) -> None:

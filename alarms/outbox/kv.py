@@ -274,13 +274,19 @@ class KvOutbox:
                 raise result
         return results  # type: ignore[return-value]
 
-    async def add(self, notifications: Sequence[Notification], now: float) -> None:
+    async def add(self, notifications: Sequence[Notification], now: float) -> set[str]:
         """Create each notification's key as pending, due now, unless it exists (then it
-        is kept as it stands); returns once JetStream acknowledged every create."""
+        is kept as it stands, and its id returned); returns once JetStream acknowledged
+        every create."""
         bucket = self._require()
         unique: dict[str, Notification] = {}
+        known: set[str] = set()
         for notification in notifications:
-            unique.setdefault(key_for(notification.id), notification)
+            key = key_for(notification.id)
+            if key in unique:
+                known.add(notification.id)
+            else:
+                unique[key] = notification
 
         async def create(key: str, notification: Notification) -> None:
             entry = Entry(notification, next_attempt=now, updated_at=now)
@@ -296,10 +302,12 @@ class KvOutbox:
                     # Raised before (same id): kept as it stands.
                     self._bases[key] = item.revision
                     self._apply(item, notify=False)
+                    known.add(notification.id)
                     return
             raise StoreError(f"alarm outbox: {key} kept changing while being created")
 
         await self._each(create(key, n) for key, n in unique.items())
+        return known
 
     async def save(self, entry: Entry) -> None:
         """Compare-and-set the entry's state on the revision this outbox last wrote or

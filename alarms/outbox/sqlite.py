@@ -108,20 +108,25 @@ class SqliteOutbox:
         query = f"SELECT {_COLUMNS} FROM outbox {where}"  # noqa: S608 - fixed text only
         return await self._run(lambda conn: [_entry(r) for r in conn.execute(query, args)])
 
-    async def add(self, notifications: Sequence[Notification], now: float) -> None:
-        """Insert as pending, due now, in one transaction."""
+    async def add(self, notifications: Sequence[Notification], now: float) -> set[str]:
+        """Insert as pending, due now, in one transaction; the ids already there."""
         rows = [(n.id, n.app, n.alarm, n.created_at or now, now, now, n.to_json())
                 for n in notifications]
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: sqlite3.Connection) -> set[str]:
+            known: set[str] = set()
             with conn:
                 conn.execute("BEGIN")
-                conn.executemany(
-                    "INSERT OR IGNORE INTO outbox (id, app, alarm, created_at, state, "
-                    "next_attempt, updated_at, notification) "
-                    "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)", rows)
+                for row in rows:
+                    inserted = conn.execute(
+                        "INSERT OR IGNORE INTO outbox (id, app, alarm, created_at, state, "
+                        "next_attempt, updated_at, notification) "
+                        "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)", row).rowcount
+                    if not inserted:
+                        known.add(row[0])
+            return known
 
-        await self._run(insert)
+        return await self._run(insert)
 
     async def save(self, entry: Entry) -> None:
         """Store the entry's delivery state (delivered, pending with its next attempt, or

@@ -317,3 +317,22 @@ async def test_resumed_entries_are_delivered_once_each(
     assert sorted(receiver.ids) == sorted([first.id, second.id])
     await dispatcher.stop()
     await outbox.close()
+
+
+async def test_a_notification_raised_again_with_a_known_id_is_not_sent_again(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """A notification whose id the outbox holds already, delivered (a new leader raising
+    what the old one sent), is kept as it stands and not scheduled again."""
+    hook = WebhookNotifier(receiver.url, session, 5.0)
+    dispatcher, outbox = await start(tmp_path, {("shop", "hook"): hook})
+    notification = fired()
+    dispatcher.submit(notification)
+    await settle(lambda: receiver.ids == [notification.id])
+    dispatcher.submit(notification)
+    later = fired(message="a later line")
+    dispatcher.submit(later)
+    await settle(lambda: later.id in receiver.ids)
+    assert receiver.ids == [notification.id, later.id]
+    assert dispatcher.known == 1
+    await dispatcher.stop()
+    await outbox.close()

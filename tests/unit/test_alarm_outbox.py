@@ -86,14 +86,17 @@ async def test_requeue_moves_dead_letters_back(make_outbox: MakeOutbox) -> None:
 
 async def test_add_twice_keeps_one_and_prune_forgets_old_deliveries(
         make_outbox: MakeOutbox) -> None:
-    """An id is stored once; prune drops delivered entries older than the cut only."""
+    """An id is stored once, and `add` names the ids it held already (not to be scheduled
+    again); prune drops delivered entries older than the cut only."""
     outbox = make_outbox()
     await outbox.open()
     old, new = notification(at=100.0), notification(at=900.0)
-    await outbox.add([old, new, old], now=1000.0)
+    assert await outbox.add([old, new, old], now=1000.0) == {old.id}
     for entry in await outbox.recent():
         entry.state = "delivered"
         await outbox.save(entry)
+    assert await outbox.add([new], now=1001.0) == {new.id}
+    assert {e.id: e.state for e in await outbox.recent()}[new.id] == "delivered"
     assert await outbox.prune(before=500.0) == 1
     assert [e.id for e in await outbox.recent()] == [new.id]
     await outbox.close()
