@@ -1,0 +1,217 @@
+"""One trial of bench/cluster.py: fresh collector nodes, a rate split over them, and
+whether every line sent became readable on every node.
+
+A setup is single-node mode (no `[cluster]`, the baseline) or N nodes in cluster mode on
+a NATS cluster that lives for the whole run; between trials the `LOGS` stream is deleted,
+so each trial's nodes start on an empty log. Each node gets its own bench.sender process
+on its own UDP port at rate/N. Collectors, senders and samplers are bench/harness.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import nats
+import nats.js.errors
+import psutil
+
+from bench.cpu import CpuWindow, us_per_line
+from bench.harness import (
+    Sender,
+    SendResult,
+    Verdict,
+    bench_collector,
+    metric_sum,
+    processes,
+    trial_duration,
+    udp_port,
+)
+from bench.histogram import buckets, merge, quantile
+from collector.cluster.stream import STREAM
+from tests.support.collector_proc import CollectorProcess
+from tests.support.nats import NatsCluster
+
+PUBLISH_HISTOGRAM = "collector_cluster_publish_seconds"
+COMMITTED = "collector_store_lines_committed_total"
+NODE_NAMES = "abcdefgh"
+STALL_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Who a search measures: `nodes` collectors, in cluster mode or not."""
+
+    name: str
+    nodes: int
+    cluster: bool
+
+
+def cluster_section(nats: NatsCluster, node: str, extra: str = "") -> str:
+    """The `[cluster]` ini section of node `node` on `nats` (replicas: one per server)."""
+    return (f"\n[cluster]\nnats = {','.join(nats.urls)}\nnode = {node}\n"
+            f"replicas = {len(nats.nodes)}\n{extra}")
+
+
+def reset_stream(nats_cluster: NatsCluster) -> None:
+    """Delete the `LOGS` stream (if any), so the next nodes start on an empty log."""
+    async def reset() -> None:
+        client = await nats.connect(nats_cluster.urls, connect_timeout=5,
+                                    allow_reconnect=False)
+        try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await client.jetstream(timeout=10).delete_stream(STREAM)
+        finally:
+            await client.close()
+    asyncio.run(reset())
+
+
+def nats_processes(nats_cluster: NatsCluster | None) -> list[psutil.Process]:
+    """The running nats-server processes."""
+    if nats_cluster is None:
+        return []
+    return [psutil.Process(node.process.pid) for node in nats_cluster.nodes
+            if node.process is not None]
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (everything but idle and iowait)."""
+    times = psutil.cpu_times()
+    busy: float = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    return busy
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have been reaped (the senders)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class TrialResult:
+    """What one trial measured."""
+
+    setup: Setup
+    verdict: Verdict
+    committed: list[int]
+    cpu: CpuWindow
+    visible_after: float  # seconds from the senders' end until every node had every line
+    publish_ms: tuple[float, float]  # p50, p99 of the publish-to-ack histogram
+    drops: int
+    refused: int
+    nodes: list[str] = field(default_factory=list)
+
+    def node_cpu(self, node: str) -> float:
+        """CPU seconds of node `node` (main process and store writer)."""
+        return (self.cpu.by_group.get(f"{node}:main", 0.0)
+                + self.cpu.by_group.get(f"{node}:writer", 0.0))
+
+    def node_us_per_line(self, node: str) -> float:
+        """Node `node`'s CPU µs per line sent to the whole setup."""
+        return us_per_line(self.node_cpu(node), self.verdict.sent)
+
+    def nats_us_per_line(self) -> float:
+        """The nats-servers' CPU µs per line sent, all servers together."""
+        return us_per_line(self.cpu.group_total("nats:"), self.verdict.sent)
+
+
+def wait_everywhere(nodes: Sequence[CollectorProcess], expected: int, timeout: float
+                    ) -> tuple[list[dict[str, float]], float]:
+    """Poll every node until each has committed `expected` lines, or nothing moved for
+    STALL_SECONDS, or `timeout`; the last metrics of each and the seconds it took (nan
+    when some node never got there)."""
+    began = time.monotonic()
+    moved = began
+    last: list[float] = []
+    metrics: list[dict[str, float]] = []
+    while time.monotonic() - began < timeout:
+        metrics = [node.metrics() for node in nodes]
+        committed = [m.get(COMMITTED, 0.0) for m in metrics]
+        if all(c >= expected for c in committed):
+            return metrics, time.monotonic() - began
+        if committed != last:
+            moved, last = time.monotonic(), committed
+        elif time.monotonic() - moved > STALL_SECONDS:
+            break
+        time.sleep(0.1)
+    return metrics, float("nan")
+
+
+def go_all(senders: Sequence[Sender]) -> list[SendResult]:
+    """Let every sender send at once; their reports."""
+    with ThreadPoolExecutor(len(senders)) as pool:
+        return list(pool.map(lambda sender: sender.go(), senders))
+
+
+def start_all(nodes: Sequence[CollectorProcess]) -> None:
+    """Start the nodes one after the other: the first creates the `LOGS` stream. (Started
+    together on a fresh stream, both nodes create it at once and the second start took
+    about 6 s instead of 0.5: its create waits for a time-out and retries.)"""
+    for node in nodes:
+        node.start(timeout=40)
+
+
+def run_trial(setup: Setup, rate: float, *, duration: float, max_lines: int,
+              tolerance: float, wait: float, nats_cluster: NatsCluster | None
+              ) -> TrialResult:
+    """`rate` lines/s split over `setup`'s fresh nodes for about `duration` seconds."""
+    seconds = trial_duration(rate, duration, max_lines)
+    names = list(NODE_NAMES[:setup.nodes])
+    if setup.cluster:
+        assert nats_cluster is not None
+        reset_stream(nats_cluster)
+    with contextlib.ExitStack() as stack:
+        nodes = [stack.enter_context(bench_collector(
+            extra=cluster_section(nats_cluster, name) if setup.cluster and nats_cluster
+            else "")) for name in names]
+        senders = [Sender(udp_port(node), rate / len(nodes), seconds) for node in nodes]
+        for sender in senders:
+            stack.callback(sender.close)
+        for sender in senders:
+            sender.wait_ready()
+        start_all(nodes)
+        # The processes are taken once: a store writer restarted mid-trial would be missed,
+        # and its restart shows in the trial's failure anyway.
+        groups: dict[str, list[psutil.Process]] = {}
+        for name, node in zip(names, nodes, strict=True):
+            found = processes(node)
+            groups[f"{name}:main"], groups[f"{name}:writer"] = found[:1], found[1:]
+        for index, server in enumerate(nats_processes(nats_cluster)):
+            groups[f"nats:n{index}"] = [server]
+        cpu_before = {group: _cpu(procs) for group, procs in groups.items()}
+        busy_before, children_before = machine_busy(), children_cpu()
+        began = time.monotonic()
+        results = go_all(senders)
+        senders_cpu = children_cpu() - children_before
+        sent = sum(result.sent for result in results)
+        metrics, visible_after = wait_everywhere(nodes, sent, wait)
+        by_group = {group: _cpu(procs) - cpu_before[group] for group, procs in groups.items()}
+        by_group["senders"] = senders_cpu
+        window = CpuWindow(by_group, time.monotonic() - began, machine_busy() - busy_before,
+                           os.cpu_count() or 1, {"senders": len(senders)},
+                           frozenset(group for group in groups if group.startswith("nats:")))
+    committed = [int(m.get(COMMITTED, 0)) for m in metrics]
+    verdict = Verdict(rate, sent, min(committed, default=0),
+                      max(result.seconds for result in results), tolerance)
+    histogram = merge(buckets(m, PUBLISH_HISTOGRAM) for m in metrics)
+    return TrialResult(
+        setup, verdict, committed, window, visible_after,
+        (1000 * quantile(histogram, 0.5), 1000 * quantile(histogram, 0.99)),
+        sum(metric_sum(m, "collector_udp_kernel_drops_total") for m in metrics),
+        sum(metric_sum(m, "collector_cluster_refused_lines_total") for m in metrics),
+        names)
+
+
+def _cpu(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for process in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
