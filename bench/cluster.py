@@ -64,9 +64,9 @@ def row(result: TrialResult, seconds: float) -> str:
     nodes = "/".join(f"{result.node_us_per_line(name):.0f}" for name in result.nodes)
     p50, p99 = result.publish_ms
     return (f"{result.setup.name:>6} {verdict.asked:7.0f} {seconds:4.1f} {verdict.sent:7d} "
-            f"{verdict.achieved:7.0f} {100 * (1 - verdict.loss):7.2f} {verdict.mark:>7} "
+            f"{verdict.achieved:7.0f} {100 * (1 - verdict.loss):7.2f} {result.mark:>7} "
             f"{nodes:>13} {result.nats_us_per_line():7.1f} {p50:7.1f} {p99:6.1f} "
-            f"{result.visible_after:8.2f} {100 * result.cpu.machine_share:5.0f} "
+            f"{result.visible_after:8.2f} {100 * result.sending.machine_share:5.0f} "
             f"{result.drops:5d} {result.refused:7d}")
 
 
@@ -100,7 +100,7 @@ def oracle(setup: Setup, runs: Runs, args: argparse.Namespace,
                                nats_cluster=nats_cluster)
             runs.note(result)
             print(row(result, time.monotonic() - began), flush=True)
-            if result.verdict.held:
+            if result.held:
                 return True
         return False
     return trial
@@ -137,7 +137,7 @@ def limit_lines(runs: dict[str, Runs], searches: dict[str, RateSearch]) -> list[
         missed = runs[name].at(search.bad)
         if missed is not None:
             lines.append(f"limit of {name} at {search.bad:.0f}/s (first rate not held): "
-                         + limit_note(missed.cpu))
+                         + limit_note(missed.sending))
         held = runs[name].at(search.good)
         if held is not None:
             group, ceiling = held.cpu.projected_ceiling(held.verdict.sent)
@@ -152,8 +152,7 @@ def scaling_lines(runs: dict[str, Runs]) -> list[str]:
     held, split into receiving (scales with a node's share) and materializing (every node
     applies every line), and what that allows with a core per process."""
     common = [rate for rate, result in runs["one"].by_rate.items()
-              if result.verdict.held and (two := runs["two"].at(rate)) is not None
-              and two.verdict.held]
+              if result.held and (two := runs["two"].at(rate)) is not None and two.held]
     if not common:
         return ["(no rate held by both one and two: no cost split)"]
     rate = max(common)

@@ -68,10 +68,16 @@ def refusal(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def gauge(metrics: dict[str, float], name: str) -> float:
+    """The value of gauge `name` (summed over its labels, if it has any); 0 if absent."""
+    return sum(value for key, value in metrics.items()
+               if key == name or key.startswith(name + "{"))
+
+
 def leader(nodes: dict[str, CollectorProcess]) -> str | None:
     """The name of the one node reporting itself alarms leader, else None."""
     leaders = [name for name, node in nodes.items()
-               if node.metrics().get(LEADER_METRIC, 0.0) == 1.0]
+               if gauge(node.metrics(), LEADER_METRIC) == 1.0]
     return leaders[0] if len(leaders) == 1 else None
 
 
@@ -132,7 +138,7 @@ def _round(nodes: dict[str, CollectorProcess], receiver: WebhookServer) -> Failo
     try:
         deadline = time.monotonic() + DELIVERY_WAIT
         while time.monotonic() < deadline:
-            if math.isnan(to_leader) and nodes[survivor].metrics().get(LEADER_METRIC) == 1.0:
+            if math.isnan(to_leader) and gauge(nodes[survivor].metrics(), LEADER_METRIC) == 1:
                 to_leader = time.time() - killed_at
             after = [r for r in receiver.accepted() if r.arrived > killed_at]
             if after and not math.isnan(to_leader):

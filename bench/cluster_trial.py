@@ -100,12 +100,29 @@ class TrialResult:
     setup: Setup
     verdict: Verdict
     committed: list[int]
-    cpu: CpuWindow
+    cpu: CpuWindow  # from the senders' start until every node had every line (or gave up)
+    sending: CpuWindow  # while the senders sent: the shares of a core at the rate asked
     visible_after: float  # seconds from the senders' end until every node had every line
     publish_ms: tuple[float, float]  # p50, p99 of the publish-to-ack histogram
     drops: int
     refused: int
     nodes: list[str] = field(default_factory=list)
+
+    @property
+    def doubled(self) -> bool:
+        """Some node committed more lines than were sent: a line stored twice (which would
+        otherwise hide a loss in the count)."""
+        return any(count > self.verdict.sent for count in self.committed)
+
+    @property
+    def held(self) -> bool:
+        """Every line on every node, none twice, at the rate asked."""
+        return self.verdict.held and not self.doubled
+
+    @property
+    def mark(self) -> str:
+        """A word for the trial's row."""
+        return "DOUBLED" if self.doubled else self.verdict.mark
 
     def node_cpu(self, node: str) -> float:
         """CPU seconds of node `node` (main process and store writer)."""
@@ -121,11 +138,12 @@ class TrialResult:
         return us_per_line(self.cpu.group_total("nats:"), self.verdict.sent)
 
 
-def wait_everywhere(nodes: Sequence[CollectorProcess], expected: int, timeout: float
-                    ) -> tuple[list[dict[str, float]], float]:
+def wait_everywhere(nodes: Sequence[CollectorProcess], expected: int, timeout: float,
+                    allowed_loss: float = 0.0) -> tuple[list[dict[str, float]], float]:
     """Poll every node until each has committed `expected` lines, or nothing moved for
-    STALL_SECONDS, or `timeout`; the last metrics of each and the seconds it took (nan
-    when some node never got there)."""
+    STALL_SECONDS, or `timeout`, or more than `allowed_loss` lines are certainly lost
+    (dropped by the kernel or refused by a publisher: no point waiting); the last metrics
+    of each and the seconds it took (nan when some node never got there)."""
     began = time.monotonic()
     moved = began
     last: list[float] = []
@@ -135,12 +153,41 @@ def wait_everywhere(nodes: Sequence[CollectorProcess], expected: int, timeout: f
         committed = [m.get(COMMITTED, 0.0) for m in metrics]
         if all(c >= expected for c in committed):
             return metrics, time.monotonic() - began
+        if lost_for_sure(metrics) > allowed_loss:
+            break
         if committed != last:
             moved, last = time.monotonic(), committed
         elif time.monotonic() - moved > STALL_SECONDS:
             break
         time.sleep(0.1)
     return metrics, float("nan")
+
+
+def lost_for_sure(metrics: Sequence[dict[str, float]]) -> int:
+    """Lines the nodes dropped in the kernel's socket buffer or refused to publish."""
+    return sum(metric_sum(m, "collector_udp_kernel_drops_total")
+               + metric_sum(m, "collector_cluster_refused_lines_total") for m in metrics)
+
+
+class CpuMeter:
+    """CPU seconds of groups of processes and of the whole machine since it was made."""
+
+    def __init__(self, groups: dict[str, list[psutil.Process]], sizes: dict[str, int]
+                 ) -> None:
+        self._groups = groups
+        self._sizes = sizes
+        self._before = {group: _cpu(procs) for group, procs in groups.items()}
+        self._busy = machine_busy()
+        self._began = time.monotonic()
+
+    def window(self, extra: dict[str, float]) -> CpuWindow:
+        """The window so far; `extra` adds groups measured otherwise (the senders)."""
+        by_group = {group: _cpu(procs) - self._before[group]
+                    for group, procs in self._groups.items()}
+        by_group.update(extra)
+        return CpuWindow(by_group, time.monotonic() - self._began,
+                         machine_busy() - self._busy, os.cpu_count() or 1, self._sizes,
+                         frozenset(group for group in by_group if group.startswith("nats:")))
 
 
 def go_all(senders: Sequence[Sender]) -> list[SendResult]:
@@ -184,24 +231,20 @@ def run_trial(setup: Setup, rate: float, *, duration: float, max_lines: int,
             groups[f"{name}:main"], groups[f"{name}:writer"] = found[:1], found[1:]
         for index, server in enumerate(nats_processes(nats_cluster)):
             groups[f"nats:n{index}"] = [server]
-        cpu_before = {group: _cpu(procs) for group, procs in groups.items()}
-        busy_before, children_before = machine_busy(), children_cpu()
-        began = time.monotonic()
+        meter = CpuMeter(groups, {"senders": len(senders)})
+        children_before = children_cpu()
         results = go_all(senders)
-        senders_cpu = children_cpu() - children_before
+        senders_cpu = {"senders": children_cpu() - children_before}
+        sending = meter.window(senders_cpu)
         sent = sum(result.sent for result in results)
-        metrics, visible_after = wait_everywhere(nodes, sent, wait)
-        by_group = {group: _cpu(procs) - cpu_before[group] for group, procs in groups.items()}
-        by_group["senders"] = senders_cpu
-        window = CpuWindow(by_group, time.monotonic() - began, machine_busy() - busy_before,
-                           os.cpu_count() or 1, {"senders": len(senders)},
-                           frozenset(group for group in groups if group.startswith("nats:")))
+        metrics, visible_after = wait_everywhere(nodes, sent, wait, tolerance * sent)
+        window = meter.window(senders_cpu)
     committed = [int(m.get(COMMITTED, 0)) for m in metrics]
     verdict = Verdict(rate, sent, min(committed, default=0),
                       max(result.seconds for result in results), tolerance)
     histogram = merge(buckets(m, PUBLISH_HISTOGRAM) for m in metrics)
     return TrialResult(
-        setup, verdict, committed, window, visible_after,
+        setup, verdict, committed, window, sending, visible_after,
         (1000 * quantile(histogram, 0.5), 1000 * quantile(histogram, 0.99)),
         sum(metric_sum(m, "collector_udp_kernel_drops_total") for m in metrics),
         sum(metric_sum(m, "collector_cluster_refused_lines_total") for m in metrics),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench.cluster_failover import refusal
+from bench.cluster_failover import LEADER_METRIC, gauge, refusal
 from bench.cpu import CpuWindow, limit_note, nodes_ceiling, split_node_cost, us_per_line
 from bench.histogram import buckets, merge, quantile
 
@@ -163,3 +163,11 @@ def test_split_node_cost_and_the_ceiling_it_gives() -> None:
     assert nodes_ceiling(receive, materialize, 2) == pytest.approx(50_000)
     assert nodes_ceiling(receive, materialize, 1000) < 100_000
     assert math.isinf(nodes_ceiling(0.0, 0.0, 2))
+
+
+def test_the_leader_gauge_is_read_with_or_without_labels_and_not_by_prefix() -> None:
+    """`collector_cluster_alarms_leader 1` or with a label reads 1; a longer metric name
+    that starts the same (a changes counter) is not that gauge."""
+    assert gauge({LEADER_METRIC: 1.0}, LEADER_METRIC) == 1.0
+    assert gauge({LEADER_METRIC + '{node="a"}': 1.0}, LEADER_METRIC) == 1.0
+    assert gauge({LEADER_METRIC + "_changes_total": 4.0}, LEADER_METRIC) == 0.0
