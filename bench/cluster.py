@@ -20,6 +20,14 @@ figures and their ratios, what limited the two-node search at its first rate not
 (from CPU: the cores, one process, or not CPU), and a projection for a machine with a core
 per process. Then the failover part (bench/cluster_failover.py).
 
+Columns of a trial: `every%` the share of lines sent that the node with fewest committed
+(`<`: an upper bound, the wait stopped once lines were certainly lost), `node µs/line`
+each node's CPU (main + writer) per line sent to the setup, `nats µs` all nats-servers'
+CPU per line, `l/msg` lines per JetStream message, `pub p50`/`p99` publish-to-ack, `all in
+s` seconds from the senders' end until every node had every line, `mach%` the whole
+machine's busy share of its cores while sending (other jobs included), `drops` datagrams
+the kernel dropped at the nodes' sockets, `refused` lines the publishers refused.
+
     .venv/bin/python bench/cluster.py                        # about five minutes
     .venv/bin/python bench/cluster.py --budget 60 --failovers 0
 """
@@ -53,19 +61,21 @@ from tests.support.nats import NatsCluster
 SETUPS = (Setup("single", 1, cluster=False), Setup("one", 1, cluster=True),
           Setup("two", 2, cluster=True))
 HEADER = (f"{'setup':>6} {'rate/s':>7} {'secs':>4} {'sent':>7} {'sent/s':>7} "
-          f"{'every%':>7} {'verdict':>7} {'node µs/line':>13} {'nats µs':>7} "
+          f"{'every%':>7} {'verdict':>7} {'node µs/line':>13} {'nats µs':>7} {'l/msg':>5} "
           f"{'pub p50':>7} {'p99 ms':>6} {'all in s':>8} {'mach%':>5} {'drops':>5} "
           f"{'refused':>7}")
 
 
 def row(result: TrialResult, seconds: float) -> str:
-    """One trial's line: `every%` is the share of lines sent on the node that had fewest."""
+    """One trial's line (the columns are in the module's docstring)."""
     verdict = result.verdict
+    everywhere = f"{'<' if result.gave_up else ''}{100 * result.everywhere:.2f}"
     nodes = "/".join(f"{result.node_us_per_line(name):.0f}" for name in result.nodes)
     p50, p99 = result.publish_ms
     return (f"{result.setup.name:>6} {verdict.asked:7.0f} {seconds:4.1f} {verdict.sent:7d} "
-            f"{verdict.achieved:7.0f} {100 * (1 - verdict.loss):7.2f} {result.mark:>7} "
-            f"{nodes:>13} {result.nats_us_per_line():7.1f} {p50:7.1f} {p99:6.1f} "
+            f"{verdict.achieved:7.0f} {everywhere:>7} {result.mark:>7} "
+            f"{nodes:>13} {result.nats_us_per_line():7.1f} {result.lines_per_message:5.1f} "
+            f"{p50:7.1f} {p99:6.1f} "
             f"{result.visible_after:8.2f} {100 * result.sending.machine_share:5.0f} "
             f"{result.drops:5d} {result.refused:7d}")
 
@@ -122,7 +132,8 @@ def cpu_lines(runs: dict[str, Runs], searches: dict[str, RateSearch]) -> list[st
             f"{1e6 * result.cpu.by_group.get(node + ':writer', 0) / sent:.1f})"
             for node in result.nodes)
         p50, p99 = result.publish_ms
-        publish = (f"; publish ack p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        publish = (f"; publish ack p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+                   f"{result.lines_per_message:.1f} lines per message"
                    if not math.isnan(p50) else "")
         lines.append(f"  {name:>6} at {search.good:.0f}/s: {nodes}; nats "
                      f"{result.nats_us_per_line():.1f}{publish}")

@@ -40,6 +40,7 @@ from tests.support.nats import NatsCluster
 
 PUBLISH_HISTOGRAM = "collector_cluster_publish_seconds"
 COMMITTED = "collector_store_lines_committed_total"
+APPLIED = "collector_cluster_applied_sequence"
 NODE_NAMES = "abcdefgh"
 STALL_SECONDS = 3.0
 
@@ -107,6 +108,29 @@ class TrialResult:
     drops: int
     refused: int
     nodes: list[str] = field(default_factory=list)
+    messages: int = 0  # messages in the stream (the trial's stream starts empty)
+
+    @property
+    def gave_up(self) -> bool:
+        """The wait stopped early because lines were certainly lost: the nodes' counts are
+        from that moment, not final."""
+        return self.drops + self.refused > self.verdict.tolerance * self.verdict.sent
+
+    @property
+    def everywhere(self) -> float:
+        """The share of lines sent that the node with fewest has; when the wait gave up,
+        the share not certainly lost (an upper bound: the count was not final)."""
+        sent = self.verdict.sent
+        if not sent:
+            return 0.0
+        if self.gave_up:
+            return max(0, sent - self.drops - self.refused) / sent
+        return 1 - self.verdict.loss
+
+    @property
+    def lines_per_message(self) -> float:
+        """Lines per published batch, on average; nan outside cluster mode."""
+        return self.verdict.sent / self.messages if self.messages else float("nan")
 
     @property
     def doubled(self) -> bool:
@@ -248,7 +272,7 @@ def run_trial(setup: Setup, rate: float, *, duration: float, max_lines: int,
         (1000 * quantile(histogram, 0.5), 1000 * quantile(histogram, 0.99)),
         sum(metric_sum(m, "collector_udp_kernel_drops_total") for m in metrics),
         sum(metric_sum(m, "collector_cluster_refused_lines_total") for m in metrics),
-        names)
+        names, int(max((m.get(APPLIED, 0.0) for m in metrics), default=0)))
 
 
 def _cpu(procs: Sequence[psutil.Process]) -> float:
