@@ -129,8 +129,9 @@ class TrialResult:
 
     @property
     def lines_per_message(self) -> float:
-        """Lines per published batch, on average; nan outside cluster mode."""
-        return self.verdict.sent / self.messages if self.messages else float("nan")
+        """Lines per message in the stream, on average (over what the node furthest on
+        had applied when the wait ended); nan outside cluster mode."""
+        return max(self.committed) / self.messages if self.messages else float("nan")
 
     @property
     def doubled(self) -> bool:
