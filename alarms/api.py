@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from alarms.delivery import Dispatcher
-from alarms.outbox.base import STATES, Outbox, State
+from alarms.outbox.base import STATES, Entry, Outbox, State
 from collector.api.params import given_values, names_problem, shown, whole_number
 
 MAX_LIMIT = 10_000
@@ -58,10 +57,19 @@ def parse_retry_body(body: Any) -> list[str] | str | None:
     return ids
 
 
+class Retrier(Protocol):
+    """What `POST /v1/alarms/retry` needs: the Dispatcher, or in cluster mode the part
+    that hands a retry to the leader's dispatcher."""
+
+    async def retry(self, ids: list[str] | None) -> list[Entry]:
+        """Dead letters (those named, or all) back to pending; the entries requeued."""
+        ...
+
+
 class AlarmsApi:
     """Handlers bound to the running outbox and dispatcher."""
 
-    def __init__(self, outbox: Outbox, dispatcher: Dispatcher) -> None:
+    def __init__(self, outbox: Outbox, dispatcher: Retrier) -> None:
         self._outbox = outbox
         self._dispatcher = dispatcher
 

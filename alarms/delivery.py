@@ -360,6 +360,11 @@ class Dispatcher:
             entry = self._pending.get(entry_id)
             if entry is None or entry_id in self._in_flight or entry.next_attempt != due:
                 continue
+            if entry.state != "pending":
+                # A replicated outbox found that another node delivered it or gave up on
+                # it (and updated the entry to say so): not to be sent from here.
+                del self._pending[entry_id]
+                continue
             self._in_flight.add(entry_id)
             try:
                 self._launch(entry)
@@ -483,6 +488,22 @@ class Dispatcher:
             # it once more, with the same id.
             self.errors["outbox_update"] += 1
             log.error("alarm_outbox_update_failed", id=entry.id, error=str(exc))
+
+    @property
+    def intake_idle(self) -> bool:
+        """Whether everything submitted so far is in the outbox (or was dropped, counted):
+        nothing queued, nothing being written."""
+        return not self._incoming and not self._persisting
+
+    def resume(self, entries: Iterable[Entry]) -> None:
+        """Schedule entries made pending elsewhere (another node's `retry`, in cluster
+        mode); those already scheduled here are left as they are."""
+        for entry in entries:
+            if entry.id not in self._pending:
+                self._pending[entry.id] = entry
+                self._push(entry)
+        if len(self._pending) > self.bounds.pending:
+            self._persist_wake.set()
 
     # -- operator actions ------------------------------------------------------------
 

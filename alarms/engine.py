@@ -17,8 +17,9 @@ from alarms.conditions.logrules import NEVER_ALARMS, apply_order
 from alarms.conditions.segfault import SegfaultAssembler
 from alarms.conditions.uwsgi_lines import parse_backlog, parse_harakiri
 from alarms.conditions.watches import RateWatch, SilenceWatch
-from alarms.notification import Notification, new_id
+from alarms.notification import Notification
 from alarms.spec import AppRules
+from alarms.stable_ids import IdKey, random_id
 from alarms.storm import Storm
 from collector.record import Record
 from collector.regex import RegexSet
@@ -159,13 +160,20 @@ class AlarmEngine:
     """
 
     def __init__(self, rules: Iterable[AppRules], sink: Callable[[Notification], None],
-                 clock: Callable[[], float] = time.time, bounds: Bounds = DEFAULT) -> None:
+                 clock: Callable[[], float] = time.time, bounds: Bounds = DEFAULT,
+                 ids: Callable[[IdKey], str] = random_id) -> None:
         self.evictions = Evictions()
         self._bounds = bounds
         self._apps = {r.app: AppEngine(r, bounds, self.evictions)
                       for r in rules if r.has_conditions}
         self._sink = sink
         self._clock = clock
+        self._ids = ids
+        # Where the record being evaluated sits in the shared log (cluster mode), and how
+        # many notifications each (alarm, condition) raised from it so far.
+        self._origin: tuple[int, int] | None = None
+        self._origin_at = 0.0
+        self._raised: Counter[tuple[str, str, str]] = Counter()
         self._storms: OrderedDict[tuple[str, str, str], Storm] = OrderedDict()
         self.fired: Counter[tuple[str, str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
@@ -201,7 +209,26 @@ class AlarmEngine:
             if engine is not None:
                 events = engine.evaluate(record)
                 if events:
+                    self._raised.clear()
                     self._emit(engine, events)
+
+    def consume_message(self, seq: int, at: float, records: Sequence[Record]) -> None:
+        """Evaluate one message of the shared log (cluster mode): as `consume`, with each
+        record's position (`seq`, index) and the message's stream time `at` handed to the
+        id function."""
+        apps = self._apps
+        self._origin_at = at
+        try:
+            for index, record in enumerate(records):
+                engine = apps.get(record.app)
+                if engine is not None:
+                    events = engine.evaluate(record)
+                    if events:
+                        self._origin = (seq, index)
+                        self._raised.clear()
+                        self._emit(engine, events)
+        finally:
+            self._origin = None
 
     def tick(self, now: float | None = None) -> None:
         """Run time-driven conditions (call about once a second)."""
@@ -209,6 +236,7 @@ class AlarmEngine:
         for engine in self._apps.values():
             events = engine.tick(moment)
             if events:
+                self._raised.clear()
                 self._emit(engine, events)
 
     def finish(self) -> None:
@@ -236,8 +264,18 @@ class AlarmEngine:
                     continue
                 self.fired[(rules.app, alarm, event.condition)] += 1
                 spec = rules.alarms[alarm]
+                origin = self._origin
+                # A time-driven event is named by the log time it is about (a silence's
+                # last line, an assembly's start), which a replay finds again; not by now.
+                about = self._origin_at if origin is not None else float(
+                    event.facts.get("last_seen", event.at))
+                slot = (alarm, event.condition, event.source)
+                ordinal = self._raised[slot]
+                self._raised[slot] += 1
                 self._sink(Notification(
-                    id=new_id(), alarm=alarm, plugin=spec.plugin, app=rules.app,
+                    id=self._ids(IdKey(rules.app, alarm, event.source, event.condition,
+                                       about, origin, ordinal)),
+                    alarm=alarm, plugin=spec.plugin, app=rules.app,
                     source=event.source, condition=event.condition, message=message,
                     facts=event.facts, first_seen=event.first_seen, last_seen=event.at,
                     count=event.count, suppressed=held, context=event.context,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -131,6 +132,18 @@ class Connection:
                                     opt_start_seq=after + 1)
         else:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        try:
+            return await self._jetstream().subscribe(SUBJECTS, stream=STREAM,
+                                                     ordered_consumer=True, config=config)
+        except NATS_ERRORS as exc:
+            raise ClusterError(f"cannot read stream {STREAM}: {exc or type(exc).__name__}"
+                               ) from None
+
+    async def ordered_since(self, start: datetime) -> Subscription:
+        """An ordered consumer of the whole stream from the first message stored at or
+        after `start` (the alarms leader's warm-up replay)."""
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                opt_start_time=start)
         try:
             return await self._jetstream().subscribe(SUBJECTS, stream=STREAM,
                                                      ordered_consumer=True, config=config)

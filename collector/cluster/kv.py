@@ -22,6 +22,8 @@ from collector.cluster.errors import ClusterError
 
 NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 TIMEOUT = 5.0
+# JetStream's error codes for "the subject's last sequence is not the one expected".
+WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,20 @@ class Bucket:
         except NATS_ERRORS as exc:
             raise _error(f"cannot write {self.name}/{key}", exc) from None
 
-    async def delete(self, key: str, revision: int | None = None) -> None:
-        """Delete the key (only at `revision`, when given)."""
+    async def delete(self, key: str, revision: int | None = None) -> bool:
+        """Delete the key (only at `revision`, when given); False when someone else wrote
+        it since `revision`."""
         try:
             await asyncio.wait_for(self._kv.delete(key, last=revision), self._timeout)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return
+        except nats.js.errors.APIError as exc:
+            # nats-py maps a wrong last sequence to KeyWrongLastSequenceError for updates
+            # only; a delete at a stale revision comes back as the plain API error.
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                return False
+            raise _error(f"cannot delete {self.name}/{key}", exc) from None
         except NATS_ERRORS as exc:
             raise _error(f"cannot delete {self.name}/{key}", exc) from None
+        return True
 
     async def items(self) -> list[Item]:
         """Every key's latest value (deleted keys left out), read in one pass."""
@@ -104,9 +112,16 @@ class Bucket:
         """Every key's latest value, then (when `live`) each change as it happens,
         deletions included; ends with ClusterError when NATS does not answer."""
         try:
+            status = await asyncio.wait_for(self._kv.status(), self._timeout)
             watcher = await asyncio.wait_for(self._kv.watchall(), self._timeout)
         except NATS_ERRORS as exc:
             raise _error(f"cannot watch {self.name}", exc) from None
+        # nats-py's "initial values read" marker (None) also comes before any value when
+        # the new consumer's info does not count its pending messages yet, as happens
+        # with a replicated bucket: items() then found an R3 bucket empty now and then.
+        # So the marker counts only for a bucket that was empty; otherwise the initial
+        # read ends with the value after which nothing was pending (its delta is 0).
+        empty = status.values == 0
         try:
             caught_up = False
             while True:
@@ -118,13 +133,17 @@ class Bucket:
                         continue
                     raise _error(f"cannot watch {self.name}", exc) from None
                 if entry is None:
-                    # nats-py's marker: what existed when the watch began has been read.
-                    if not live:
-                        return
-                    caught_up = True
+                    if empty and not caught_up:
+                        if not live:
+                            return
+                        caught_up = True
                     continue
                 yield Item(entry.key, entry.value or b"", int(entry.revision or 0),
                            deleted=entry.operation in (KV_DEL, KV_PURGE))
+                if not caught_up and not entry.delta:
+                    if not live:
+                        return
+                    caught_up = True
         finally:
             with contextlib.suppress(*NATS_ERRORS):
                 await asyncio.wait_for(watcher.stop(),  # type: ignore[no-untyped-call]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -44,6 +44,11 @@ def timestamp_us(msg: Msg) -> int:
     return (msg.metadata.timestamp - _EPOCH) // _MICROSECOND
 
 
+Applied = Callable[[int, float, Sequence[Record]], None]
+"""A listener of applied messages: (stream sequence, stream time in seconds, all the
+message's records in order), called on the event loop once the message is applied."""
+
+
 class Materializer:
     """Applies the stream from the last sequence this node applied."""
 
@@ -63,6 +68,12 @@ class Materializer:
         self.duplicates = 0
         self.bad_batches = 0
         self.failures = 0
+        self._listeners: list[Applied] = []
+
+    def add_listener(self, listener: Applied) -> None:
+        """Hand every applied message (not duplicates, not undecodable ones) to
+        `listener`, in stream order (the cluster's alarms evaluate from here)."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Subscribe and apply in the background."""
@@ -139,6 +150,9 @@ class Materializer:
                     # The writer's queue is full: wait for it rather than lose lines.
                     await asyncio.sleep(0.05)
                 self._fanout.consume(fresh)
+            position.seq = meta.sequence.stream
+            for listener in self._listeners:
+                listener(position.seq, timestamp_us(msg) / 1e6, records)
         position.seq = meta.sequence.stream
         self._since_save += 1
         if self._since_save >= CHECKPOINT_EVERY:

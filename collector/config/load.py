@@ -346,12 +346,6 @@ def build_config(sections: list[Section], filename: str) -> Config:
             raise ConfigError(f"udp address {listener.host}:{listener.port} is already used by "
                               f"[listener:{seen[address]}]", listener.location)
         seen[address] = listener.name
-    if cluster is not None:
-        for app, (_, location) in zip(apps, app_names, strict=True):
-            if app.has_conditions:
-                raise ConfigError(
-                    f"[app:{app.app}] has alarm rules, and alarms in cluster mode are not "
-                    "built yet (docs/CLUSTER.md): remove [cluster] or the rules", location)
     store, http, level, fmt = _build_collector(collector)
     return Config(store=store, http=http, listeners=tuple(listeners), apps=tuple(apps),
                   log_level=level, log_format=cast(Any, fmt), source=filename,

@@ -6,7 +6,10 @@ goes by unseen), and stops them in reverse order after the listeners have closed
 
 from __future__ import annotations
 
+from alarms.cluster import ClusterAlarmsComponent
 from alarms.component import AlarmsComponent
+from alarms.outbox.kv import BUCKET as OUTBOX_BUCKET
+from alarms.outbox.kv import KvOutbox
 from collector.cluster.component import ClusterComponent
 from collector.config.model import Config
 from collector.server.context import Component
@@ -21,6 +24,12 @@ def build_cluster(config: Config, local: Store) -> ClusterComponent | None:
     return ClusterComponent(config, config.cluster, local)
 
 
-def build_components(config: Config) -> list[Component]:
-    """The parts to start, in order: today only the alarms (engine, outbox, delivery)."""
-    return [AlarmsComponent(config)]
+def build_components(config: Config, cluster: ClusterComponent | None = None
+                     ) -> list[Component]:
+    """The parts to start, in order: today only the alarms (engine, outbox, delivery);
+    in cluster mode the leader-elected ones over the shared log (alarms.cluster)."""
+    if cluster is None:
+        return [AlarmsComponent(config)]
+    connection = cluster.connection
+    return [ClusterAlarmsComponent(
+        config, cluster, lambda: KvOutbox(lambda: connection.bucket(OUTBOX_BUCKET)))]

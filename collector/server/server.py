@@ -60,7 +60,7 @@ class Server:
         try:
             components: list[Component] = [] if cluster is None else [cluster]
             components += (list(self._components) if self._components is not None
-                           else build_components(config))
+                           else build_components(config, cluster))
             for component in components:
                 await component.start(context)
                 context.components.append(component)

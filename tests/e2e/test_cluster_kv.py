@@ -84,3 +84,40 @@ async def test_errors_are_cluster_errors(new_nats: Callable[..., NatsCluster]) -
             await bucket.put("k", b"w")
     finally:
         await connection.close()
+
+
+async def test_delete_at_a_stale_revision_keeps_the_key(connection: Connection) -> None:
+    """A delete at the revision read is a compare-and-set too: at a revision someone else
+    has since written over, it returns False and the key keeps the newer value (no
+    ClusterError: the server answered)."""
+    bucket = await connection.bucket("cas-delete")
+    first = await bucket.create("k", b"1")
+    assert first is not None
+    second = await bucket.update("k", b"2", first)
+    assert second is not None
+    assert await bucket.delete("k", first) is False
+    assert await bucket.get("k") == Item("k", b"2", second)
+    assert await bucket.delete("k", second) is True
+    assert await bucket.get("k") is None
+
+
+async def test_items_of_a_replicated_bucket_are_all_there_every_time(
+        new_nats: Callable[..., NatsCluster]) -> None:
+    """On three servers with 3 replicas, items() lists every key on every read: nats-py's
+    "initial values read" marker, which can come before any value from a replicated
+    bucket, is not taken for the end of the listing."""
+    cluster = await asyncio.to_thread(new_nats, 3)
+    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=3))
+    await connection.open()
+    try:
+        bucket = await connection.bucket("r3")
+        keys = {f"k{i}" for i in range(200)}
+        for key in sorted(keys):
+            await bucket.put(key, b"v" * 100)
+        for _ in range(20):
+            fresh = await connection.bucket("r3")
+            assert {item.key for item in await fresh.items()} == keys
+        empty = await connection.bucket("r3-empty")
+        assert await empty.items() == []
+    finally:
+        await connection.close()

@@ -279,3 +279,41 @@ async def test_a_notification_that_can_never_be_written_does_not_hold_up_the_oth
     assert dispatcher.task_errors["persister"] == 2  # the batch, then it alone
     await dispatcher.stop()
     await outbox.close()
+
+
+async def test_intake_is_idle_once_what_was_submitted_is_in_the_outbox(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """`intake_idle` (what the cluster's floor waits for) is false from `submit` until
+    the outbox holds the notification."""
+    hook = WebhookNotifier(receiver.url, session, 5.0)
+    dispatcher, outbox = await start(tmp_path, {("shop", "hook"): hook})
+    idle_before = dispatcher.intake_idle
+    notification = fired()
+    dispatcher.submit(notification)
+    assert (idle_before, dispatcher.intake_idle) == (True, False)
+    await settle(lambda: dispatcher.intake_idle)
+    assert [e.id for e in await outbox.recent()] == [notification.id]
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_resumed_entries_are_delivered_once_each(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """Entries made pending elsewhere (another node's retry) are scheduled by `resume`;
+    one already scheduled here is not scheduled twice."""
+    hook = WebhookNotifier(receiver.url, session, 5.0)
+    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    await outbox.open()
+    first, second = fired(message="one"), fired(message="two")
+    await outbox.add([first, second], time.time())
+    entries = await outbox.recent()
+    dispatcher = Dispatcher(outbox, {("shop", "hook"): hook}, {"shop": FAST})
+    dispatcher.start([])
+    dispatcher.resume(entries)
+    dispatcher.resume(entries)
+    await settle(lambda: dispatcher.figures.get(("shop", "hook")) is not None
+                 and dispatcher.figures[("shop", "hook")].delivered == 2)
+    await asyncio.sleep(0.2)  # a second schedule of either would have gone out by now
+    assert sorted(receiver.ids) == sorted([first.id, second.id])
+    await dispatcher.stop()
+    await outbox.close()

@@ -1,14 +1,32 @@
-"""The SQLite outbox and the retry schedule."""
+"""The outbox's behaviour and the retry schedule.
+
+The behavioural tests take the `make_outbox` fixture: here it makes SQLite outboxes;
+tests/e2e/test_alarm_outbox_kv.py runs the same tests with the replicated KV outbox on a
+real nats-server.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from alarms.notification import Notification, new_id
+from alarms.outbox.base import Outbox
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.retry import next_attempt, retry_delay
 from alarms.spec import RetryPolicy
+
+MakeOutbox = Callable[[], Outbox]
+
+
+@pytest.fixture
+def make_outbox(tmp_path: Path) -> MakeOutbox:
+    """A factory of outboxes over one store (a SQLite file in tmp_path): each call makes a
+    new, unopened instance on it, as a restart does."""
+    return lambda: SqliteOutbox(tmp_path / "alarms.db")
 
 
 def notification(alarm: str = "hook", app: str = "shop", at: float = 1000.0) -> Notification:
@@ -19,10 +37,10 @@ def notification(alarm: str = "hook", app: str = "shop", at: float = 1000.0) -> 
                         created_at=at, context=["before"])
 
 
-async def test_entries_survive_reopening_with_their_state(tmp_path: Path) -> None:
+async def test_entries_survive_reopening_with_their_state(make_outbox: MakeOutbox) -> None:
     """Pending entries come back from `open` after a close (a restart), in creation order;
     delivered and dead ones do not, but `recent` lists them."""
-    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    outbox = make_outbox()
     assert await outbox.open() == []
     first, second, third = notification(at=1.0), notification(at=2.0), notification(at=3.0)
     await outbox.add([first, second, third], now=10.0)
@@ -34,7 +52,7 @@ async def test_entries_survive_reopening_with_their_state(tmp_path: Path) -> Non
     await outbox.save(dead)
     await outbox.close()
 
-    reopened = SqliteOutbox(tmp_path / "alarms.db")
+    reopened = make_outbox()
     again = await reopened.open()
     assert [e.id for e in again] == [second.id]
     assert again[0].notification == second
@@ -45,10 +63,10 @@ async def test_entries_survive_reopening_with_their_state(tmp_path: Path) -> Non
     await reopened.close()
 
 
-async def test_requeue_moves_dead_letters_back(tmp_path: Path) -> None:
+async def test_requeue_moves_dead_letters_back(make_outbox: MakeOutbox) -> None:
     """Dead letters named by id (or all of them) become pending with attempts reset;
     pending and delivered entries are left alone."""
-    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    outbox = make_outbox()
     await outbox.open()
     items = [notification(at=float(i)) for i in range(3)]
     await outbox.add(items, now=5.0)
@@ -66,9 +84,10 @@ async def test_requeue_moves_dead_letters_back(tmp_path: Path) -> None:
     await outbox.close()
 
 
-async def test_add_twice_keeps_one_and_prune_forgets_old_deliveries(tmp_path: Path) -> None:
+async def test_add_twice_keeps_one_and_prune_forgets_old_deliveries(
+        make_outbox: MakeOutbox) -> None:
     """An id is stored once; prune drops delivered entries older than the cut only."""
-    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    outbox = make_outbox()
     await outbox.open()
     old, new = notification(at=100.0), notification(at=900.0)
     await outbox.add([old, new, old], now=1000.0)

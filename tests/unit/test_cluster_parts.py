@@ -153,14 +153,16 @@ def test_cluster_errors_name_file_line_and_key(tmp_path: Path, text: str, line: 
     assert words in str(caught.value)
 
 
-def test_cluster_needs_nats_and_refuses_alarm_rules(tmp_path: Path) -> None:
-    """`nats` is required; alarm rules with `[cluster]` are refused (not built yet)."""
+def test_cluster_needs_nats_and_takes_alarm_rules(tmp_path: Path) -> None:
+    """`nats` is required; alarm rules with `[cluster]` are taken (the leader evaluates
+    them, alarms.cluster)."""
     with pytest.raises(ConfigError, match="needs nats"):
         load_config(write(tmp_path, "[cluster]\nnode = a\n"), env={})
     rules = ("[cluster]\nnats = nats://h:1\n[app:web]\nalarm = page cmd:/bin/true\n"
              "alarm-log = page ERROR\n")
-    with pytest.raises(ConfigError, match="alarms in cluster mode are not built yet"):
-        load_config(write(tmp_path, rules), env={})
+    config = load_config(write(tmp_path, rules), env={})
+    assert config.cluster is not None
+    assert config.apps[0].has_conditions
     plain = "[cluster]\nnats = nats://h:1\n[app:web]\nalarm = page cmd:/bin/true\n"
     assert load_config(write(tmp_path, plain), env={}).cluster is not None
 

@@ -1,0 +1,274 @@
+"""Alarms in cluster mode (docs/CLUSTER.md, "Alarms: one evaluator"): three nats-server,
+two collector nodes, a real webhook receiver. One leader evaluates the shared log, so a
+rate rule counts lines from both nodes together, and its notifications keep their ids
+across a kill -9 of the leader."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from collector.cluster.connection import Connection
+from collector.cluster.lease import BUCKET, KEY, TTL_SECONDS
+from collector.config.model import ClusterConfig
+from tests.support.alarms_api import alarms
+from tests.support.collector_proc import CollectorProcess
+from tests.support.nats import NatsCluster
+from tests.support.net import wait_for
+from tests.support.send import send
+from tests.support.webhook import WebhookServer, verify_signature
+
+pytestmark = pytest.mark.e2e
+
+HOOK_SECRET = "whsec_" + base64.b64encode(b"cluster-alarms-signing-key").decode()
+NODE = """[cluster]
+nats = {nats}
+node = {node}
+replicas = 3
+
+[listener:plain]
+udp = 127.0.0.1:{{port:plain}}
+format = socket
+app = web
+
+[app:web]
+alarm = hook webhook:{hook}/hook;secret={secret};timeout=2
+{rules}
+alarm-backoff = 0.2
+alarm-max-backoff = 1
+alarm-retries = {retries}
+"""
+
+
+def node(new_collector: Callable[..., CollectorProcess], nats: NatsCluster, name: str,
+         hook: WebhookServer, rules: str, *, retries: int = 1000) -> CollectorProcess:
+    """A started collector node with the webhook alarm `hook` and `rules`."""
+    collector = new_collector(config=NODE.format(
+        nats=",".join(nats.urls), node=name, hook=hook.url, secret=HOOK_SECRET,
+        rules=rules, retries=retries))
+    collector.start(timeout=40.0)
+    return collector
+
+
+class Streamer(threading.Thread):
+    """Sends `order N failed` lines to one port every 30 ms until halted (at most 10 s)."""
+
+    def __init__(self, port: int, start: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.next = port, start
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        """One line every 30 ms."""
+        deadline = time.monotonic() + 10.0
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            send([f"order {self.next} failed".encode()], self.port)
+            self.next += 1
+            time.sleep(0.03)
+
+
+def leader(*nodes: CollectorProcess) -> CollectorProcess | None:
+    """The node whose /metrics says it holds the alarms lease (None while none does)."""
+    held = [n for n in nodes
+            if n.metrics().get("collector_cluster_alarms_leader", 0.0) == 1.0]
+    assert len(held) <= 1, "two alarms leaders"
+    return held[0] if held else None
+
+
+async def test_a_rate_rule_counts_lines_from_both_nodes_and_fires_once(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """`alarm-rate = hook 4/30 ...` fed two matching lines through node A and two through
+    node B fires exactly once (one engine sees the cluster's lines), and `/v1/alarms` on
+    the node that is not the leader lists it too."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    hook = new_webhook()
+    rules = "alarm-rate = hook 4/30 upstream timed out"
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
+                                    "an alarms leader")
+    send([b"upstream timed out 1", b"upstream timed out 2"], a.port("plain"))
+    send([b"upstream timed out 3", b"upstream timed out 4"], b.port("plain"))
+    (request,) = await asyncio.to_thread(wait_for, hook.accepted, 15.0, "the rate alarm")
+    assert verify_signature(HOOK_SECRET, request)
+    body = request.json()
+    assert body["condition"] == "rate"
+    assert body["count"] == 4
+    # Three more lines (below the threshold again) must not fire a second time.
+    send([b"upstream timed out 5"], a.port("plain"))
+    send([b"upstream timed out 6", b"upstream timed out 7"], b.port("plain"))
+    await asyncio.sleep(2.0)
+    assert len(hook.requests) == 1, [r.json() for r in hook.requests]
+    other = b if first is a else a
+    listed = await asyncio.to_thread(
+        wait_for, lambda: [e for e in alarms(other) if e["state"] == "delivered"], 10.0,
+        "the alarm listed on the other node")
+    assert [e["id"] for e in listed] == [request.webhook_id]
+
+
+async def test_a_new_leader_rebuilds_the_rules_state_from_the_log(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """Two matching lines of a 4/30 rate and one of a log rule reach the leader, which
+    delivers the log rule's alarm and then stops; the other node takes the lease, replays
+    the log before the floor with notifications held back (the log rule's alarm is not
+    sent again) and so counts the rate's two lines: two more fire the rate alarm, once."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    hook = new_webhook()
+    rules = "alarm-rate = hook 4/30 upstream timed out\nlog-alarm = hook ^boom"
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
+                                    "an alarms leader")
+    other = b if first is a else a
+    send([b"upstream timed out 1", b"boom", b"upstream timed out 2"], other.port("plain"))
+    (boom,) = await asyncio.to_thread(wait_for, hook.accepted, 30.0, "the log alarm")
+    await asyncio.sleep(1.5)  # the floor written past them
+    await asyncio.to_thread(first.stop)
+    await asyncio.to_thread(
+        wait_for, lambda: other.get("/healthz")["alarms"]["mode"] == "live", 30.0,
+        "the other node to lead")
+    send([b"upstream timed out 3", b"upstream timed out 4"], other.port("plain"))
+    await asyncio.to_thread(wait_for, lambda: len(hook.accepted()) >= 2, 15.0,
+                            "the rate alarm")
+    await asyncio.sleep(1.0)  # a repeat would be here by now
+    assert [r.json()["condition"] for r in hook.accepted()] == ["log", "rate"]
+    assert hook.accepted()[1].json()["count"] == 4
+    assert hook.accepted()[0].webhook_id == boom.webhook_id
+    metrics = other.metrics()
+    assert metrics['collector_cluster_alarms_replay_suppressed_total{reason="floor"}'] == 1.0
+    assert metrics["collector_cluster_alarms_leader"] == 1.0
+    assert metrics["collector_cluster_leader_changes_total"] == 1.0
+
+
+async def test_alarm_ids_hold_across_kill_9_of_the_leader_with_the_receiver_down(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """The receiver is down, lines through both nodes fire alarms, the leader is killed
+    with SIGKILL while it writes them to the outbox; the other node takes the lease within
+    seconds, replays from the floor, and once the receiver is back every alarm arrives,
+    none under two ids (what it raised again has the ids the old leader gave)."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    hook = new_webhook()
+    rules = "log-alarm = hook ^order \\d+ failed"
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
+                                    "an alarms leader")
+    survivor = b if first is a else a
+    hook.stop()
+    for n in range(20):
+        send([f"order {n} failed".encode()], (a if n % 2 else b).port("plain"))
+    # In the log (the survivor has them all), raised by the leader (some pending).
+    await asyncio.to_thread(
+        wait_for, lambda: len(survivor.get("/v1/logs?after=0&limit=100")["records"]) >= 20,
+        15.0, "the lines of both nodes in the log")
+    await asyncio.to_thread(wait_for, lambda: alarms(first, "state=pending"), 15.0,
+                            "alarms pending on the leader")
+    # More alarms keep coming through the survivor while the leader is killed: those of
+    # its last second are in the outbox but not yet below its floor, so the next leader
+    # raises them again from the log (and must find them under the same ids).
+    streamer = Streamer(survivor.port("plain"), start=20)
+    streamer.start()
+    await asyncio.sleep(1.5)
+    assert hook.accepted() == []
+    killed_at = time.monotonic()
+    first.kill9()
+    await asyncio.sleep(0.5)
+    streamer.halt.set()
+    await asyncio.to_thread(streamer.join, 10.0)
+    count = streamer.next
+    hook.start()
+    await asyncio.to_thread(wait_for, lambda: leader(survivor), 15.0,
+                            "the other node to take the lease")
+    took = time.monotonic() - killed_at
+    await asyncio.to_thread(wait_for, hook.accepted, 20.0, "a first alarm after takeover")
+    first_delivery = time.monotonic() - killed_at
+    await asyncio.to_thread(
+        wait_for, lambda: len({r.json()["message"] for r in hook.accepted()}) == count,
+        30.0, "every alarm at the receiver")
+    await asyncio.sleep(1.0)  # anything sent twice would be here by now
+    accepted = hook.accepted()
+    pairs = {(r.json()["alarm"], r.json()["message"]) for r in accepted}
+    ids = {r.webhook_id for r in accepted}
+    assert pairs == {("hook", f"order {n} failed") for n in range(count)}
+    # No alarm under two ids: as many distinct ids as distinct alarms.
+    assert len(ids) == len(pairs), sorted((r.json()["message"], r.webhook_id)
+                                          for r in accepted)
+    # And each once: nothing was delivered before the kill (the receiver was down), and
+    # what the new leader raised again it found in the outbox instead of sending it twice.
+    assert len(accepted) == len(ids)
+    by_id = {e["id"] for e in alarms(survivor)}
+    assert ids <= by_id
+    print(f"\nkill -9 of the alarms leader: lease taken after {took:.2f} s, first alarm "
+          f"delivered by the other node after {first_delivery:.2f} s; {len(pairs)} alarms "
+          f"under {len(ids)} ids in {len(accepted)} requests")
+
+
+async def test_a_dead_letter_retried_on_the_other_node_is_delivered_by_the_leader(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """An alarm the receiver refused until its one retry was used up is a dead letter,
+    listed on both nodes; `collector alarms retry --dead` on the node that is not the
+    leader puts it back, and the leader delivers it with the same id."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    hook = new_webhook(status=500)
+    rules = "log-alarm = hook ^disk full"
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules, retries=1)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules, retries=1)
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
+                                    "an alarms leader")
+    other = b if first is a else a
+    send([b"disk full on /var"], other.port("plain"))
+    (dead,) = await asyncio.to_thread(wait_for, lambda: alarms(other, "state=dead"), 15.0,
+                                      "a dead letter listed on the other node")
+    refused = len(hook.requests)
+    assert refused >= 1
+    assert {r.webhook_id for r in hook.requests} == {dead["id"]}
+    hook.status = 200
+    retried = await asyncio.to_thread(other.cli, "alarms", "retry", "--dead")
+    assert retried.returncode == 0, retried.stderr
+    assert dead["id"] in retried.stdout
+    (delivered,) = await asyncio.to_thread(wait_for, hook.accepted, 15.0,
+                                           "the retried alarm delivered")
+    assert delivered.webhook_id == dead["id"]
+    await asyncio.to_thread(
+        wait_for, lambda: [e for e in alarms(other, "state=delivered")
+                           if e["id"] == dead["id"]], 10.0, "the alarm delivered, listed")
+
+
+async def test_lines_that_came_before_any_leader_are_alarmed_by_the_first(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """The lease is held by no collector (a stranger's key, left to expire): lines sent
+    meanwhile are in the log with no leader to evaluate them; the first leader, finding
+    no floor, evaluates them and their alarms are delivered."""
+    nats = await asyncio.to_thread(new_nats, 3)
+    connection = Connection(ClusterConfig(nats=tuple(nats.urls), node="test", replicas=3))
+    await connection.open()
+    try:
+        bucket = await connection.bucket(BUCKET, ttl=TTL_SECONDS, history=1)
+        assert await bucket.create(KEY, b'{"node":"gone","boot":"x"}') is not None
+    finally:
+        await connection.close()
+    hook = new_webhook()
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook,
+                                "log-alarm = hook ^order \\d+ failed")
+    assert leader(a) is None
+    send([f"order {n} failed".encode() for n in range(3)], a.port("plain"))
+    await asyncio.to_thread(wait_for, lambda: leader(a), 15.0, "a to lead")
+    await asyncio.to_thread(wait_for, lambda: len(hook.accepted()) == 3, 15.0,
+                            "the three alarms")
+    assert sorted(r.json()["message"] for r in hook.accepted()) == [
+        f"order {n} failed" for n in range(3)]
