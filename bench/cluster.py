@@ -192,9 +192,11 @@ def failover_lines(outcome: list[Failover] | Skipped) -> list[str]:
         return [f"kill -9 of the alarms leader -> first alarm by another node: SKIPPED "
                 f"({outcome.reason})"]
     return [f"kill -9 of the alarms leader ({one.killed}) -> first alarm delivered by "
-            f"another node: {one.to_alarm:.2f} s (survivor reported itself leader after "
-            f"{one.to_leader:.2f} s; {one.delivered} alarms delivered after the kill; "
-            f"webhook-ids delivered twice so far: {one.ids_twice})" for one in outcome]
+            f"another node: {one.to_alarm:.2f} s (the survivor reported itself leader "
+            f"after {one.to_leader:.2f} s); alarm lines sent from the kill on: "
+            f"{one.probes}, never delivered: {one.probes_missing}, delivered twice: "
+            f"{one.probes_twice}; webhook-ids delivered twice so far: {one.ids_twice}"
+            for one in outcome]
 
 
 def main() -> int:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bench.cluster_trial import cluster_section, reset_stream, start_all
@@ -44,6 +47,9 @@ class Failover:
     to_leader: float  # seconds from the kill to the survivor reporting itself leader
     delivered: int
     ids_twice: int  # webhook-ids answered 2xx more than once over the whole part
+    probes: int  # alarm lines sent to the survivor from the kill on
+    probes_missing: int  # of those, never delivered within DELIVERY_WAIT after the last
+    probes_twice: int  # of those, delivered more than once (under any ids)
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,27 @@ def leader(nodes: dict[str, CollectorProcess]) -> str | None:
     return leaders[0] if len(leaders) == 1 else None
 
 
+def probe_line(tag: str, seq: int) -> str:
+    """The alarm line of probe `seq` of round `tag`."""
+    return f"ALARM failover {tag} seq={seq}"
+
+
+def probes_delivered(messages: Iterable[str], tag: str) -> Counter[int]:
+    """How many times each probe of round `tag` was delivered, from the webhook
+    payloads' `message` (the alarm line, as uWSGI sends it)."""
+    pattern = re.compile(rf"ALARM failover {re.escape(tag)} seq=(\d+)\b")
+    return Counter(int(match.group(1)) for message in messages
+                   if (match := pattern.search(message)))
+
+
 class Prober(threading.Thread):
-    """Sends `ALARM failover seq=N` to one node every PROBE_INTERVAL until stopped
+    """Sends probe_line(tag, N) to one node every PROBE_INTERVAL until stopped
     (bounded: DELIVERY_WAIT seconds)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tag: str) -> None:
         super().__init__(daemon=True)
         self.port = port
+        self.tag = tag
         self.halt = threading.Event()
         self.sent = 0
 
@@ -95,7 +115,7 @@ class Prober(threading.Thread):
         """Send until stopped or out of time."""
         began = time.monotonic()
         while not self.halt.is_set() and time.monotonic() - began < DELIVERY_WAIT:
-            send([f"ALARM failover seq={self.sent}".encode()], self.port)
+            send([probe_line(self.tag, self.sent).encode()], self.port)
             self.sent += 1
             self.halt.wait(PROBE_INTERVAL)
 
@@ -114,14 +134,15 @@ def measure(nats_cluster: NatsCluster, rounds: int) -> list[Failover] | Skipped:
                 start_all(list(nodes.values()))
             except AssertionError as exc:
                 return Skipped("the collector refused the config: " + refusal(str(exc)))
-            return [_round(nodes, receiver) for _ in range(rounds)]
+            return [_round(nodes, receiver, f"r{index}") for index in range(rounds)]
     except AssertionError as exc:
         return Skipped(str(exc).splitlines()[0])
     finally:
         receiver.stop()
 
 
-def _round(nodes: dict[str, CollectorProcess], receiver: WebhookServer) -> Failover:
+def _round(nodes: dict[str, CollectorProcess], receiver: WebhookServer, tag: str
+           ) -> Failover:
     found = wait_for(lambda: leader(nodes), LEADER_WAIT,
                      f"one node with {LEADER_METRIC} 1 (is alarms leadership built?)")
     assert found is not None
@@ -130,7 +151,7 @@ def _round(nodes: dict[str, CollectorProcess], receiver: WebhookServer) -> Failo
     send([f"ALARM warm-up {time.time()}".encode()], nodes[survivor].port("bench"))
     wait_for(lambda: len(receiver.accepted()) > before, DELIVERY_WAIT,
              "the warm-up alarm to be delivered")
-    prober = Prober(nodes[survivor].port("bench"))
+    prober = Prober(nodes[survivor].port("bench"), tag)
     killed_at = time.time()
     nodes[found].kill9()
     prober.start()
@@ -149,7 +170,18 @@ def _round(nodes: dict[str, CollectorProcess], receiver: WebhookServer) -> Failo
         prober.join(5)
     after = [r for r in receiver.accepted() if r.arrived > killed_at]
     to_alarm = min(r.arrived for r in after) - killed_at if after else float("nan")
+
+    def delivered() -> Counter[int]:
+        return probes_delivered((str(r.json().get("message", "")) for r in
+                                 receiver.accepted()), tag)
+    # Every probe should come out once: the pending ones the new leader replays or sends.
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: len(delivered()) >= prober.sent, DELIVERY_WAIT,
+                 "every probe to be delivered")
+    counts = delivered()
     # The killed node comes back on its data dir, as an operator would restart it.
     nodes[found].start(timeout=40)
     twice = sum(1 for count in receiver.accepted_ids().values() if count > 1)
-    return Failover(found, to_alarm, to_leader, len(after), twice)
+    return Failover(found, to_alarm, to_leader, len(after), twice, prober.sent,
+                    sum(1 for seq in range(prober.sent) if seq not in counts),
+                    sum(1 for count in counts.values() if count > 1))

@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from bench.cluster_failover import LEADER_METRIC, gauge, refusal
+from bench.cluster_failover import (
+    LEADER_METRIC,
+    gauge,
+    probe_line,
+    probes_delivered,
+    refusal,
+)
 from bench.cpu import CpuWindow, limit_note, nodes_ceiling, split_node_cost, us_per_line
 from bench.histogram import buckets, merge, quantile
 
@@ -171,3 +177,13 @@ def test_the_leader_gauge_is_read_with_or_without_labels_and_not_by_prefix() -> 
     assert gauge({LEADER_METRIC: 1.0}, LEADER_METRIC) == 1.0
     assert gauge({LEADER_METRIC + '{node="a"}': 1.0}, LEADER_METRIC) == 1.0
     assert gauge({LEADER_METRIC + "_changes_total": 4.0}, LEADER_METRIC) == 0.0
+
+
+def test_probes_are_counted_per_round_from_the_webhook_messages() -> None:
+    """Each probe of the round is counted as often as it was delivered; other rounds'
+    probes and other alarms are not, and seq=1 is not seq=12."""
+    messages = [probe_line("r0", 1), probe_line("r0", 12), probe_line("r0", 1),
+                probe_line("r1", 2), "ALARM warm-up 1764512345.6", "something else"]
+    assert probes_delivered(messages, "r0") == {1: 2, 12: 1}
+    assert probes_delivered(messages, "r1") == {2: 1}
+    assert probes_delivered(messages, "r2") == {}
