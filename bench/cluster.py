@@ -9,8 +9,12 @@ the load split over both (each node's own bench.sender on its own UDP port at ha
 rate). Cluster nodes share one NATS cluster for the run: three `nats-server` on loopback
 with R3 streams (`--nats 1`: one server, R1). All run on this one machine, so the ratio
 two/one shows what the cluster costs, not what it gains. A trial holds when every line
-sent is committed to the store of every node (`collector_store_lines_committed_total`),
-waited for at most `--wait` seconds after the senders end, and the senders kept the rate.
+sent is committed to the store of every node (`collector_store_lines_committed_total`)
+within `--lag` seconds of the senders' end (issue 9: every node shows every line within a
+second; counted for up to `--wait` seconds, a trial past the lag is LATE), none twice, and
+the senders kept the rate. A short trial's backlog hides in buffers, so the summary also
+gives the end-to-end rate of the figure's trial: lines over the time from the senders'
+start until every node had them.
 
 Per trial: each node's CPU µs per line sent to the setup (main process and store writer),
 the nats-servers' (all together), publish-to-ack p50/p99 from the nodes'
@@ -106,7 +110,7 @@ def oracle(setup: Setup, runs: Runs, args: argparse.Namespace,
         for _ in range(1 + args.retries):
             began = time.monotonic()
             result = run_trial(setup, rate, duration=args.duration, max_lines=args.max_lines,
-                               tolerance=args.tolerance, wait=args.wait,
+                               tolerance=args.tolerance, wait=args.wait, lag=args.lag,
                                nats_cluster=nats_cluster)
             runs.note(result)
             print(row(result, time.monotonic() - began), flush=True)
@@ -136,7 +140,9 @@ def cpu_lines(runs: dict[str, Runs], searches: dict[str, RateSearch]) -> list[st
                    f"{result.lines_per_message:.1f} lines per message"
                    if not math.isnan(p50) else "")
         lines.append(f"  {name:>6} at {search.good:.0f}/s: {nodes}; nats "
-                     f"{result.nats_us_per_line():.1f}{publish}")
+                     f"{result.nats_us_per_line():.1f}{publish}; end to end "
+                     f"{result.end_to_end:.0f} lines/s (every line on every node "
+                     f"{result.visible_after:.2f} s after the senders' end)")
     return lines
 
 
@@ -210,13 +216,16 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=20.0,
                         help="seconds after the senders end for every node to have every "
                              "line")
+    parser.add_argument("--lag", type=float, default=1.0,
+                        help="a trial holds only if every node had every line within this "
+                             "many seconds of the senders' end (issue 9: within a second)")
     parser.add_argument("--failovers", type=int, default=2,
                         help="kill -9 rounds of the alarms leader (0: skip the part)")
     args = parser.parse_args()
     spec = search_spec(args)
     print(f"# cluster benchmark: {env_note()}; NATS: {args.nats} nats-server on loopback, "
-          f"R{args.nats}; {search_note(args)}; lines visible on every node within "
-          f"{args.wait:g} s")
+          f"R{args.nats}; {search_note(args)}; held also needs every line on every node "
+          f"within {args.lag:g} s of the senders' end (counted for up to {args.wait:g} s)")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         nats_cluster = NatsCluster(Path(tmp), args.nats).start()

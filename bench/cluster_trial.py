@@ -109,6 +109,7 @@ class TrialResult:
     refused: int
     nodes: list[str] = field(default_factory=list)
     messages: int = 0  # messages in the stream (the trial's stream starts empty)
+    lag: float = float("inf")  # seconds after the senders' end within which lines count
 
     @property
     def gave_up(self) -> bool:
@@ -140,14 +141,26 @@ class TrialResult:
         return any(count > self.verdict.sent for count in self.committed)
 
     @property
+    def late(self) -> bool:
+        """Every line came, but not within `lag` seconds of the senders' end."""
+        return self.verdict.held and not self.visible_after <= self.lag
+
+    @property
     def held(self) -> bool:
-        """Every line on every node, none twice, at the rate asked."""
-        return self.verdict.held and not self.doubled
+        """Every line on every node within `lag` seconds, none twice, at the rate asked."""
+        return self.verdict.held and not self.doubled and not self.late
 
     @property
     def mark(self) -> str:
         """A word for the trial's row."""
-        return "DOUBLED" if self.doubled else self.verdict.mark
+        return "DOUBLED" if self.doubled else "LATE" if self.late else self.verdict.mark
+
+    @property
+    def end_to_end(self) -> float:
+        """Lines/s from the senders' start until every node had every line: what the
+        whole path kept up with over the trial (nan if some line never came)."""
+        total = self.verdict.seconds + self.visible_after
+        return self.verdict.sent / total if total > 0 else float("nan")
 
     def node_cpu(self, node: str) -> float:
         """CPU seconds of node `node` (main process and store writer)."""
@@ -230,9 +243,11 @@ def start_all(nodes: Sequence[CollectorProcess]) -> None:
 
 
 def run_trial(setup: Setup, rate: float, *, duration: float, max_lines: int,
-              tolerance: float, wait: float, nats_cluster: NatsCluster | None
+              tolerance: float, wait: float, lag: float, nats_cluster: NatsCluster | None
               ) -> TrialResult:
-    """`rate` lines/s split over `setup`'s fresh nodes for about `duration` seconds."""
+    """`rate` lines/s split over `setup`'s fresh nodes for about `duration` seconds;
+    lines are counted for `wait` seconds after the senders end, and the trial holds if
+    they were all on every node within `lag` of it."""
     seconds = trial_duration(rate, duration, max_lines)
     names = list(NODE_NAMES[:setup.nodes])
     if setup.cluster:
@@ -273,7 +288,7 @@ def run_trial(setup: Setup, rate: float, *, duration: float, max_lines: int,
         (1000 * quantile(histogram, 0.5), 1000 * quantile(histogram, 0.99)),
         sum(metric_sum(m, "collector_udp_kernel_drops_total") for m in metrics),
         sum(metric_sum(m, "collector_cluster_refused_lines_total") for m in metrics),
-        names, int(max((m.get(APPLIED, 0.0) for m in metrics), default=0)))
+        names, int(max((m.get(APPLIED, 0.0) for m in metrics), default=0)), lag)
 
 
 def _cpu(procs: Sequence[psutil.Process]) -> float:

@@ -14,7 +14,9 @@ from bench.cluster_failover import (
     probes_delivered,
     refusal,
 )
+from bench.cluster_trial import Setup, TrialResult
 from bench.cpu import CpuWindow, limit_note, nodes_ceiling, split_node_cost, us_per_line
+from bench.harness import Verdict
 from bench.histogram import buckets, merge, quantile
 
 NAME = "collector_cluster_publish_seconds"
@@ -187,3 +189,39 @@ def test_probes_are_counted_per_round_from_the_webhook_messages() -> None:
     assert probes_delivered(messages, "r0") == {1: 2, 12: 1}
     assert probes_delivered(messages, "r1") == {2: 1}
     assert probes_delivered(messages, "r2") == {}
+
+
+def trial(committed: list[int], *, visible_after: float, drops: int = 0, sent: int = 1000,
+          lag: float = 1.0) -> TrialResult:
+    """A two-node trial at 1000 lines/s for 1 s with the given outcome."""
+    cpu = window({"a:main": 0.01, "b:main": 0.01, "nats:n0": 0.02})
+    return TrialResult(Setup("two", 2, cluster=True), Verdict(1000, sent, min(committed), 1.0,
+                                                              0.0),
+                       committed, cpu, cpu, visible_after, (1.0, 2.0), drops, 0, ["a", "b"],
+                       messages=50, lag=lag)
+
+
+def test_a_trial_holds_only_with_every_line_on_every_node_in_time_and_none_twice() -> None:
+    """Every line within the lag holds; the same 0.5 s past a 0.25 s lag is LATE; a line
+    missing on one node is a loss; more lines than sent on a node is DOUBLED (it could hide
+    a loss)."""
+    good = trial([1000, 1000], visible_after=0.5)
+    assert (good.held, good.mark) == (True, "held")
+    assert good.end_to_end == pytest.approx(1000 / 1.5)
+    assert good.lines_per_message == pytest.approx(20.0)
+    late = trial([1000, 1000], visible_after=0.5, lag=0.25)
+    assert (late.held, late.mark) == (False, "LATE")
+    lost = trial([1000, 999], visible_after=math.nan)
+    assert (lost.held, lost.mark) == (False, "loss")
+    doubled = trial([1000, 1001], visible_after=math.nan)
+    assert (doubled.held, doubled.mark) == (False, "DOUBLED")
+
+
+def test_a_wait_given_up_on_drops_reports_an_upper_bound() -> None:
+    """With 100 lines dropped by the kernel the count was cut short: the share shown is
+    what was not certainly lost, 90 %, not the partial count's 30 %."""
+    cut = trial([300, 350], visible_after=math.nan, drops=100)
+    assert cut.gave_up
+    assert cut.everywhere == pytest.approx(0.9)
+    assert not trial([1000, 1000], visible_after=0.1).gave_up
+    assert trial([1000, 1000], visible_after=0.1).everywhere == pytest.approx(1.0)
