@@ -34,7 +34,6 @@ from bench.harness import (
     udp_port,
 )
 from bench.histogram import buckets, merge, quantile
-from collector.cluster.stream import STREAM
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
 
@@ -61,13 +60,18 @@ def cluster_section(nats: NatsCluster, node: str, extra: str = "") -> str:
 
 
 def reset_stream(nats_cluster: NatsCluster) -> None:
-    """Delete the `LOGS` stream (if any), so the next nodes start on an empty log."""
+    """Delete every stream, `LOGS` and the KV buckets (they are streams too), so the next
+    nodes start on an empty cluster. Deleting `LOGS` alone is not enough: its sequence
+    starts again at 1 while the alarms floor kept in KV still names the old stream's
+    position, and the next leader then held back every alarm below it."""
     async def reset() -> None:
         client = await nats.connect(nats_cluster.urls, connect_timeout=5,
                                     allow_reconnect=False)
         try:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await client.jetstream(timeout=10).delete_stream(STREAM)
+            js = client.jetstream(timeout=10)
+            for name in await js.streams_info():
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_stream(name.config.name or "")
         finally:
             await client.close()
     asyncio.run(reset())
