@@ -47,6 +47,7 @@ from alarms.outbox.base import Entry
 from alarms.outbox.kv import KvOutbox
 from alarms.spec import AppRules, RetryPolicy
 from alarms.stable_ids import stable_id
+from alarms.ticker import tick_forever
 from alarms.warmup import warmup_seconds
 from collector.cluster.batch import decode
 from collector.cluster.errors import ClusterError
@@ -65,9 +66,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("alarms")
 
-TICK_SECONDS = 0.5
 FLOOR_EVERY = 1.0
-PRUNE_SECONDS = 3600.0
 FLOOR_BUCKET = "alarms"
 FLOOR_KEY = "floor"
 # Record times are the receiving node's clock, the replay's start is the stream's: a
@@ -423,31 +422,26 @@ class ClusterAlarmsComponent:
             dispatcher.submit(notification)
 
     async def _tick(self) -> None:
-        next_floor = next_prune = 0.0
         loop = asyncio.get_running_loop()
-        failed = False
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
+        next_floor = 0.0
+
+        async def step() -> None:
+            nonlocal next_floor
             engine, dispatcher = self._engine, self._dispatcher
             if self._mode != "live" or engine is None or dispatcher is None:
-                continue
-            try:
-                engine.tick()
-                await dispatcher.trim_dead_letters()
-                if loop.time() >= next_floor:
-                    next_floor = loop.time() + FLOOR_EVERY
-                    await self._write_floor()
-            except Exception:
-                # The ticker's one catch point (as in single-node mode).
-                if not failed:
-                    log.exception("alarm_tick_failed")
-                failed = True
-            if loop.time() >= next_prune:
-                next_prune = loop.time() + PRUNE_SECONDS
-                try:
-                    await self._outbox.prune(time.time() - self._config.store.retention)
-                except StoreError as exc:
-                    log.error("alarm_outbox_prune_failed", error=str(exc))
+                return
+            engine.tick()
+            await dispatcher.trim_dead_letters()
+            if loop.time() >= next_floor:
+                next_floor = loop.time() + FLOOR_EVERY
+                await self._write_floor()
+
+        async def prune() -> None:
+            # The leader's duty, like every write of delivery state.
+            if self._mode == "live":
+                await self._outbox.prune(time.time() - self._config.store.retention)
+
+        await tick_forever(step, prune)
 
     async def _write_floor(self) -> None:
         """Move the floor up to what is evaluated, once its notifications are all in the

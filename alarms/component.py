@@ -24,16 +24,14 @@ from alarms.notifiers.base import Notifier, Services
 from alarms.notifiers.registry import build
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.spec import AppRules
+from alarms.ticker import tick_forever
 from collector.config.model import Config
-from collector.errors import StoreError
 from collector.metrics import Metric
 from collector.server.context import Context
 from collector.server.reload import same_settings
 
 log = structlog.get_logger("alarms")
 
-TICK_SECONDS = 0.5
-PRUNE_SECONDS = 3600.0
 OUTBOX_FILE = "alarms.db"
 
 
@@ -89,26 +87,13 @@ class AlarmsComponent:
         engine, dispatcher = self._engine, self._dispatcher
         assert engine is not None
         assert dispatcher is not None
-        next_prune = 0.0
-        loop = asyncio.get_running_loop()
-        failed = False
-        while True:
-            try:
-                engine.tick()
-                await dispatcher.trim_dead_letters()
-            except Exception:
-                # The ticker's one catch point: a bug in a time-driven condition is logged
-                # once and the ticker goes on, so silences and backtraces still expire.
-                if not failed:
-                    log.exception("alarm_tick_failed")
-                failed = True
-            if loop.time() >= next_prune:
-                next_prune = loop.time() + PRUNE_SECONDS
-                try:
-                    await self._outbox.prune(time.time() - self._config.store.retention)
-                except StoreError as exc:
-                    log.error("alarm_outbox_prune_failed", error=str(exc))
-            await asyncio.sleep(TICK_SECONDS)
+
+        async def step() -> None:
+            engine.tick()
+            await dispatcher.trim_dead_letters()
+
+        await tick_forever(step, lambda: self._outbox.prune(
+            time.time() - self._config.store.retention))
 
     async def stop(self) -> None:
         """Stop evaluating, let deliveries in flight finish briefly, close the outbox."""
