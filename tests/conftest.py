@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.cluster.connection import Connection
+from collector.config.model import ClusterConfig
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
 from tests.support.smtp import SmtpServer
@@ -101,3 +104,14 @@ def new_nats(tmp_path: Path) -> Iterator[Callable[..., NatsCluster]]:
     yield make
     for cluster in made:
         cluster.stop()
+
+
+@pytest.fixture
+async def connection(new_nats: Callable[..., NatsCluster]) -> AsyncIterator[Connection]:
+    """A cluster node's connection (collector.cluster.connection) to one real JetStream
+    server, replicas 1."""
+    cluster = await asyncio.to_thread(new_nats, 1)
+    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=1))
+    await connection.open()
+    yield connection
+    await connection.close()

@@ -25,7 +25,7 @@ NODE = """[cluster]
 nats = {nats}
 node = {node}
 replicas = 3
-
+{extra}
 [listener:plain]
 udp = 127.0.0.1:{{port:plain}}
 format = socket
@@ -34,9 +34,10 @@ app = web
 
 
 def node(new_collector: Callable[..., CollectorProcess], nats: NatsCluster,
-         name: str) -> CollectorProcess:
-    """A started collector node of the cluster."""
-    collector = new_collector(config=NODE.format(nats=",".join(nats.urls), node=name))
+         name: str, extra: str = "") -> CollectorProcess:
+    """A started collector node of the cluster (`extra`: more [cluster] lines)."""
+    collector = new_collector(config=NODE.format(nats=",".join(nats.urls), node=name,
+                                                 extra=extra))
     collector.start(timeout=40.0)
     return collector
 

@@ -4,7 +4,7 @@ create-if-absent, deletion, listing and watching, and NATS errors as ClusterErro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -15,16 +15,6 @@ from collector.config.model import ClusterConfig
 from tests.support.nats import NatsCluster
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def connection(new_nats: Callable[..., NatsCluster]) -> AsyncIterator[Connection]:
-    """A node's connection to one real JetStream server."""
-    cluster = await asyncio.to_thread(new_nats, 1)
-    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=1))
-    await connection.open()
-    yield connection
-    await connection.close()
 
 
 async def test_create_update_delete(connection: Connection) -> None:

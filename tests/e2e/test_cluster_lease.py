@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from collector.cluster.connection import Connection
 from collector.cluster.kv import Bucket
 from collector.cluster.lease import BUCKET, KEY, TTL_SECONDS, Lease
-from collector.config.model import ClusterConfig
-from tests.support.nats import NatsCluster
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def connection(new_nats: Callable[..., NatsCluster]) -> AsyncIterator[Connection]:
-    """A connection to one real JetStream server."""
-    cluster = await asyncio.to_thread(new_nats, 1)
-    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=1))
-    await connection.open()
-    yield connection
-    await connection.close()
 
 
 class Seen:

@@ -13,32 +13,19 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_cluster import NODE
+from tests.e2e.test_cluster import node as cluster_node
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.e2e
 
-# A heartbeat every second (TTL 3 s), so that a killed node shows as missing quickly.
-NODE = """[cluster]
-nats = {nats}
-node = {node}
-replicas = 3
-heartbeat = 1
-
-[listener:plain]
-udp = 127.0.0.1:{{port:plain}}
-format = socket
-app = web
-"""
-
-
 def node(new_collector: Callable[..., CollectorProcess], nats: NatsCluster,
          name: str) -> CollectorProcess:
-    """A started collector node with one-second heartbeats."""
-    collector = new_collector(config=NODE.format(nats=",".join(nats.urls), node=name))
-    collector.start(timeout=40.0)
-    return collector
+    """A started collector node with a heartbeat every second (TTL 3 s), so that a killed
+    node shows as missing quickly."""
+    return cluster_node(new_collector, nats, name, extra="heartbeat = 1")
 
 
 def status(collector: CollectorProcess) -> tuple[int, dict[str, Any], str]:
@@ -228,7 +215,8 @@ async def test_heartbeat_failures_are_logged_once_per_outage_and_counted(
     failed heartbeat is counted, logged once, and status says NATS does not answer (exit
     1, not a crash); back, the heartbeat recovers by itself."""
     nats = await asyncio.to_thread(new_nats, 1)
-    a = new_collector(config=NODE.format(nats=nats.urls[0], node="a").replace(
+    a = new_collector(config=NODE.format(nats=nats.urls[0], node="a",
+                                         extra="heartbeat = 1").replace(
         "replicas = 3", "replicas = 1"))
     await asyncio.to_thread(a.start, 40.0)
     _, document = await asyncio.to_thread(wait_status, a, healthy, 30.0, "healthy, R1")
