@@ -90,26 +90,19 @@ class DatagramListener(asyncio.DatagramProtocol):
                 return
             assert not isinstance(result, Dropped)
             count = len(result.lines)
-            settle = None
-            if self._ingest.settles:
-                # A cluster node: the datagram counts as accepted once its lines are
-                # acknowledged by JetStream or held by the spool, not when taken.
-                # Plain values, not the decoded lines: what waits for an ack should not
-                # be objects the garbage collector must walk.
-                settle = partial(self._settled, (count, result.escaped, result.app,
-                                                 result.source, result.lost))
+            # Plain values, not the decoded lines: what waits for an ack should not be
+            # objects the garbage collector must walk.
+            datagram = (count, result.escaped, result.app, result.source, result.lost)
+            # A cluster node counts the datagram accepted once its lines are acknowledged
+            # by JetStream or held by the spool, not when taken.
+            settle = partial(self._settled, datagram) if self._ingest.settles else None
             if not self._ingest.accept(self._origin, host, result, settle):
                 stats.dropped["store_backlog"] += 1
                 stats.lines_dropped["store_backlog"] += count
                 return
             if settle is None:
                 # Single-node mode: the store took the lines, they are accepted now.
-                stats.datagrams_accepted += 1
-                stats.lines += count
-                stats.escaped += result.escaped
-                if result.lost:
-                    stats.count_lost(result.app or self.config.app,
-                                     result.source or self.config.source, result.lost)
+                self._settled(datagram, True)
         except Exception:
             stats.dropped["internal_error"] += 1
             log.exception("datagram_failed", listener=self.config.name, peer=host)
