@@ -42,7 +42,7 @@ from alarms.engine import AlarmEngine
 from alarms.metrics import families
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier, Services
-from alarms.notifiers.registry import build
+from alarms.notifiers.registry import build_all
 from alarms.outbox.base import Entry
 from alarms.outbox.kv import KvOutbox
 from alarms.spec import AppRules, RetryPolicy
@@ -180,8 +180,7 @@ class ClusterAlarmsComponent:
     def _build_notifiers(self, rules: list[AppRules]) -> dict[tuple[str, str], Notifier]:
         assert self._services is not None
         assert self._session is not None
-        return {(app.app, spec.name): build(spec, app.retry, self._services, self._session)
-                for app in rules for spec in app.alarms.values()}
+        return build_all(rules, self._services, self._session)
 
     async def reload(self, config: Config) -> None:
         """New rules and notifiers; a leader's engine keeps the state of unchanged apps."""

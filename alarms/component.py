@@ -21,7 +21,7 @@ from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
 from alarms.metrics import families
 from alarms.notifiers.base import Notifier, Services
-from alarms.notifiers.registry import build
+from alarms.notifiers.registry import build_all
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.spec import AppRules
 from alarms.ticker import tick_forever
@@ -67,8 +67,7 @@ class AlarmsComponent:
     def _notifiers(self, rules: list[AppRules]) -> dict[tuple[str, str], Notifier]:
         assert self._services is not None
         assert self._session is not None
-        return {(app.app, spec.name): build(spec, app.retry, self._services, self._session)
-                for app in rules for spec in app.alarms.values()}
+        return build_all(rules, self._services, self._session)
 
     async def reload(self, config: Config) -> None:
         """New rules and notifiers for the next record; the outbox and what it holds stay."""

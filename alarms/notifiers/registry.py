@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 
 from alarms.notifiers import cmd, curl, log, mail, webhook
 from alarms.notifiers.base import Notifier, Services
 from alarms.options import parse_target
-from alarms.spec import AlarmSpec, RetryPolicy
+from alarms.spec import AlarmSpec, AppRules, RetryPolicy
 
 CHECKS: dict[str, Callable[[str], str | None]] = {
     "cmd": cmd.check, "log": log.check, "mail": mail.check, "curl": curl.check,
@@ -52,3 +52,10 @@ def build(spec: AlarmSpec, policy: RetryPolicy, services: Services,
         notifier.plugin = spec.plugin
         return notifier
     return curl.CurlHttpNotifier(target, session, timeout)
+
+
+def build_all(rules: Iterable[AppRules], services: Services,
+              session: aiohttp.ClientSession) -> dict[tuple[str, str], Notifier]:
+    """Every app's alarm instances, keyed by (app, alarm name)."""
+    return {(app.app, spec.name): build(spec, app.retry, services, session)
+            for app in rules for spec in app.alarms.values()}
