@@ -20,6 +20,9 @@ from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key
 from logwire.prefix import CRYPTO_PREFIX
 
 _MAX_TIMESTAMP_DIGITS = 20
+# Prefixes (`APP/SOURCE `) remembered, so that a sender's usual datagram costs a dict
+# lookup instead of a regex match and two decodes; senders choose them, hence a bound.
+_MAX_PREFIXES = 4096
 _CRYPTO_PREFIX_BYTES = re.compile(CRYPTO_PREFIX.pattern.encode())
 
 
@@ -86,6 +89,7 @@ class CryptoDecoder:
         self._order: deque[bytes] = deque()
         self._replay_window = replay_window
         self._block_min = min(k._block for k in self._keys)
+        self._prefixes: dict[bytes, tuple[str, str]] = {}
 
     def decode(self, data: bytes, peer: str, now: float) -> Decoded:
         """Decrypt, check and split one datagram."""
@@ -109,15 +113,38 @@ class CryptoDecoder:
             return Dropped("replay")
         app = key.app
         source = None
-        match = _CRYPTO_PREFIX_BYTES.match(body)
-        if match:
-            app = match.group(1).decode()
-            source = match.group(2).decode()
-            body = body[match.end():]
+        named = self._prefix(body)
+        if named is not None:
+            app, source, skip = named
+            body = body[skip:]
         lines, escaped = split_lines(body)
         if not lines:
             return Dropped("empty")
         return Lines(lines, app, source, emitted, escaped)
+
+    def _prefix(self, body: bytes) -> tuple[str, str, int] | None:
+        """(app, source, length) of the body's `APP/SOURCE ` prefix, None without one.
+
+        Neither name holds a space, so a prefix is the whole first word: a body whose first
+        word is a prefix seen before has that prefix, and the same strings are handed out
+        again (which also lets marshal send them to the writer as back-references).
+        """
+        space = body.find(b" ")
+        if space <= 0:
+            return None
+        head = body[:space + 1]
+        known = self._prefixes.get(head)
+        if known is not None:
+            return known[0], known[1], space + 1
+        match = _CRYPTO_PREFIX_BYTES.match(body)
+        if match is None:
+            return None
+        names = (match.group(1).decode(), match.group(2).decode())
+        if len(self._prefixes) >= _MAX_PREFIXES:
+            self._prefixes.clear()
+        # The same bytes as `head`: the match ends at the first space.
+        self._prefixes[body[:match.end()]] = names
+        return names[0], names[1], match.end()
 
     def _decrypt(self, data: bytes, peer: str) -> tuple[CryptoKey, int, bytes] | Dropped | None:
         """Try the sender's last key, then the rest; remember the one that works."""
