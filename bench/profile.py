@@ -36,6 +36,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("idle (waiting)", "epoll_wait", ""),
     ("idle (waiting)", "PyThread_acquire_lock_timed", ""),
     ("idle (waiting)", "fdatasync", ""),
+    ("idle (waiting)", "select", ""),
+    ("idle (waiting)", "clock_nanosleep", ""),
     ("kernel: recvmsg", "recvmsg", ""),
     ("kernel: write to the writer's pipe", "write", ""),
     ("garbage collector", "gc_collect_main", ""),
