@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -249,3 +250,30 @@ def test_a_senders_prefix_is_read_once() -> None:
     for later in rest:
         assert later.app is first.app
         assert later.source is first.source
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(min_size=1, max_size=300),
+                          st.binary(min_size=1, max_size=120).map(lambda m: m + b"\n")
+                          .map(lambda m: b"\x01" + m)),
+                min_size=1, max_size=8),
+       st.sampled_from(sorted(ALGORITHMS)))
+def test_one_key_decrypts_every_datagram_as_a_fresh_context_would(
+        items: list[bytes], algo: str) -> None:
+    """The long-lived context gives, datagram after datagram (good ones, garbage of any
+    length, wrong padding), what a fresh CBC context per datagram gives."""
+    key = CryptoKey("s3cret", algo)
+    for item in items:
+        # Items starting with 1 are real messages; the rest are sent raw, as garbage.
+        data = encrypt(item[1:], "s3cret", algo) if item[0] == 1 else item
+        want: bytes | None = None
+        if data and not len(data) % ALGORITHMS[algo].block:
+            fresh = Cipher(ALGORITHMS[algo].make(derive_key("s3cret", algo)),
+                           modes.CBC(derive_iv(None, algo))).decryptor()
+            padded = fresh.update(data) + fresh.finalize()
+            pad = padded[-1]
+            if 0 < pad <= ALGORITHMS[algo].block and padded.endswith(bytes((pad,)) * pad):
+                want = padded[:-pad]
+        assert key.decrypt(data) == want
+        if item[0] == 1:
+            assert want == item[1:]
