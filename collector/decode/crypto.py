@@ -1,9 +1,11 @@
 """The collector's side of uWSGI logcrypto: decrypting and checking each datagram.
 
 The format itself (cipher parameters, key and IV derivation) lives in logwire.logcrypto.
-Decryption is done with one long-lived ECB context per key and the CBC chaining XOR done
-here, because building a fresh CBC context costs about three times the decryption itself
-and the IV never changes anyway.
+Decryption is done with one long-lived CBC context per key, never finalized: building a
+fresh context per datagram costs about three times the decryption itself. Each datagram is
+fed behind one extra block equal to the IV, whose own output is thrown away: CBC chains
+each block to the ciphertext block before it, so the datagram's first block is chained to
+the IV, as if the context were new. One OpenSSL call per datagram does all the work.
 """
 
 from __future__ import annotations
@@ -20,36 +22,43 @@ from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key
 from logwire.prefix import CRYPTO_PREFIX
 
 _MAX_TIMESTAMP_DIGITS = 20
+# Prefixes (`APP/SOURCE `) remembered, so that a sender's usual datagram costs a dict
+# lookup instead of a regex match and two decodes; senders choose them, hence a bound.
+_MAX_PREFIXES = 4096
 _CRYPTO_PREFIX_BYTES = re.compile(CRYPTO_PREFIX.pattern.encode())
 
 
 class CryptoKey:
-    """One secret, ready to decrypt: a reusable ECB context plus the CBC chaining."""
+    """One secret, ready to decrypt: a reusable CBC context, reset to the IV per datagram."""
 
-    __slots__ = ("_block", "_ecb", "_iv", "app", "label")
+    __slots__ = ("_block", "_cbc", "_iv", "app", "label")
 
     def __init__(self, secret: str | bytes, algo: str, iv: str | bytes | None = None,
                  app: str | None = None, label: str = "") -> None:
         spec = ALGORITHMS[algo]
         self._block = spec.block
         self._iv = derive_iv(iv, algo)
-        # ECB is only the block primitive here: decrypt() applies the CBC chaining itself.
-        ecb = modes.ECB()  # noqa: S305
-        self._ecb = Cipher(spec.make(derive_key(secret, algo)), ecb).decryptor()
+        self._cbc = Cipher(spec.make(derive_key(secret, algo)),
+                           modes.CBC(self._iv)).decryptor()
         self.app = app
         self.label = label or algo
 
     def decrypt(self, ciphertext: bytes) -> bytes | None:
-        """The unpadded plaintext, or None when the PKCS#7 padding is not valid."""
+        """The unpadded plaintext, or None when the length or the PKCS#7 padding is not
+        valid."""
         block = self._block
         size = len(ciphertext)
-        raw = self._ecb.update(ciphertext)
-        chain = self._iv + ciphertext[: size - block]
-        plain = (int.from_bytes(raw) ^ int.from_bytes(chain)).to_bytes(size)
+        if not size or size % block:
+            # A partial block would stay buffered in the context and shift every later
+            # datagram: never feed one.
+            return None
+        # The IV block in front makes the IV the chaining value for the first real block;
+        # its own output (the first `block` bytes) is garbage and cut.
+        plain = self._cbc.update(self._iv + ciphertext)
         pad = plain[-1]
         if not 0 < pad <= block or plain[-pad:] != bytes((pad,)) * pad:
             return None
-        return plain[:-pad]
+        return plain[block:-pad]
 
 
 def parse_plaintext(plain: bytes) -> tuple[int, bytes] | None:
@@ -86,6 +95,7 @@ class CryptoDecoder:
         self._order: deque[bytes] = deque()
         self._replay_window = replay_window
         self._block_min = min(k._block for k in self._keys)
+        self._prefixes: dict[bytes, tuple[str, str]] = {}
 
     def decode(self, data: bytes, peer: str, now: float) -> Decoded:
         """Decrypt, check and split one datagram."""
@@ -109,15 +119,38 @@ class CryptoDecoder:
             return Dropped("replay")
         app = key.app
         source = None
-        match = _CRYPTO_PREFIX_BYTES.match(body)
-        if match:
-            app = match.group(1).decode()
-            source = match.group(2).decode()
-            body = body[match.end():]
+        named = self._prefix(body)
+        if named is not None:
+            app, source, skip = named
+            body = body[skip:]
         lines, escaped = split_lines(body)
         if not lines:
             return Dropped("empty")
         return Lines(lines, app, source, emitted, escaped)
+
+    def _prefix(self, body: bytes) -> tuple[str, str, int] | None:
+        """(app, source, length) of the body's `APP/SOURCE ` prefix, None without one.
+
+        Neither name holds a space, so a prefix is the whole first word: a body whose first
+        word is a prefix seen before has that prefix, and the same strings are handed out
+        again (which also lets marshal send them to the writer as back-references).
+        """
+        space = body.find(b" ")
+        if space <= 0:
+            return None
+        head = body[:space + 1]
+        known = self._prefixes.get(head)
+        if known is not None:
+            return known[0], known[1], space + 1
+        match = _CRYPTO_PREFIX_BYTES.match(body)
+        if match is None:
+            return None
+        names = (match.group(1).decode(), match.group(2).decode())
+        if len(self._prefixes) >= _MAX_PREFIXES:
+            self._prefixes.clear()
+        # The same bytes as `head`: the match ends at the first space.
+        self._prefixes[body[:match.end()]] = names
+        return names[0], names[1], match.end()
 
     def _decrypt(self, data: bytes, peer: str) -> tuple[CryptoKey, int, bytes] | Dropped | None:
         """Try the sender's last key, then the rest; remember the one that works."""

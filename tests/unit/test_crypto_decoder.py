@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -201,3 +202,78 @@ def test_now_is_not_needed_from_the_clock() -> None:
     data = encrypt(frame(b"x\n", 1_000_000), "s3cret", "aes-256-cbc")
     assert isinstance(decoder().decode(data, "h", 1.0), Lines)
     assert decoder().decode(data, "h", time.time()) == Dropped("stale_timestamp")
+
+
+def _reference_prefix(body: bytes) -> tuple[str | None, str | None, bytes]:
+    """The prefix as the regex alone reads it (what the decoder did before its cache)."""
+    match = re.match(rb"([A-Za-z0-9][A-Za-z0-9_.\-]*)/([A-Za-z0-9_.@\-]+) ", body)
+    if match is None:
+        return None, None, body
+    return match.group(1).decode(), match.group(2).decode(), body[match.end():]
+
+
+_PREFIX_PIECES = st.sampled_from([b"shop", b"web.1", b"a", b"x-y", b"h@web.2", b"/", b" ",
+                                  b"", b"\xff", b"shop/web.1", b"-z", b"_q", b"9"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_PREFIX_PIECES, max_size=5).map(b"".join), min_size=1,
+                max_size=12))
+def test_prefix_cache_reads_as_the_regex_does(heads: list[bytes]) -> None:
+    """Remembered prefixes give the same app, source and lines as matching each datagram
+    afresh, whatever sequence of (valid, invalid, repeated) prefixes arrives."""
+    dec = decoder(replay_window=0)
+    for index, head in enumerate(heads * 2):
+        body = head + b" line %d\n" % index
+        data = encrypt(frame(body, MICROS + index), "s3cret", "aes-256-cbc")
+        result = dec.decode(data, "10.0.0.1", NOW)
+        app, source, rest = _reference_prefix(body)
+        if isinstance(result, Dropped):
+            # Only an all-blank remainder is dropped, as before.
+            assert result.reason == "empty"
+            assert not rest.strip(), (body, result)
+            continue
+        assert (result.app, result.source) == (app, source), body
+        assert result.lines == [rest.decode("utf-8", "backslashreplace").rstrip("\n")], body
+
+
+def test_a_senders_prefix_is_read_once() -> None:
+    """A sender's usual datagram reuses the names read from its first one (the same
+    strings, so marshal sends them to the store writer as back-references)."""
+    dec = decoder()
+    results = [dec.decode(encrypt(frame(b"hello %d\n" % i, MICROS + i, b"shop/web.1"),
+                                  "s3cret", "aes-256-cbc"), "10.0.0.1", NOW)
+               for i in range(3)]
+    assert all(isinstance(r, Lines) for r in results)
+    first, *rest = (r for r in results if isinstance(r, Lines))
+    assert (first.app, first.source) == ("shop", "web.1")
+    for later in rest:
+        assert later.app is first.app
+        assert later.source is first.source
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(min_size=1, max_size=300),
+                          st.binary(min_size=1, max_size=120).map(lambda m: m + b"\n")
+                          .map(lambda m: b"\x01" + m)),
+                min_size=1, max_size=8),
+       st.sampled_from(sorted(ALGORITHMS)))
+def test_one_key_decrypts_every_datagram_as_a_fresh_context_would(
+        items: list[bytes], algo: str) -> None:
+    """The long-lived context gives, datagram after datagram (good ones, garbage of any
+    length, wrong padding), what a fresh CBC context per datagram gives."""
+    key = CryptoKey("s3cret", algo)
+    for item in items:
+        # Items starting with 1 are real messages; the rest are sent raw, as garbage.
+        data = encrypt(item[1:], "s3cret", algo) if item[0] == 1 else item
+        want: bytes | None = None
+        if data and not len(data) % ALGORITHMS[algo].block:
+            fresh = Cipher(ALGORITHMS[algo].make(derive_key("s3cret", algo)),
+                           modes.CBC(derive_iv(None, algo))).decryptor()
+            padded = fresh.update(data) + fresh.finalize()
+            pad = padded[-1]
+            if 0 < pad <= ALGORITHMS[algo].block and padded.endswith(bytes((pad,)) * pad):
+                want = padded[:-pad]
+        assert key.decrypt(data) == want
+        if item[0] == 1:
+            assert want == item[1:]
