@@ -2,7 +2,8 @@
 # Installs, through apt-get, the system packages the project needs on a fresh Debian:
 # venv support, a C compiler and the Python and OpenSSL headers (uWSGI with logcrypto is
 # built from source in the virtual environment), and the openssl command (the bf-cbc test
-# vectors). Installs nothing that is already there.
+# vectors), and rsyslog (bench/peers.py measures the collector beside it; a test runs it
+# with a config of its own, never the system's). Installs nothing that is already there.
 set -euo pipefail
 PYTHON=${1:-python3}
 
@@ -17,6 +18,7 @@ command -v openssl >/dev/null 2>&1 || missing+=("openssl")
 # uWSGI's build looks for these and links them when found; a missing one only removes a
 # feature, so they are installed only for a complete build.
 [ -f /usr/include/zlib.h ] || missing+=("zlib1g-dev")
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=("rsyslog")
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
