@@ -297,6 +297,13 @@ def summary(peers: Peers, collector: RateSearch, syslog: RateSearch, budget: Bud
               f"collector/rsyslog, CPU per line: {ratio(ours.cpu_us, theirs.cpu_us):.2f} "
               f"(target <= {CPU_TARGET:g}); disk bytes per stored line collector "
               f"{ours.disk_per_line:.0f}, rsyslog {theirs.disk_per_line:.0f}")
+    both = sorted(peers.collector.held_rates() & peers.rsyslog.held_rates())
+    pairs = [(rate, peers.collector.trials[rate].cpu_us, peers.rsyslog.trials[rate].cpu_us)
+             for rate in both]
+    if pairs:
+        print("CPU µs per line at every rate both held (collector / rsyslog = ratio): "
+              + "; ".join(f"{rate:.0f}/s {ours:.1f} / {theirs:.1f} = "
+                          f"{ratio(ours, theirs):.1f}" for rate, ours, theirs in pairs))
     top = peers.rsyslog.trials.get(syslog.figure)
     if top is not None:
         print(f"rsyslog at its highest rate held ({syslog.figure:.0f}/s): "
