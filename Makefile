@@ -1,6 +1,6 @@
 # make run   - start the collector on its embedded default (creates .venv)
 # make test  - install what the tests need, lint, type-check and run every test
-# make bench - the benchmarks (README.md, Benchmarks), about fifteen minutes: each searches
+# make bench - the benchmarks (README.md, Benchmarks), about twenty minutes: each searches
 #              for its figure within a time budget (bench/search.py)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -55,6 +55,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/alarms.py
 	$(BIN)/python bench/native.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis data
