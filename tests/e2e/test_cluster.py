@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 NODE = """[cluster]
 nats = {nats}
 node = {node}
-replicas = 3
+replicas = {replicas}
 {extra}
 [listener:plain]
 udp = 127.0.0.1:{{port:plain}}
@@ -37,7 +37,7 @@ def node(new_collector: Callable[..., CollectorProcess], nats: NatsCluster,
          name: str, extra: str = "") -> CollectorProcess:
     """A started collector node of the cluster (`extra`: more [cluster] lines)."""
     collector = new_collector(config=NODE.format(nats=",".join(nats.urls), node=name,
-                                                 extra=extra))
+                                                 replicas=3, extra=extra))
     collector.start(timeout=40.0)
     return collector
 

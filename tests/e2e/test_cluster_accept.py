@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cluster import Sender, accepted, lines, node, wait_lines
+from tests.e2e.test_cluster import NODE, Sender, accepted, lines, node, wait_lines
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
 from tests.support.send import send
@@ -21,17 +21,6 @@ pytestmark = pytest.mark.e2e
 
 SPOOLED = 'collector_cluster_spool{unit="lines"}'
 ACKED = "collector_cluster_acked_lines_total"
-
-ONE_SERVER = """[cluster]
-nats = {nats}
-node = {node}
-replicas = 1
-{extra}
-[listener:plain]
-udp = 127.0.0.1:{{port:plain}}
-format = socket
-app = web
-"""
 
 
 def safe(metrics: dict[str, float]) -> float:
@@ -84,7 +73,7 @@ async def test_a_node_starts_while_nats_is_unreachable_and_catches_up(
     serves the lines, every one once."""
     nats = await asyncio.to_thread(new_nats, 1)
     nats.kill(0)
-    a = new_collector(config=ONE_SERVER.format(nats=nats.urls[0], node="a", extra=""))
+    a = new_collector(config=NODE.format(replicas=1, nats=nats.urls[0], node="a", extra=""))
     await asyncio.to_thread(a.start, 40.0)
     assert a.get("/healthz")["cluster"] == {"node": "a", "quorum": False}
     send((f"early {i}".encode() for i in range(30)), a.port("plain"))
@@ -109,8 +98,8 @@ async def test_a_missing_creds_file_fails_at_start_not_in_retries(
     """Bad settings are not an outage: a creds file that is not there stops start-up with
     a config error (exit 2) that names the key, instead of retrying NATS for ever."""
     missing = tmp_path / "nope.creds"
-    a = new_collector(config=ONE_SERVER.format(nats="nats://127.0.0.1:1", node="a",
-                                               extra=f"creds = {missing}\n"))
+    a = new_collector(config=NODE.format(replicas=1, nats="nats://127.0.0.1:1", node="a",
+                                         extra=f"creds = {missing}\n"))
     with pytest.raises(AssertionError, match="exited with 2") as failed:
         await asyncio.to_thread(a.start, 20.0)
     assert "creds" in str(failed.value)

@@ -82,6 +82,20 @@ def leader(*nodes: CollectorProcess) -> CollectorProcess | None:
     return held[0] if held else None
 
 
+async def two_nodes(nats: NatsCluster, new_collector: Callable[..., CollectorProcess],
+                    hook: WebhookServer, rules: str, *, retries: int = 1000
+                    ) -> tuple[CollectorProcess, CollectorProcess, CollectorProcess]:
+    """Nodes a and b with `rules`, started one after the other; (a, b, the alarms leader)
+    once one of them leads."""
+    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules,
+                                retries=retries)
+    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules,
+                                retries=retries)
+    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
+                                    "an alarms leader")
+    return a, b, first
+
+
 async def test_a_rate_rule_counts_lines_from_both_nodes_and_fires_once(
         new_nats: Callable[..., NatsCluster],
         new_collector: Callable[..., CollectorProcess],
@@ -92,10 +106,7 @@ async def test_a_rate_rule_counts_lines_from_both_nodes_and_fires_once(
     nats = await asyncio.to_thread(new_nats, 3)
     hook = new_webhook()
     rules = "alarm-rate = hook 4/30 upstream timed out"
-    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
-    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
-                                    "an alarms leader")
+    a, b, first = await two_nodes(nats, new_collector, hook, rules)
     send([b"upstream timed out 1", b"upstream timed out 2"], a.port("plain"))
     send([b"upstream timed out 3", b"upstream timed out 4"], b.port("plain"))
     (request,) = await asyncio.to_thread(wait_for, hook.accepted, 15.0, "the rate alarm")
@@ -126,10 +137,7 @@ async def test_a_new_leader_rebuilds_the_rules_state_from_the_log(
     nats = await asyncio.to_thread(new_nats, 3)
     hook = new_webhook()
     rules = "alarm-rate = hook 4/30 upstream timed out\nlog-alarm = hook ^boom"
-    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
-    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
-                                    "an alarms leader")
+    a, b, first = await two_nodes(nats, new_collector, hook, rules)
     other = b if first is a else a
     send([b"upstream timed out 1", b"boom", b"upstream timed out 2"], other.port("plain"))
     (boom,) = await asyncio.to_thread(wait_for, hook.accepted, 30.0, "the log alarm")
@@ -162,10 +170,7 @@ async def test_alarm_ids_hold_across_kill_9_of_the_leader_with_the_receiver_down
     nats = await asyncio.to_thread(new_nats, 3)
     hook = new_webhook()
     rules = "log-alarm = hook ^order \\d+ failed"
-    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
-    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
-                                    "an alarms leader")
+    a, b, first = await two_nodes(nats, new_collector, hook, rules)
     survivor = b if first is a else a
     hook.stop()
     for n in range(20):
@@ -226,10 +231,7 @@ async def test_a_dead_letter_retried_on_the_other_node_is_delivered_by_the_leade
     nats = await asyncio.to_thread(new_nats, 3)
     hook = new_webhook(status=500)
     rules = "log-alarm = hook ^disk full"
-    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules, retries=1)
-    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules, retries=1)
-    first = await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0,
-                                    "an alarms leader")
+    a, b, first = await two_nodes(nats, new_collector, hook, rules, retries=1)
     other = b if first is a else a
     send([b"disk full on /var"], other.port("plain"))
     (dead,) = await asyncio.to_thread(wait_for, lambda: alarms(other, "state=dead"), 15.0,
@@ -293,9 +295,7 @@ async def test_a_log_alarm_line_reaches_every_node_and_raises_nothing(
     nats = await asyncio.to_thread(new_nats, 3)
     hook = new_webhook()
     rules = "alarm = audit log:cluster\nlog-alarm = audit,hook disk failed"
-    a = await asyncio.to_thread(node, new_collector, nats, "a", hook, rules)
-    b = await asyncio.to_thread(node, new_collector, nats, "b", hook, rules)
-    await asyncio.to_thread(wait_for, lambda: leader(a, b), 30.0, "an alarms leader")
+    a, b, _ = await two_nodes(nats, new_collector, hook, rules)
     send([b"disk failed on sda"], a.port("plain"))
 
     def alarm_lines(collector: CollectorProcess) -> list[str]:

@@ -215,9 +215,8 @@ async def test_heartbeat_failures_are_logged_once_per_outage_and_counted(
     failed heartbeat is counted, logged once, and status says NATS does not answer (exit
     1, not a crash); back, the heartbeat recovers by itself."""
     nats = await asyncio.to_thread(new_nats, 1)
-    a = new_collector(config=NODE.format(nats=nats.urls[0], node="a",
-                                         extra="heartbeat = 1").replace(
-        "replicas = 3", "replicas = 1"))
+    a = new_collector(config=NODE.format(nats=nats.urls[0], node="a", replicas=1,
+                                         extra="heartbeat = 1"))
     await asyncio.to_thread(a.start, 40.0)
     _, document = await asyncio.to_thread(wait_status, a, healthy, 30.0, "healthy, R1")
     logs = next(s for s in document["streams"] if s["name"] == "LOGS")
