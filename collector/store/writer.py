@@ -1,4 +1,5 @@
-"""The store's writer process: takes batches of rows over a pipe and commits them.
+"""The store's writer process: takes batches of rows over a pipe and commits them as
+compressed blocks (collector/store/blocks.py).
 
 It runs apart from the collector so that SQLite's work never competes with the event loop
 for Python's GIL (as a thread it did: at 50,000 lines/s the two threads' GIL hand-offs cost
@@ -26,6 +27,7 @@ import structlog
 
 from collector.record import Row
 from collector.store import frames
+from collector.store.blocks import encode_block, last_id, stored_ids
 from collector.store.partitions import (
     Partition,
     expired,
@@ -33,7 +35,7 @@ from collector.store.partitions import (
     partition_path,
     partition_start,
 )
-from collector.store.schema import INSERT, SCHEMA, connect
+from collector.store.schema import INSERT_BLOCK, SCHEMA, connect
 from logwire.logsetup import configure_logging
 
 log = structlog.get_logger("collector.store.writer")
@@ -57,23 +59,45 @@ class PartitionWriter:
         self._retention = retention_us
         self._max_bytes = max_bytes
         self._connections: dict[int, sqlite3.Connection] = {}
+        # The highest id stored in each open partition: rows above it are new.
+        self._last: dict[int, int] = {}
 
     def commit(self, rows: Sequence[Row]) -> None:
-        """Commit rows, one transaction per partition they fall in."""
+        """Commit rows as blocks, one block per stream (app, source) and one transaction
+        per partition they fall in; rows already stored are skipped."""
         groups: dict[int, list[Row]] = {}
         span = self._span
         for row in rows:
             groups.setdefault(partition_start(row[0], span), []).append(row)
-        for start, group in groups.items():
+        for start, rows_in in groups.items():
             conn = self._connection(start)
+            last = self._last[start]
+            group = rows_in
+            if min(row[0] for row in group) <= last:
+                # Resent after a writer died or a commit failed: rows an earlier commit
+                # stored (a rare path, so it may read the recent blocks back).
+                seen = stored_ids(conn, min(row[0] for row in group))
+                group = [row for row in group if row[0] not in seen]
+                if not group:
+                    continue
+            streams: dict[tuple[str, str], list[Row]] = {}
+            for row in group:
+                key = (row[2], row[3])
+                stream = streams.get(key)
+                if stream is None:
+                    streams[key] = [row]
+                else:
+                    stream.append(row)
+            params = [encode_block(stream) for stream in streams.values()]
             conn.execute("BEGIN")
             try:
-                conn.executemany(INSERT, group)
+                conn.executemany(INSERT_BLOCK, params)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._last[start] = max(last, *(p[1] for p in params))
 
     def _connection(self, start: int) -> sqlite3.Connection:
         conn = self._connections.get(start)
@@ -81,6 +105,7 @@ class PartitionWriter:
             conn = connect(partition_path(self._dir, start))
             try:
                 conn.executescript(SCHEMA)
+                self._last[start] = last_id(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -88,6 +113,7 @@ class PartitionWriter:
             # Only the newest two partitions take writes; close the rest.
             for old in sorted(self._connections)[:-2]:
                 self._connections.pop(old).close()
+                self._last.pop(old, None)
         return conn
 
     def reset(self) -> None:
@@ -95,6 +121,8 @@ class PartitionWriter:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
+        # Read again from the files: a commit that failed may have stored its rows.
+        self._last.clear()
 
     def maintain(self, now_us: int) -> list[Partition]:
         """Delete expired partitions; return them."""
@@ -104,6 +132,7 @@ class PartitionWriter:
                          max_bytes=self._max_bytes)
         for partition in doomed:
             conn = self._connections.pop(partition.start, None)
+            self._last.pop(partition.start, None)
             if conn is not None:
                 conn.close()
             for path in partition.files():
