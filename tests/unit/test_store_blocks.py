@@ -4,6 +4,7 @@ stored once, partitions of the previous version (a `logs` table) stay readable."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import tempfile
 from contextlib import closing
@@ -97,7 +98,7 @@ def test_queries_agree_with_a_plain_model(records: list[Record], cuts: list[int]
         writer = PartitionWriter(logs, span_us=SPAN, retention_us=0, max_bytes=0)
         rows = [r.row() for r in records]
         bounds = sorted({0, len(rows), *(min(c, len(rows)) for c in cuts)})
-        for low, high in zip(bounds, bounds[1:], strict=False):
+        for low, high in itertools.pairwise(bounds):
             writer.commit(rows[low:high])
         if rows:
             writer.reset()
@@ -190,7 +191,7 @@ def test_rows_resent_after_a_failed_commit_are_stored_once(tmp_path: Path) -> No
     assert [r[0] for r in stored_rows(logs)] == [5, 10, 20, 90, 150, 160, 170]
 
 
-@pytest.mark.parametrize("regex", REGEXES + ["\\Ab", "y\\z", "(?m)^b", "(?s)a.b", "^b a$"])
+@pytest.mark.parametrize("regex", [*REGEXES, "\\Ab", "y\\z", "(?m)^b", "(?s)a.b", "^b a$"])
 async def test_a_regex_reads_each_line_of_a_block_alone(tmp_path: Path, regex: str) -> None:
     """Anchors and classes see each line on its own, as they do outside a block (the block
     is searched whole first, which must never hide a line's match)."""
