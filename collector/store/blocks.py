@@ -54,32 +54,31 @@ def encode_block(rows: Sequence[Row]) -> BlockParams:
     """The parameters of INSERT_BLOCK for the rows of one stream (at least one row)."""
     columns = list(zip(*rows, strict=True))
     ids = columns[0]
-    lines = _compress(marshal.dumps(list(columns[7]), MARSHAL_VERSION))
+    lines = _compress(marshal.dumps(columns[7], MARSHAL_VERSION))
     # ids, emitted_at, host, format, kind, method, path, status, msecs, size, pid, worker
-    rest = [list(columns[0]), list(columns[1]), *(list(c) for c in columns[4:7]),
-            *(list(c) for c in columns[8:])]
+    rest = (columns[0], columns[1], *columns[4:7], *columns[8:])
     packed = _compress(marshal.dumps(rest, MARSHAL_VERSION))
     first = rows[0][2]
     return (min(ids), max(ids), len(rows), first, rows[0][3], lines, packed)
 
 
-def decode_lines(blob: bytes) -> list[str]:
+def decode_lines(blob: bytes) -> Sequence[str]:
     """A block's lines, in row order."""
     # Written by our own writer into our own partition files.
-    return cast("list[str]", marshal.loads(_decompress(blob)))  # noqa: S302
+    return cast("Sequence[str]", marshal.loads(_decompress(blob)))  # noqa: S302
 
 
-def decode_columns(blob: bytes) -> list[list[Any]]:
+def decode_columns(blob: bytes) -> Sequence[Sequence[Any]]:
     """A block's other columns (ids first), in row order."""
-    return cast("list[list[Any]]", marshal.loads(_decompress(blob)))  # noqa: S302
+    return cast("Sequence[Sequence[Any]]", marshal.loads(_decompress(blob)))  # noqa: S302
 
 
-def block_ids(blob: bytes) -> list[int]:
+def block_ids(blob: bytes) -> Sequence[int]:
     """A block's ids, in row order."""
-    return cast("list[int]", decode_columns(blob)[0])
+    return cast("Sequence[int]", decode_columns(blob)[0])
 
 
-def record_at(app: str, source: str, lines: list[str], columns: list[list[Any]],
+def record_at(app: str, source: str, lines: Sequence[str], columns: Sequence[Sequence[Any]],
               index: int) -> Record:
     """The record at `index` of a decoded block."""
     c = columns

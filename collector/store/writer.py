@@ -12,6 +12,7 @@ has and exits: a line the collector handed over is not lost with the collector.
 from __future__ import annotations
 
 import argparse
+import operator
 import os
 import select
 import signal
@@ -40,6 +41,8 @@ from logwire.logsetup import configure_logging
 
 log = structlog.get_logger("collector.store.writer")
 
+_STREAM = operator.itemgetter(2, 3)
+
 MAINTENANCE_EVERY = 30.0
 # Backoff between attempts at a failing commit.
 RETRY_FIRST = 0.1
@@ -65,29 +68,45 @@ class PartitionWriter:
     def commit(self, rows: Sequence[Row]) -> None:
         """Commit rows as blocks, one block per stream (app, source) and one transaction
         per partition they fall in; rows already stored are skipped."""
-        groups: dict[int, list[Row]] = {}
+        if not rows:
+            return
         span = self._span
-        for row in rows:
-            groups.setdefault(partition_start(row[0], span), []).append(row)
-        for start, rows_in in groups.items():
+        ids = [row[0] for row in rows]
+        low, high = min(ids), max(ids)
+        groups: dict[int, Sequence[Row]]
+        if partition_start(low, span) == partition_start(high, span):
+            # The common case, without a Python step per row: one partition.
+            groups = {partition_start(low, span): rows}
+        else:
+            split: dict[int, list[Row]] = {}
+            for row in rows:
+                split.setdefault(partition_start(row[0], span), []).append(row)
+            groups = dict(split)
+        for start, given in groups.items():
             conn = self._connection(start)
+            group = given
             last = self._last[start]
-            group = rows_in
-            if min(row[0] for row in group) <= last:
+            first = low if len(groups) == 1 else min(row[0] for row in group)
+            if first <= last:
                 # Resent after a writer died or a commit failed: rows an earlier commit
                 # stored (a rare path, so it may read the recent blocks back).
-                seen = stored_ids(conn, min(row[0] for row in group))
+                seen = stored_ids(conn, first)
                 group = [row for row in group if row[0] not in seen]
                 if not group:
                     continue
-            streams: dict[tuple[str, str], list[Row]] = {}
-            for row in group:
-                key = (row[2], row[3])
-                stream = streams.get(key)
-                if stream is None:
-                    streams[key] = [row]
-                else:
-                    stream.append(row)
+            streams: dict[tuple[str, str], Sequence[Row]]
+            if len(set(map(_STREAM, group))) == 1:
+                streams = {(group[0][2], group[0][3]): group}
+            else:
+                by_stream: dict[tuple[str, str], list[Row]] = {}
+                for row in group:
+                    key = (row[2], row[3])
+                    stream = by_stream.get(key)
+                    if stream is None:
+                        by_stream[key] = [row]
+                    else:
+                        stream.append(row)
+                streams = dict(by_stream)
             params = [encode_block(stream) for stream in streams.values()]
             conn.execute("BEGIN")
             try:

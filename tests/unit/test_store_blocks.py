@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import sqlite3
 import tempfile
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ async def test_after_reads_only_the_blocks_past_the_cursor(
     decoded: list[int] = []
     real = blocks.decode_lines
 
-    def counting(blob: bytes) -> list[str]:
+    def counting(blob: bytes) -> Sequence[str]:
         decoded.append(1)
         return real(blob)
 
