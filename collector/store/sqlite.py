@@ -497,7 +497,10 @@ def _query_blocks(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
         params.append(high)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     order = "first_id ASC" if ascending else "last_id DESC"
-    sql = (f"SELECT first_id, last_id, app, source, lines, columns FROM blocks{where}"  # noqa: S608
+    # The blobs are read block by block, once needed: sorting them along would copy every
+    # matching block's data through SQLite's sorter (an app's blocks come in several
+    # streams, so the index alone does not give their order).
+    sql = (f"SELECT rowid, first_id, last_id, app, source FROM blocks{where}"  # noqa: S608
            f" ORDER BY {order}")
     search = joined = None
     if query.regex is not None:
@@ -506,9 +509,11 @@ def _query_blocks(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
         joined = pre.search if pre is not None else None
     found: list[Record] = []
     bound: int | None = None  # the id of the `limit`-th record so far, once there are that many
-    for first, last, app, source, lines, columns in conn.execute(sql, params):
+    for rowid, first, last, app, source in conn.execute(sql, params).fetchall():
         if bound is not None and (first > bound if ascending else last < bound):
             break
+        lines, columns = conn.execute("SELECT lines, columns FROM blocks WHERE rowid = ?",
+                                      (rowid,)).fetchone()
         found.extend(scan_block(app, source, lines, columns, status=query.status, low=low,
                                 high=high, search=search, joined_search=joined))
         if len(found) >= limit:
