@@ -459,6 +459,9 @@ def _query_partition(partition: Partition, query: LogQuery, *, low: int | None,
         return []
     with closing(conn):
         try:
+            # One read transaction: the writer's compaction replaces blocks, and a reader
+            # must see the partition wholly before or wholly after it.
+            conn.execute("BEGIN")
             found: list[Record] = []
             if has_table(conn, "blocks"):
                 found = _query_blocks(conn, query, low=low, high=high, ascending=ascending,

@@ -28,7 +28,14 @@ import structlog
 
 from collector.record import Row
 from collector.store import frames
-from collector.store.blocks import encode_block, last_id, stored_ids
+from collector.store.blocks import (
+    decode_columns,
+    decode_lines,
+    encode_block,
+    last_id,
+    record_at,
+    stored_ids,
+)
 from collector.store.partitions import (
     Partition,
     expired,
@@ -42,8 +49,14 @@ from logwire.logsetup import configure_logging
 log = structlog.get_logger("collector.store.writer")
 
 _STREAM = operator.itemgetter(2, 3)
+_ID = operator.itemgetter(0)
 
 MAINTENANCE_EVERY = 30.0
+# Blocks of fewer rows are merged at maintenance, into blocks of up to COMPACT_TARGET rows,
+# at most COMPACT_MAX_ROWS rows per pass (a bound on the pause it puts between commits).
+COMPACT_BELOW = 128
+COMPACT_TARGET = 4096
+COMPACT_MAX_ROWS = 100_000
 # Backoff between attempts at a failing commit.
 RETRY_FIRST = 0.1
 RETRY_MAX = 5.0
@@ -144,7 +157,7 @@ class PartitionWriter:
         self._last.clear()
 
     def maintain(self, now_us: int) -> list[Partition]:
-        """Delete expired partitions; return them."""
+        """Delete expired partitions (returned), then compact the open ones."""
         partitions = list_partitions(self._dir)
         sizes = [sum(f.stat().st_size for f in p.files() if f.exists()) for p in partitions]
         doomed = expired(partitions, sizes, now_us=now_us, retention_us=self._retention,
@@ -156,7 +169,48 @@ class PartitionWriter:
                 conn.close()
             for path in partition.files():
                 path.unlink(missing_ok=True)
+        for start in sorted(self._connections):
+            self.compact(start)
         return doomed
+
+    def compact(self, start: int, *, max_rows: int = COMPACT_MAX_ROWS) -> int:
+        """Merge an open partition's small blocks, stream by stream, into blocks of up to
+        COMPACT_TARGET rows (a slow stream commits a few lines at a time, and small blocks
+        compress poorly and cost a query one step each); at most `max_rows` rows per call.
+        Returns the rows moved. Readers keep seeing every row once: they read a partition
+        in one transaction, before or after this one."""
+        conn = self._connections.get(start)
+        if conn is None:
+            return 0
+        streams: dict[tuple[str, str], list[tuple[int, int, bytes, bytes]]] = {}
+        for rowid, app, source, count, lines, columns in conn.execute(
+                "SELECT rowid, app, source, count, lines, columns FROM blocks"
+                " WHERE count < ? ORDER BY first_id", (COMPACT_BELOW,)):
+            streams.setdefault((app, source), []).append((rowid, count, lines, columns))
+        moved = 0
+        for (app, source), small in streams.items():
+            if len(small) < 2 or moved >= max_rows:
+                continue
+            rows: list[Row] = []
+            for _, _, lines_blob, columns_blob in small:
+                lines, columns = decode_lines(lines_blob), decode_columns(columns_blob)
+                rows.extend(record_at(app, source, lines, columns, i).row()
+                            for i in range(len(lines)))
+            rows.sort(key=_ID)
+            params = [encode_block(rows[i:i + COMPACT_TARGET])
+                      for i in range(0, len(rows), COMPACT_TARGET)]
+            conn.execute("BEGIN")
+            try:
+                conn.executemany("DELETE FROM blocks WHERE rowid = ?",
+                                 [(entry[0],) for entry in small])
+                conn.executemany(INSERT_BLOCK, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            moved += len(rows)
+        return moved
 
 
 class WriterLoop:

@@ -86,13 +86,14 @@ def fields(record: Record) -> list[tuple[Any, type]]:
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(records=record_sets(), cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=6),
-       resend=st.integers(min_value=0, max_value=60), batch=st.lists(queries, min_size=1,
-                                                                       max_size=5))
+       resend=st.integers(min_value=0, max_value=60), compact=st.booleans(),
+       batch=st.lists(queries, min_size=1, max_size=5))
 def test_queries_agree_with_a_plain_model(records: list[Record], cuts: list[int], resend: int,
-                                          batch: list[LogQuery]) -> None:
+                                          compact: bool, batch: list[LogQuery]) -> None:
     """Records committed in random groups (and a random tail of them committed again, as a
-    new writer is given unacknowledged frames) come back from `query` exactly as a plain
-    list filtered by `matcher` gives them: same records, every field and type, same order."""
+    new writer is given unacknowledged frames; small blocks merged or not) come back from
+    `query` exactly as a plain list filtered by `matcher` gives them: same records, every
+    field and type, same order."""
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp) / "logs"
         logs.mkdir()
@@ -101,6 +102,8 @@ def test_queries_agree_with_a_plain_model(records: list[Record], cuts: list[int]
         bounds = sorted({0, len(rows), *(min(c, len(rows)) for c in cuts)})
         for low, high in itertools.pairwise(bounds):
             writer.commit(rows[low:high])
+        if compact:
+            writer.maintain(0)
         if rows:
             writer.reset()
             writer.commit(rows[max(0, len(rows) - resend):])
@@ -206,3 +209,24 @@ async def test_a_regex_reads_each_line_of_a_block_alone(tmp_path: Path, regex: s
     writer.reset()
     query = LogQuery(regex=regex, limit=100)
     assert await SqliteStore(tmp_path).query(query) == model_answer(records, query)
+
+
+async def test_small_blocks_are_merged_and_read_the_same(tmp_path: Path) -> None:
+    """A slow stream's one-line blocks are merged at maintenance into a few blocks per
+    stream; every row is kept once and queries answer as before."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    writer = PartitionWriter(logs, span_us=3_600_000_000, retention_us=0, max_bytes=0)
+    records = [old_record(i, app="a" if i % 3 else "b") for i in range(1, 301)]
+    for record in records:
+        writer.commit([record.row()])
+    assert writer.compact(0, max_rows=150) >= 150  # a bounded pass
+    writer.maintain(0)
+    with closing(sqlite3.connect(partition_path(logs, 0))) as conn:
+        assert conn.execute("SELECT count(*), sum(count) FROM blocks").fetchone() == (2, 300)
+    writer.reset()
+    assert [r[0] for r in stored_rows(logs)] == list(range(1, 301))
+    store = SqliteStore(tmp_path)
+    for query in (LogQuery(app="b", limit=7), LogQuery(after=250, limit=20),
+                  LogQuery(regex="old 29", status=200, limit=100)):
+        assert await store.query(query) == model_answer(records, query), query
