@@ -27,6 +27,7 @@ import aiohttp
 import psutil
 
 from bench.search import SearchSpec
+from collector.store.blocks import read_rows
 from collector.store.partitions import list_partitions
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_udp_port, wait_for
@@ -298,12 +299,12 @@ class StorePoller(threading.Thread):
                 if conn is None:
                     conn = connections[partition.path] = sqlite3.connect(partition.path)
                 try:
-                    rows = conn.execute("SELECT id, line FROM logs WHERE app = ? AND id > ?",
-                                        (self._app, last)).fetchall()
+                    rows = read_rows(conn, app=self._app, after=last)
                 except sqlite3.OperationalError:
                     continue
                 now = time.time()
-                for record_id, line in rows:
+                for row in rows:
+                    record_id, line = row[0], row[7]
                     last = max(last, record_id)
                     self.seen.setdefault(_seq(line), now)
         for conn in connections.values():

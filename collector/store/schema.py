@@ -7,7 +7,25 @@ from pathlib import Path
 
 from collector.record import COLUMNS
 
+# Each partition holds blocks: the rows of one stream (app, source) from one commit,
+# compressed (collector/store/blocks.py). Partitions written before blocks hold a `logs`
+# table of rows (LEGACY_SCHEMA), read by queries until retention deletes them.
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    source TEXT NOT NULL,
+    lines BLOB NOT NULL,
+    columns BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blocks_by_last ON blocks (last_id);
+CREATE INDEX IF NOT EXISTS blocks_by_stream ON blocks (app, source, last_id);
+"""
+INSERT_BLOCK = ("INSERT INTO blocks (first_id, last_id, count, app, source, lines, columns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)")
+LEGACY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY,
     emitted_at REAL,
@@ -27,6 +45,7 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, source, id);
 """
+# The legacy table's statements (tests make partitions as the previous version did).
 # Built from the fixed column list, never from input. OR IGNORE makes a commit idempotent:
 # rows committed by a writer that died before acknowledging them come back in the resent
 # frames, as does the first partition's share of a batch whose second partition failed,

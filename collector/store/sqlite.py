@@ -1,5 +1,7 @@
 """The embedded store: SQLite partitions in WAL mode, written by a separate process.
 
+Lines are stored in compressed blocks, one per stream and commit (collector/store/blocks.py).
+
 The event loop turns each loop iteration's new records into rows, packs them into one
 frame and writes it to the writer process's pipe (collector/store/writer.py). The writer
 commits in groups and acknowledges; acknowledgements drive `flush()` and the figures.
@@ -35,6 +37,7 @@ from collector.record import Record
 from collector.regex import compile_regex
 from collector.store import frames
 from collector.store.base import StoreStats
+from collector.store.blocks import has_table, last_id, prefilter, scan_block
 from collector.store.partitions import Partition, list_partitions
 from collector.store.schema import SCHEMA, SELECT, connect
 
@@ -135,9 +138,9 @@ class SqliteStore:
             with closing(connect(partition.path)) as conn:
                 conn.executescript(SCHEMA)
                 # A crash between creating a file and its first commit leaves it empty.
-                row = conn.execute("SELECT max(id) FROM logs").fetchone()
-                if row[0] is not None:
-                    return int(row[0])
+                found = last_id(conn)
+                if found:
+                    return found
         return 0
 
     async def _start_writer(self) -> None:
@@ -445,6 +448,88 @@ async def _reap(process: subprocess.Popen[bytes], wait: float) -> None:
 
 def _query_partition(partition: Partition, query: LogQuery, *, low: int | None,
                      high: int | None, ascending: bool, limit: int) -> list[Record]:
+    """The partition's `limit` first (ascending) or last matching records, in that order."""
+    try:
+        # mode=rw: a partition deleted by retention since it was listed must not be
+        # created again, empty, by a reader. The URI needs the path quoted, or a `?`,
+        # `#` or `%` in the data dir changes which file it names.
+        conn = sqlite3.connect(f"file:{quote(str(partition.path.absolute()))}?mode=rw",
+                               uri=True, timeout=30)
+    except sqlite3.Error:
+        return []
+    with closing(conn):
+        try:
+            # One read transaction: the writer's compaction replaces blocks, and a reader
+            # must see the partition wholly before or wholly after it.
+            conn.execute("BEGIN")
+            found: list[Record] = []
+            if has_table(conn, "blocks"):
+                found = _query_blocks(conn, query, low=low, high=high, ascending=ascending,
+                                      limit=limit)
+            if has_table(conn, "logs"):
+                found.extend(_query_legacy(conn, query, low=low, high=high,
+                                           ascending=ascending, limit=limit))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+    found.sort(key=_by_id, reverse=not ascending)
+    return found[:limit]
+
+
+def _by_id(record: Record) -> int:
+    return record.id
+
+
+def _query_blocks(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
+                  high: int | None, ascending: bool, limit: int) -> list[Record]:
+    """Matching records from the partition's blocks: at least the `limit` first (or last)
+    ones, reading blocks in the order of their first (or last) id and stopping once no
+    further block can hold a record that belongs in the answer."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in (("app", query.app), ("source", query.source)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if low is not None:
+        clauses.append("last_id >= ?")
+        params.append(low)
+    if high is not None:
+        clauses.append("first_id < ?")
+        params.append(high)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    order = "first_id ASC" if ascending else "last_id DESC"
+    # The blobs are read block by block, once needed: sorting them along would copy every
+    # matching block's data through SQLite's sorter (an app's blocks come in several
+    # streams, so the index alone does not give their order).
+    sql = (f"SELECT rowid, first_id, last_id, app, source FROM blocks{where}"  # noqa: S608
+           f" ORDER BY {order}")
+    search = joined = None
+    if query.regex is not None:
+        search = compile_regex(query.regex).search
+        pre = prefilter(query.regex, compile_regex)
+        joined = pre.search if pre is not None else None
+    found: list[Record] = []
+    bound: int | None = None  # the id of the `limit`-th record so far, once there are that many
+    for rowid, first, last, app, source in conn.execute(sql, params).fetchall():
+        if bound is not None and (first > bound if ascending else last < bound):
+            break
+        lines, columns = conn.execute("SELECT lines, columns FROM blocks WHERE rowid = ?",
+                                      (rowid,)).fetchone()
+        found.extend(scan_block(app, source, lines, columns, status=query.status, low=low,
+                                high=high, search=search, joined_search=joined))
+        if len(found) >= limit:
+            found.sort(key=_by_id, reverse=not ascending)
+            del found[limit:]
+            bound = found[-1].id
+    return found
+
+
+def _query_legacy(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
+                  high: int | None, ascending: bool, limit: int) -> list[Record]:
+    """Matching records from a `logs` table of rows, as partitions written before blocks
+    hold them."""
     clauses: list[str] = []
     params: list[object] = []
     for column, value in (("app", query.app), ("source", query.source),
@@ -458,29 +543,15 @@ def _query_partition(partition: Partition, query: LogQuery, *, low: int | None,
     if high is not None:
         clauses.append("id < ?")
         params.append(high)
-    try:
-        # mode=rw: a partition deleted by retention since it was listed must not be
-        # created again, empty, by a reader. The URI needs the path quoted, or a `?`,
-        # `#` or `%` in the data dir changes which file it names.
-        conn = sqlite3.connect(f"file:{quote(str(partition.path.absolute()))}?mode=rw",
-                               uri=True, timeout=30)
-    except sqlite3.Error:
-        return []
-    with closing(conn):
-        if query.regex is not None:
-            pattern = compile_regex(query.regex)
-            conn.create_function("matches", 1, lambda line: pattern.search(line) is not None,
-                                 deterministic=True)
-            clauses.append("matches(line)")
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        order = "ASC" if ascending else "DESC"
-        sql = f"{SELECT}{where} ORDER BY id {order} LIMIT ?"
-        try:
-            rows = conn.execute(sql, (*params, limit)).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
+    if query.regex is not None:
+        pattern = compile_regex(query.regex)
+        conn.create_function("matches", 1, lambda line: pattern.search(line) is not None,
+                             deterministic=True)
+        clauses.append("matches(line)")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    order = "ASC" if ascending else "DESC"
+    sql = f"{SELECT}{where} ORDER BY id {order} LIMIT ?"
+    rows = conn.execute(sql, (*params, limit)).fetchall()
     return [Record.from_row(cast("Any", row)) for row in rows]
 
 

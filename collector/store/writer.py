@@ -1,4 +1,5 @@
-"""The store's writer process: takes batches of rows over a pipe and commits them.
+"""The store's writer process: takes batches of rows over a pipe and commits them as
+compressed blocks (collector/store/blocks.py).
 
 It runs apart from the collector so that SQLite's work never competes with the event loop
 for Python's GIL (as a thread it did: at 50,000 lines/s the two threads' GIL hand-offs cost
@@ -11,6 +12,7 @@ has and exits: a line the collector handed over is not lost with the collector.
 from __future__ import annotations
 
 import argparse
+import operator
 import os
 import select
 import signal
@@ -26,6 +28,14 @@ import structlog
 
 from collector.record import Row
 from collector.store import frames
+from collector.store.blocks import (
+    decode_columns,
+    decode_lines,
+    encode_block,
+    last_id,
+    record_at,
+    stored_ids,
+)
 from collector.store.partitions import (
     Partition,
     expired,
@@ -33,12 +43,20 @@ from collector.store.partitions import (
     partition_path,
     partition_start,
 )
-from collector.store.schema import INSERT, SCHEMA, connect
+from collector.store.schema import INSERT_BLOCK, SCHEMA, connect
 from logwire.logsetup import configure_logging
 
 log = structlog.get_logger("collector.store.writer")
 
+_STREAM = operator.itemgetter(2, 3)
+_ID = operator.itemgetter(0)
+
 MAINTENANCE_EVERY = 30.0
+# Blocks of fewer rows are merged at maintenance, into blocks of up to COMPACT_TARGET rows,
+# at most COMPACT_MAX_ROWS rows per pass (a bound on the pause it puts between commits).
+COMPACT_BELOW = 128
+COMPACT_TARGET = 4096
+COMPACT_MAX_ROWS = 100_000
 # Backoff between attempts at a failing commit.
 RETRY_FIRST = 0.1
 RETRY_MAX = 5.0
@@ -57,23 +75,61 @@ class PartitionWriter:
         self._retention = retention_us
         self._max_bytes = max_bytes
         self._connections: dict[int, sqlite3.Connection] = {}
+        # The highest id stored in each open partition: rows above it are new.
+        self._last: dict[int, int] = {}
 
     def commit(self, rows: Sequence[Row]) -> None:
-        """Commit rows, one transaction per partition they fall in."""
-        groups: dict[int, list[Row]] = {}
+        """Commit rows as blocks, one block per stream (app, source) and one transaction
+        per partition they fall in; rows already stored are skipped."""
+        if not rows:
+            return
         span = self._span
-        for row in rows:
-            groups.setdefault(partition_start(row[0], span), []).append(row)
-        for start, group in groups.items():
+        ids = [row[0] for row in rows]
+        low, high = min(ids), max(ids)
+        groups: dict[int, Sequence[Row]]
+        if partition_start(low, span) == partition_start(high, span):
+            # The common case, without a Python step per row: one partition.
+            groups = {partition_start(low, span): rows}
+        else:
+            split: dict[int, list[Row]] = {}
+            for row in rows:
+                split.setdefault(partition_start(row[0], span), []).append(row)
+            groups = dict(split)
+        for start, given in groups.items():
             conn = self._connection(start)
+            group = given
+            last = self._last[start]
+            first = low if len(groups) == 1 else min(row[0] for row in group)
+            if first <= last:
+                # Resent after a writer died or a commit failed: rows an earlier commit
+                # stored (a rare path, so it may read the recent blocks back).
+                seen = stored_ids(conn, first)
+                group = [row for row in group if row[0] not in seen]
+                if not group:
+                    continue
+            streams: dict[tuple[str, str], Sequence[Row]]
+            if len(set(map(_STREAM, group))) == 1:
+                streams = {(group[0][2], group[0][3]): group}
+            else:
+                by_stream: dict[tuple[str, str], list[Row]] = {}
+                for row in group:
+                    key = (row[2], row[3])
+                    stream = by_stream.get(key)
+                    if stream is None:
+                        by_stream[key] = [row]
+                    else:
+                        stream.append(row)
+                streams = dict(by_stream)
+            params = [encode_block(stream) for stream in streams.values()]
             conn.execute("BEGIN")
             try:
-                conn.executemany(INSERT, group)
+                conn.executemany(INSERT_BLOCK, params)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._last[start] = max(last, *(p[1] for p in params))
 
     def _connection(self, start: int) -> sqlite3.Connection:
         conn = self._connections.get(start)
@@ -81,6 +137,7 @@ class PartitionWriter:
             conn = connect(partition_path(self._dir, start))
             try:
                 conn.executescript(SCHEMA)
+                self._last[start] = last_id(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -88,6 +145,7 @@ class PartitionWriter:
             # Only the newest two partitions take writes; close the rest.
             for old in sorted(self._connections)[:-2]:
                 self._connections.pop(old).close()
+                self._last.pop(old, None)
         return conn
 
     def reset(self) -> None:
@@ -95,20 +153,64 @@ class PartitionWriter:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
+        # Read again from the files: a commit that failed may have stored its rows.
+        self._last.clear()
 
     def maintain(self, now_us: int) -> list[Partition]:
-        """Delete expired partitions; return them."""
+        """Delete expired partitions (returned), then compact the open ones."""
         partitions = list_partitions(self._dir)
         sizes = [sum(f.stat().st_size for f in p.files() if f.exists()) for p in partitions]
         doomed = expired(partitions, sizes, now_us=now_us, retention_us=self._retention,
                          max_bytes=self._max_bytes)
         for partition in doomed:
             conn = self._connections.pop(partition.start, None)
+            self._last.pop(partition.start, None)
             if conn is not None:
                 conn.close()
             for path in partition.files():
                 path.unlink(missing_ok=True)
+        for start in sorted(self._connections):
+            self.compact(start)
         return doomed
+
+    def compact(self, start: int, *, max_rows: int = COMPACT_MAX_ROWS) -> int:
+        """Merge an open partition's small blocks, stream by stream, into blocks of up to
+        COMPACT_TARGET rows (a slow stream commits a few lines at a time, and small blocks
+        compress poorly and cost a query one step each); at most `max_rows` rows per call.
+        Returns the rows moved. Readers keep seeing every row once: they read a partition
+        in one transaction, before or after this one."""
+        conn = self._connections.get(start)
+        if conn is None:
+            return 0
+        streams: dict[tuple[str, str], list[tuple[int, int, bytes, bytes]]] = {}
+        for rowid, app, source, count, lines, columns in conn.execute(
+                "SELECT rowid, app, source, count, lines, columns FROM blocks"
+                " WHERE count < ? ORDER BY first_id", (COMPACT_BELOW,)):
+            streams.setdefault((app, source), []).append((rowid, count, lines, columns))
+        moved = 0
+        for (app, source), small in streams.items():
+            if len(small) < 2 or moved >= max_rows:
+                continue
+            rows: list[Row] = []
+            for _, _, lines_blob, columns_blob in small:
+                lines, columns = decode_lines(lines_blob), decode_columns(columns_blob)
+                rows.extend(record_at(app, source, lines, columns, i).row()
+                            for i in range(len(lines)))
+            rows.sort(key=_ID)
+            params = [encode_block(rows[i:i + COMPACT_TARGET])
+                      for i in range(0, len(rows), COMPACT_TARGET)]
+            conn.execute("BEGIN")
+            try:
+                conn.executemany("DELETE FROM blocks WHERE rowid = ?",
+                                 [(entry[0],) for entry in small])
+                conn.executemany(INSERT_BLOCK, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            moved += len(rows)
+        return moved
 
 
 class WriterLoop:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from collector.store.partitions import list_partitions
 from logwire.logcrypto import encrypt, frame
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
 from tests.support.process import Follower
 from tests.support.send import crypto_lines, send
+from tests.support.store import stored_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +32,7 @@ max-datagram = 4096
 
 def stored_lines(data_dir: Path) -> list[tuple[int, str]]:
     """(id, line) of every committed record, read straight from the partition files."""
-    found: list[tuple[int, str]] = []
-    for partition in list_partitions(data_dir / "logs"):
-        with sqlite3.connect(partition.path) as conn:
-            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-            found.extend(conn.execute("SELECT id, line FROM logs ORDER BY id"))
-        conn.close()
-    return found
+    return [(row[0], row[7]) for row in stored_rows(data_dir / "logs", check=True)]
 
 
 class Sender(threading.Thread):

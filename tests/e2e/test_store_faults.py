@@ -11,7 +11,6 @@ import errno
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.store.partitions import list_partitions
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
+from tests.support.store import stored_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +38,7 @@ PAD = "x" * 900
 
 def stored(data_dir: Path) -> list[str]:
     """The line of every committed record, duplicates included, from the files."""
-    lines: list[str] = []
-    for partition in list_partitions(data_dir / "logs"):
-        with sqlite3.connect(f"file:{partition.path}?mode=ro", uri=True) as conn:
-            lines.extend(row[0] for row in conn.execute("SELECT line FROM logs ORDER BY id"))
-        conn.close()
-    return lines
+    return [row[7] for row in stored_rows(data_dir / "logs")]
 
 
 def seqs(lines: list[str]) -> list[int]:

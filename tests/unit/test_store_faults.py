@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +24,10 @@ from collector.record import Record
 from collector.store import frames
 from collector.store import sqlite as sqlite_store
 from collector.store import writer as writer_module
-from collector.store.partitions import list_partitions, partition_path
+from collector.store.partitions import partition_path
 from collector.store.sqlite import SqliteStore
 from collector.store.writer import PartitionWriter, WriterLoop
+from tests.support.store import stored_rows
 
 HOUR = 3_600_000_000
 
@@ -39,19 +39,7 @@ def rec(record_id: int, line: str = "x") -> Record:
 
 def ids_in(directory: Path) -> list[int]:
     """Every stored id, straight from the partition files, duplicates included."""
-    found: list[int] = []
-    for partition in list_partitions(directory):
-        if not partition.path.is_file():
-            continue
-        with sqlite3.connect(partition.path) as conn:
-            try:
-                found.extend(r[0] for r in conn.execute("SELECT id FROM logs ORDER BY id"))
-            except sqlite3.OperationalError as exc:
-                # A file the writer has just created and not yet given its table.
-                if "no such table" not in str(exc):
-                    raise
-        conn.close()
-    return found
+    return [row[0] for row in stored_rows(directory)]
 
 
 class WriterThread:
