@@ -44,6 +44,10 @@ static __thread struct mmsghdr *recv_msgs = NULL;
 static __thread struct iovec *recv_iovs = NULL;
 static __thread struct sockaddr_storage *recv_addrs = NULL;
 static __thread Py_ssize_t recv_slots = 0;
+/* The layout the headers were last set up for. */
+static __thread char *recv_layout_area = NULL;
+static __thread Py_ssize_t recv_layout_count = 0;
+static __thread Py_ssize_t recv_layout_size = 0;
 
 static int
 grow_receive_space(Py_ssize_t count, size_t bytes)
@@ -136,15 +140,25 @@ speedups_recvmmsg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     struct mmsghdr *msgs = recv_msgs;
     struct iovec *iovs = recv_iovs;
     struct sockaddr_storage *addrs = recv_addrs;
-    for (Py_ssize_t i = 0; i < max_count; i++) {
-        iovs[i].iov_base = recv_area + (size_t)i * (size_t)max_size;
-        iovs[i].iov_len = (size_t)max_size;
-        memset(&msgs[i], 0, sizeof msgs[i]);
-        msgs[i].msg_hdr.msg_iov = &iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &addrs[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+    /* The headers are laid out again only when the layout changed: a listener calls with
+     * the same counts every time, often finding nothing (then this would be most of the
+     * call). The kernel rewrites only msg_namelen, msg_len and msg_flags. */
+    if (recv_layout_area != recv_area || recv_layout_count != max_count ||
+        recv_layout_size != max_size) {
+        for (Py_ssize_t i = 0; i < max_count; i++) {
+            iovs[i].iov_base = recv_area + (size_t)i * (size_t)max_size;
+            iovs[i].iov_len = (size_t)max_size;
+            memset(&msgs[i], 0, sizeof msgs[i]);
+            msgs[i].msg_hdr.msg_iov = &iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+        }
+        recv_layout_area = recv_area;
+        recv_layout_count = max_count;
+        recv_layout_size = max_size;
     }
+    for (Py_ssize_t i = 0; i < max_count; i++)
+        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
 
     int got;
     for (;;) {

@@ -309,6 +309,13 @@ def test_recvmmsg_reads_every_waiting_datagram(
     got = receive(receiver.fileno(), 8, 100)
     assert got == [(payload, host) for payload in payloads]
     assert receive(receiver.fileno(), 8, 100) == []
+    # Other counts and sizes between calls (the compiled one keeps its buffers).
+    for payload in (b"abcdef", b"ghijkl", b"mnopqr"):
+        sender.send(payload)
+    _wait(receiver)
+    assert receive(receiver.fileno(), 1, 4) == [(b"abcd", host)]
+    assert receive(receiver.fileno(), 300, 70000) == [(b"ghijkl", host), (b"mnopqr", host)]
+    assert receive(receiver.fileno(), 2, 3) == []
     assert receiver.fileno() >= 0  # the fd is still the socket's
 
 
