@@ -51,12 +51,14 @@ def config_loader(path: str | None, data_dir: str | None = None) -> Callable[[],
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from collector import speedups  # noqa: PLC0415 - light `tail`
     from collector.server.server import HangupLatch, serve  # noqa: PLC0415 - light `tail`
 
     latch = HangupLatch.install()
     load = config_loader(args.config, args.data_dir)
     config = load()
     configure_logging(config.log_level, config.log_format)
+    speedups.log_start_up()
     # Printed, not logged: a secret has no place in a log, but the operator who started
     # the embedded default needs it to configure uWSGI.
     for notice in config.notices:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from collector.decode.result import Decoded, Dropped, Lines
-from collector.decode.text import split_lines
+from collector.speedups import split_lines
 from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key
 from logwire.prefix import CRYPTO_PREFIX
 

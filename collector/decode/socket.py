@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from collector.config.model import Network
 from collector.decode.result import Decoded, Dropped, Lines
-from collector.decode.text import split_lines
+from collector.speedups import split_lines
 from logwire.prefix import split_socket_prefix
 
 

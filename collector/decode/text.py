@@ -7,7 +7,9 @@ def split_lines(payload: bytes) -> tuple[list[str], int]:
     """Split a payload into non-empty lines, keeping bytes that are not UTF-8 as escapes.
 
     Returns the lines and how many of them needed escaping. uWSGI may hand a logger several
-    lines in one write (a backtrace is one), so a datagram is not always one line.
+    lines in one write (a backtrace is one), so a datagram is not always one line. This is
+    the reference implementation: the decoders use collector.speedups.split_lines, the
+    compiled one where it was built, with identical results.
     """
     try:
         text = payload.decode("utf-8")

@@ -1,0 +1,108 @@
+"""The one place that picks the compiled hot path (collector/_speedups.c) or pure Python.
+
+The extension is built at install time (setup.py) where a C compiler and Python's headers
+exist; where it was not built, or with `COLLECTOR_PURE_PYTHON=1` in the environment, the
+pure-Python equivalents below serve instead, with identical results
+(tests/unit/test_speedups.py compares the two on arbitrary input). `COMPILED` says which.
+
+- `recvmmsg(fd, max_count, max_size)`: every datagram waiting, in one system call.
+- `split_lines(payload)`: collector.decode.text's, which is the reference.
+- `request_line_parser(fields, reference)`: the parser collector.requestlog exposes as
+  `parse_request_line` (its Python one is the reference). It is bound there rather than
+  imported here because the compiled parser builds requestlog's `RequestFields`, and
+  requestlog needs the parser at import time: importing each other would be a cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+
+from collector.decode import text
+
+if TYPE_CHECKING:
+    from collector.requestlog import RequestFields
+
+log = structlog.get_logger("collector.speedups")
+
+Received = list[tuple[bytes, str]]
+Fields = TypeVar("Fields", bound="RequestFields")
+
+_FORCED_PURE = os.environ.get("COLLECTOR_PURE_PYTHON", "") not in ("", "0")
+
+
+def _load() -> tuple[ModuleType | None, str]:
+    """The extension module and why not when it is not used."""
+    if _FORCED_PURE:
+        return None, "COLLECTOR_PURE_PYTHON is set"
+    try:
+        from collector import _speedups  # noqa: PLC0415 - optional, may be missing
+    except ImportError as error:
+        return None, f"the C extension is not built ({error})"
+    return _speedups, ""
+
+
+_compiled, WHY_PURE = _load()
+COMPILED: bool = _compiled is not None
+
+
+def _recvmmsg_py(fd: int, max_count: int, max_size: int) -> Received:
+    """recvmmsg(2) as a loop of recvfrom on the bare fd, until nothing waits.
+
+    A socket object is wrapped around `fd` for the call and detached afterwards, so the fd
+    stays open and the caller's. MSG_DONTWAIT makes it return at once whatever the socket's
+    blocking mode. What was read before an error is returned; the error shows next call.
+    """
+    if max_count < 1 or max_size < 1:
+        raise ValueError("max_count and max_size must be at least 1")
+    sock = socket.socket(fileno=fd)
+    try:
+        received: Received = []
+        while len(received) < max_count:
+            try:
+                data, addr = sock.recvfrom(max_size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                if received:
+                    break
+                raise
+            received.append((data, addr[0]))
+        return received
+    finally:
+        sock.detach()
+
+
+recvmmsg: Callable[[int, int, int], Received]
+split_lines: Callable[[bytes], tuple[list[str], int]]
+if _compiled is not None:
+    recvmmsg = _compiled.recvmmsg
+    split_lines = _compiled.split_lines
+else:
+    recvmmsg = _recvmmsg_py
+    split_lines = text.split_lines
+
+
+def request_line_parser(fields: type[Fields], reference: Callable[[str], Fields | None]
+                        ) -> Callable[[str], Fields | None]:
+    """The compiled request-line parser making `fields` tuples, or `reference` when pure.
+
+    The compiled one hands text with characters past U+00FF to `reference`.
+    """
+    if _compiled is None:
+        return reference
+    _compiled.set_request_fields(fields, reference)
+    parse: Callable[[str], Fields | None] = _compiled.parse_request_line
+    return parse
+
+
+def log_start_up() -> None:
+    """Say once, at start-up, when the pure-Python path serves (it costs CPU per line)."""
+    if not COMPILED:
+        log.warning("speedups_not_compiled", reason=WHY_PURE,
+                    effect="pure-Python per-line path, more CPU per line")
