@@ -47,6 +47,12 @@ def receiver_pids(collector: CollectorProcess) -> list[int]:
     return sorted(found)
 
 
+def two_receivers(collector: CollectorProcess, not_pid: int = 0) -> list[int] | None:
+    """The two receivers' pids once both run (and `not_pid` is not one of them)."""
+    pids = receiver_pids(collector)
+    return pids if len(pids) == 2 and not_pid not in pids else None
+
+
 def metric(metrics: dict[str, float], name: str) -> float:
     """The `app` listener's value of `name` (0 when absent)."""
     return metrics.get(f'{name}{{listener="app"}}', 0.0)
@@ -88,8 +94,7 @@ def test_two_receivers_store_every_line_once_and_survive_a_kill(
     collector = new_collector(config=CONFIG)
     collector.start()
     port = collector.port("app")
-    pids = wait_for(lambda: (p := receiver_pids(collector)) and len(p) == 2 and p, 10,
-                    "two receiver processes")
+    pids = wait_for(lambda: two_receivers(collector), 10, "two receiver processes")
     sent = send_round(port, "first")
     total = len(sent)
     metrics = collector.wait_metrics(
@@ -110,8 +115,8 @@ def test_two_receivers_store_every_line_once_and_survive_a_kill(
     collector.wait_metrics(
         lambda m: metric(m, "collector_listener_receiver_restarts_total") == 1, 20,
         "the killed receiver counted as restarted")
-    wait_for(lambda: (p := receiver_pids(collector)) and len(p) == 2 and pids[0] not in p,
-             20, "a new receiver in the killed one's place")
+    wait_for(lambda: two_receivers(collector, not_pid=pids[0]), 20,
+             "a new receiver in the killed one's place")
     assert pids[1] in receiver_pids(collector)
     # What was counted accepted before the kill is still stored, and nothing twice.
     assert sorted(stored(collector, "first")) == sorted(sent)
