@@ -75,6 +75,7 @@ def stored(collector: CollectorProcess, tag: str) -> list[str]:
     return [r["line"] for r in records if r["line"].startswith(tag + " ")]
 
 
+RELOADS_OK = 'collector_config_reloads_total{result="ok"}'
 RECEIVED = 'collector_datagrams_received_total{format="crypto",listener="app"}'
 
 
@@ -134,3 +135,65 @@ def test_two_receivers_store_every_line_once_and_survive_a_kill(
     assert collector.stop() == 0
     for pid in running:
         assert not Path(f"/proc/{pid}").exists(), f"receiver {pid} outlived the collector"
+
+
+def count_stored(collector: CollectorProcess) -> int:
+    """Lines committed to the store."""
+    return int(collector.metrics().get("collector_store_lines_committed_total", 0))
+
+
+def test_a_stalled_main_process_makes_the_kernel_drop_not_the_receivers_grow(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """While the main process is stopped (SIGSTOP) the receivers' pipes fill, they stop
+    reading, and the kernel drops the rest (counted per socket, summed in /metrics);
+    once it runs again, every datagram is either received or a kernel drop, and every
+    one received is accepted and stored."""
+    collector = new_collector(config=CONFIG + "rcvbuf = 256k\n")
+    collector.start()
+    wait_for(lambda: two_receivers(collector), 10, "two receiver processes")
+    assert collector.process is not None
+    port = collector.port("app")
+    rounds = 12
+    os.kill(collector.process.pid, signal.SIGSTOP)
+    try:
+        sent = sum(len(send_round(port, f"flood{i}")) for i in range(rounds))
+    finally:
+        os.kill(collector.process.pid, signal.SIGCONT)
+    kernel = 'collector_udp_kernel_drops_total{listener="app"}'
+    metrics = collector.wait_metrics(lambda m: m[RECEIVED] + m.get(kernel, 0) == sent, 30,
+                                     "every datagram received or dropped by the kernel")
+    assert metrics.get(kernel, 0) > 0, "the pipes never filled"
+    assert metric(metrics, "collector_datagrams_accepted_total") == metrics[RECEIVED]
+    wait_for(lambda: count_stored(collector) == metrics[RECEIVED], 20, "all received stored")
+
+
+def test_reload_replaces_the_receivers_and_a_new_count_reopens_the_port(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """SIGHUP with a rotated secret restarts both receivers on their sockets with it (the
+    new secret's lines are stored, the old one's dropped); a reload to `receivers = 1`
+    closes the two sockets and receives in the main process again."""
+    collector = new_collector(config=CONFIG)
+    collector.start()
+    old = wait_for(lambda: two_receivers(collector), 10, "two receiver processes")
+    assert collector.process is not None
+    collector.config = CONFIG.replace(SECRET, "rotated-secret")
+    collector.write_config()
+    collector.process.send_signal(signal.SIGHUP)
+    collector.wait_metrics(lambda m: m.get(RELOADS_OK) == 1, 20, "the reload applied")
+    wait_for(lambda: (p if (p := two_receivers(collector)) and not set(p) & set(old)
+                      else None), 20, "two new receivers")
+    port = collector.port("app")
+    for sender in range(SENDERS):
+        send(crypto_lines([f"rotated {sender}"], "rotated-secret"), port)
+        send(crypto_lines([f"stale {sender}"], SECRET), port)
+    wait_for(lambda: len(stored(collector, "rotated")) == SENDERS, 20, "rotated lines")
+    assert stored(collector, "stale") == []
+
+    collector.config = CONFIG.replace(SECRET, "rotated-secret").replace(
+        "receivers = 2", "receivers = 1")
+    collector.write_config()
+    collector.process.send_signal(signal.SIGHUP)
+    collector.wait_metrics(lambda m: m.get(RELOADS_OK) == 2, 20, "the second reload")
+    wait_for(lambda: not receiver_pids(collector) or None, 20, "the receivers gone")
+    send(crypto_lines(["single again"], "rotated-secret"), port)
+    wait_for(lambda: stored(collector, "single"), 20, "a line through the main process")
