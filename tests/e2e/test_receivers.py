@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_cluster import NODE, wait_lines
 from tests.support.collector_proc import CollectorProcess
+from tests.support.nats import NatsCluster
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
 
@@ -197,3 +199,29 @@ def test_reload_replaces_the_receivers_and_a_new_count_reopens_the_port(
     wait_for(lambda: not receiver_pids(collector) or None, 20, "the receivers gone")
     send(crypto_lines(["single again"], "rotated-secret"), port)
     wait_for(lambda: stored(collector, "single"), 20, "a line through the main process")
+
+
+def test_cluster_mode_counts_lines_from_two_receivers_once_safe(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """A cluster node with receivers = 2 publishes what both receivers decode, counts it
+    accepted once JetStream acknowledged it, and materializes every line once."""
+    nats = new_nats(1)
+    config = NODE.format(nats=nats.urls[0], node="a", replicas=1, extra="")
+    collector = new_collector(config=config + "receivers = 2\n")
+    collector.start(timeout=40.0)
+    wait_for(lambda: two_receivers(collector), 10, "two receiver processes")
+    sent: set[str] = set()
+    for sender in range(SENDERS):
+        batch = [f"cluster {sender} {i}" for i in range(20)]
+        send((line.encode() for line in batch), collector.port("plain"))
+        sent.update(batch)
+    metrics = collector.wait_metrics(
+        lambda m: m.get('collector_lines_accepted_total{listener="plain"}') == len(sent), 30,
+        "every line accepted (acknowledged)")
+    assert metrics.get("collector_cluster_acked_lines_total", 0) >= len(sent)
+    spread_plain = [metrics.get(f'collector_listener_receiver_datagrams_total{{'
+                                f'listener="plain",receiver="{i}"}}', 0) for i in range(2)]
+    assert all(count > 0 for count in spread_plain), spread_plain
+    got = wait_lines(collector, len(sent), 30.0)
+    assert sorted(r["line"] for r in got) == sorted(sent)
