@@ -123,7 +123,12 @@ class ReceiverGroup:
         self._slots = [_Slot(i, sock) for i, sock in enumerate(sockets)]
         self._log_args = [log_level, log_format]
         self._closing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Restarts after a death (cancelled on close) and replacements after a reload
+        # (awaited on close: a receiver being replaced hands over its last batch too).
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._replacing: set[asyncio.Task[None]] = set()
+        # One reload's replacement at a time, so that no slot ever gets two receivers.
+        self._replace_lock = asyncio.Lock()
         # Evictions counted by receivers that have since been replaced.
         self._retired: Counter[str] = Counter()
         self.restarts = 0
@@ -181,8 +186,9 @@ class ReceiverGroup:
     async def close(self) -> None:
         """Stop the receivers (each hands over what it decoded), then close the sockets."""
         self._closing = True
-        for task in list(self._tasks):
+        for task in list(self._restarts):
             task.cancel()
+        await asyncio.gather(*self._replacing, return_exceptions=True)
         await asyncio.gather(*(self._stop_child(slot) for slot in self._slots))
         for slot in self._slots:
             slot.sock.close()
@@ -201,22 +207,24 @@ class ReceiverGroup:
             with contextlib.suppress(OSError):
                 grow_receive_buffer(slot.sock, config.rcvbuf)
         self.rcvbuf = int(self._slots[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-        self._run(self._replace_all())
+        self._run(self._replace_all(), self._replacing)
         log.info("listener_reconfigured", listener=config.name, format=config.format,
                  address=f"{config.host}:{config.port}", receivers=len(self._slots))
 
     async def _replace_all(self) -> None:
-        for slot in self._slots:
-            if self._closing:
-                return
-            await self._stop_child(slot)
-            if not self._closing:
-                await self._spawn(slot)
+        async with self._replace_lock:
+            for slot in self._slots:
+                if self._closing:
+                    return
+                await self._stop_child(slot)
+                if not self._closing:
+                    await self._spawn(slot)
 
-    def _run(self, coroutine: Any) -> None:
+    @staticmethod
+    def _run(coroutine: Any, tasks: set[asyncio.Task[None]]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _receiver_lost(self, slot: _Slot, process: subprocess.Popen[bytes]) -> None:
         if self._closing or process is not slot.process:
@@ -234,13 +242,14 @@ class ReceiverGroup:
                   restart_in=delay, restarts=self.restarts,
                   note="the others go on; what it handed over is kept")
         self._retire(slot)
-        self._run(self._restart(slot, process, delay))
+        self._run(self._restart(slot, process, delay), self._restarts)
 
     async def _restart(self, slot: _Slot, dead: subprocess.Popen[bytes],
                        delay: float) -> None:
         await _reap(dead)
         await asyncio.sleep(delay)
-        while not self._closing:
+        # A reload meanwhile may have started this slot's receiver already.
+        while not self._closing and slot.process is None:
             try:
                 await self._spawn(slot)
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,3 +226,28 @@ def test_cluster_mode_counts_lines_from_two_receivers_once_safe(
     assert all(count > 0 for count in spread_plain), spread_plain
     got = wait_lines(collector, len(sent), 30.0)
     assert sorted(r["line"] for r in got) == sorted(sent)
+
+
+def test_a_reload_while_a_receiver_restarts_leaves_one_receiver_per_socket(
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """A receiver killed just before a SIGHUP: the reload starts its replacement and the
+    pending restart then starts none, so two receivers run (not three) and each line is
+    stored once."""
+    collector = new_collector(config=CONFIG)
+    collector.start()
+    pids = wait_for(lambda: two_receivers(collector), 10, "two receiver processes")
+    assert collector.process is not None
+    collector.config = CONFIG.replace("app = shop", "app = shop\nmax-skew = 10m")
+    collector.write_config()
+    os.kill(pids[0], signal.SIGKILL)
+    collector.process.send_signal(signal.SIGHUP)
+    collector.wait_metrics(lambda m: m.get(RELOADS_OK) == 1, 20, "the reload applied")
+    # Past the restart's delay (0.2 s): a second receiver for one socket would show now.
+    time.sleep(1.5)
+    running = receiver_pids(collector)
+    assert len(running) == 2, running
+    assert not set(running) & set(pids)
+    sent = send_round(collector.port("app"), "after")
+    wait_for(lambda: len(stored(collector, "after")) >= len(sent), 20, "lines stored")
+    time.sleep(0.5)
+    assert sorted(stored(collector, "after")) == sorted(sent)
