@@ -229,6 +229,19 @@ def summary(trials: Trials, searches: dict[int, RateSearch], cores: int,
             print(f"  projected on {cores} cores (1 main, 1 writer, {max(1, cores - 2)} "
                   f"receivers, CPU per line as here): {rate:,.0f} lines/s, limited by "
                   f"{limit}")
+    if len(ks) >= 2:
+        held = [{rate for rate, f in trials.records[k].trials.items() if f.held} for k in ks]
+        common = set.intersection(*held)
+        if common:
+            top = max(common)
+            parts = []
+            for k in ks:
+                f = trials.records[k].trials[top]
+                parts.append(f"K={k} main {f.main_us:.1f} + receivers "
+                             f"{sum(f.receivers_us):.1f} + writer {f.writer_us:.1f} = "
+                             f"{f.total_us:.1f}")
+            print(f"at {top:.0f} lines/s (the highest rate every K held), CPU µs per "
+                  f"line: " + "; ".join(parts))
     print(f"searches took {budget.elapsed:.0f} s", flush=True)
 
 

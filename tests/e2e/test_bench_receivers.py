@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 from bench import csender
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +48,20 @@ def test_c_sender_refuses_a_socket_count_out_of_range(sender: Path, tmp_path: Pa
     pool.write_bytes(csender.pack([b"x"]))
     with pytest.raises(RuntimeError, match="usage"):
         csender.send(sender, pool, 9, 100, 1, max_seconds=1, sockets=0)
+
+
+def test_receivers_benchmark_runs_one_trial_per_k() -> None:
+    """bench/receivers.py with one trial per search: a row for K=1 and K=2 (K=2 with a
+    CPU figure per receiver), both searches' figures, the ratio and the projection or
+    the note that nothing was held (nothing here asserts a rate was held)."""
+    done = subprocess.run(
+        [sys.executable, "bench/receivers.py", "--max-trials", "1", "--retries", "0",
+         "--duration", "1", "--start", "500", "--max-lines", "1000", "--sockets", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert re.search(r"^ 1\s+500\s+1\.0\s+500\s.*\s-\s", out, re.MULTILINE), out
+    assert re.search(r"^ 2\s+500\s+1\.0\s+500\s.*\d\+\d", out, re.MULTILINE), out
+    assert len(re.findall(r"max zero-loss rate: (500|0) after 1 trials", out)) == 2, out
+    assert "ratio receivers=2/receivers=1, rate: " in out
+    assert "projected on 16 cores" in out or "receivers = 2: no rate held" in out
