@@ -17,7 +17,7 @@ stdout (collector.store.frames framing):
   BATCH (datagrams, {reason: dropped}, [(host, lines, app, source, emitted_at, escaped,
         markers, lost), ...]): counts since the previous BATCH and the datagrams decoded;
   STATE ({reason: evicted}, {kind: held}): the decoder's bounded state, absolute, sent
-        every STATE_EVERY seconds and before exiting.
+        first (the receiver is up), every STATE_EVERY seconds, and before exiting.
 Writes block when the pipe is full: the receiver then stops reading its socket, and the
 kernel drops (counted per socket in /proc/net/udp) instead of memory growing.
 """
@@ -185,6 +185,8 @@ class Receiver:
         selector.register(control, selectors.EVENT_READ, "control")
         size = self._max + 1
         state_due = time.monotonic() + STATE_EVERY
+        # The first frame says this receiver is up (the collector waits for it at start).
+        write_all(out, self.state())
         try:
             while True:
                 for key, _ in selector.select(STATE_EVERY):

@@ -49,6 +49,8 @@ RESTART_MAX = 30.0
 SETTLED = 30.0
 # How long a stopping receiver may take to hand over its last batch before it is killed.
 STOP_WAIT = 10.0
+# How long a receiver may take to import and build its decoder at the collector's start.
+READY_WAIT = 20.0
 # Pipe room per receiver: a few milliseconds of batches at full rate; beyond it the
 # receiver blocks and its socket's kernel buffer takes the burst.
 PIPE_SIZE = 1 << 20
@@ -80,6 +82,8 @@ class _Slot:
         self.process: subprocess.Popen[bytes] | None = None
         self.transport: asyncio.ReadTransport | None = None
         self.ended: asyncio.Future[None] | None = None
+        # Set by the receiver's first frame (a STATE once its decoder is built).
+        self.ready: asyncio.Future[None] | None = None
         self.started_at = 0.0
         self.restart_delay = RESTART_FIRST
         self.evicted: Counter[str] = Counter()
@@ -100,10 +104,16 @@ class _FrameProtocol(asyncio.Protocol):
         self._reader = FrameReader()
 
     def data_received(self, data: bytes) -> None:
+        ready = self._slot.ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
         for kind, payload in self._reader.feed(data):
             self._group._frame(self._slot, kind, payload)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        ready = self._slot.ready
+        if ready is not None and not ready.done():
+            ready.set_exception(EOFError("the receiver exited while starting"))
         # A frame cut short by a death is not counted at all: neither received nor
         # accepted, so the sums stay right.
         if not self._ended.done():
@@ -137,9 +147,19 @@ class ReceiverGroup:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start a receiver on each socket."""
+        """Start a receiver on each socket; return once each has built its decoder and
+        said so (a receiver that cannot start fails the listener's start)."""
         for slot in self._slots:
             await self._spawn(slot)
+        for slot in self._slots:
+            assert slot.ready is not None
+            try:
+                await asyncio.wait_for(slot.ready, READY_WAIT)
+            except (TimeoutError, EOFError):
+                raise ConfigError(
+                    f"listener {self.config.name}: receiver {slot.index} did not start "
+                    f"within {READY_WAIT:g} s (see its error above)",
+                    self.config.location) from None
 
     async def _spawn(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -156,6 +176,7 @@ class ReceiverGroup:
         process.stdin.flush()
         ended: asyncio.Future[None] = loop.create_future()
         slot.process, slot.ended, slot.started_at = process, ended, loop.time()
+        slot.ready = loop.create_future()
         slot.transport, _ = await loop.connect_read_pipe(
             lambda: _FrameProtocol(self, slot, process, ended), process.stdout)
 

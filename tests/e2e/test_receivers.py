@@ -61,12 +61,13 @@ def metric(metrics: dict[str, float], name: str) -> float:
     return metrics.get(f'{name}{{listener="app"}}', 0.0)
 
 
-def send_round(port: int, tag: str) -> set[str]:
-    """PER_SENDER lines from each of SENDERS sockets (so the kernel spreads them over the
-    receivers); the lines sent."""
+def send_round(port: int, tag: str, pad: int = 0) -> set[str]:
+    """PER_SENDER lines (`pad` bytes longer) from each of SENDERS sockets (so the kernel
+    spreads them over the receivers); the lines sent."""
     sent: set[str] = set()
     for sender in range(SENDERS):
-        lines = [f"{tag} sender {sender} line {i}" for i in range(PER_SENDER)]
+        lines = [f"{tag} sender {sender} line {i} {'x' * pad}".rstrip()
+                 for i in range(PER_SENDER)]
         send(crypto_lines(lines, SECRET), port)
         sent.update(lines)
     return sent
@@ -156,10 +157,12 @@ def test_a_stalled_main_process_makes_the_kernel_drop_not_the_receivers_grow(
     wait_for(lambda: two_receivers(collector), 10, "two receiver processes")
     assert collector.process is not None
     port = collector.port("app")
-    rounds = 12
+    # 9,600 datagrams of about 1 KiB: about 10 MiB, against 1 MiB of pipe and 512 KiB of
+    # kernel buffer per receiver.
+    rounds = 24
     os.kill(collector.process.pid, signal.SIGSTOP)
     try:
-        sent = sum(len(send_round(port, f"flood{i}")) for i in range(rounds))
+        sent = sum(len(send_round(port, f"flood{i}", pad=1000)) for i in range(rounds))
     finally:
         os.kill(collector.process.pid, signal.SIGCONT)
     kernel = 'collector_udp_kernel_drops_total{listener="app"}'
