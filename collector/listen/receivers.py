@@ -302,19 +302,43 @@ class ReceiverGroup:
         if dropped:
             stats.dropped.update(dropped)
         ingest, origin = self._ingest, self._origin
-        settles = ingest.settles
+        if ingest.settles:
+            self._batch_settled(items)
+            return
+        accept = ingest.accept
+        # Single-node mode: the store took the lines, they are accepted now; the counts
+        # are added once per batch.
+        accepted = lines_total = escaped_total = 0
         for host, lines, app, source, emitted_at, escaped, markers, lost in items:
             try:
-                decoded = Lines(lines, app, source, emitted_at, escaped, markers, lost)
-                datagram = (len(lines), escaped, app, source, lost)
-                # A cluster node counts the datagram accepted once its lines are safe.
-                settle = partial(self._settled, datagram) if settles else None
-                if not ingest.accept(origin, host, decoded, settle):
+                if not accept(origin, host, Lines(lines, app, source, emitted_at, escaped,
+                                                  markers, lost)):
                     stats.dropped["store_backlog"] += 1
                     stats.lines_dropped["store_backlog"] += len(lines)
                     continue
-                if settle is None:
-                    self._settled(datagram, True)
+            except Exception:
+                stats.dropped["internal_error"] += 1
+                log.exception("datagram_failed", listener=self.config.name, peer=host)
+                continue
+            accepted += 1
+            lines_total += len(lines)
+            escaped_total += escaped
+            if lost:
+                stats.count_lost(app or self.config.app, source or self.config.source, lost)
+        stats.datagrams_accepted += accepted
+        stats.lines += lines_total
+        stats.escaped += escaped_total
+
+    def _batch_settled(self, items: list[tuple[Any, ...]]) -> None:
+        """A cluster node: each datagram is counted accepted once its lines are safe."""
+        stats, ingest, origin = self.stats, self._ingest, self._origin
+        for host, lines, app, source, emitted_at, escaped, markers, lost in items:
+            try:
+                decoded = Lines(lines, app, source, emitted_at, escaped, markers, lost)
+                settle = partial(self._settled, (len(lines), escaped, app, source, lost))
+                if not ingest.accept(origin, host, decoded, settle):
+                    stats.dropped["store_backlog"] += 1
+                    stats.lines_dropped["store_backlog"] += len(lines)
             except Exception:
                 stats.dropped["internal_error"] += 1
                 log.exception("datagram_failed", listener=self.config.name, peer=host)
