@@ -14,7 +14,7 @@ from collector.config.model import CryptoSecret, ListenerConfig
 from collector.errors import Location
 from collector.listen import receiver
 from collector.listen.receiver import Receiver, encode_config, read_config
-from collector.store.frames import FrameReader
+from collector.store.frames import FrameReader, encode
 from logwire.logcrypto import encrypt, frame
 from logwire.native import generate_key
 
@@ -138,3 +138,48 @@ def test_projection_names_the_process_that_limits() -> None:
     assert (round(rate), limit) == (100_000, "main")
     rate, limit = project(Figures(True, 1.0, (40.0, 40.0), 2.0), 4)
     assert (round(rate), limit) == (25_000, "2 receivers")
+
+
+class _Store:
+    """A store that takes `room` appends, then refuses (its queue is full)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.records: list[Any] = []
+
+    def append(self, records: Any) -> bool:
+        """Take the records while there is room."""
+        if self.room <= 0:
+            return False
+        self.room -= 1
+        self.records.extend(records)
+        return True
+
+
+def test_the_main_side_counts_a_batch_as_the_single_process_listener_does() -> None:
+    """BATCH frames fed to a ReceiverGroup (no processes): received and dropped come from
+    the receiver, accepted/lines/escaped/lost from ingest; a full store's refusal counts
+    under store_backlog; received = accepted + dropped."""
+    from collector.ingest import Ids, Ingest
+    from collector.listen.receivers import ReceiverGroup
+
+    store = _Store(room=2)
+    ingest = Ingest(Ids(), store)  # type: ignore[arg-type]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        group = ReceiverGroup(config(), ingest, [sock])
+        items = [("10.0.0.1", ["a", "b"], "web", "d.1", None, 1, (), 3),
+                 ("10.0.0.2", ["c"], None, None, None, 0, ("-- marker --",), 0),
+                 ("10.0.0.3", ["refused"], None, None, None, 0, (), 0)]
+        payload = FrameReader().feed(encode(receiver.BATCH,
+                                     (5, {"replayed": 2}, items)))
+        for kind, body in payload:
+            group._frame(group._slots[0], kind, body)
+    stats = group.stats
+    assert (stats.datagrams, stats.datagrams_accepted, stats.lines, stats.escaped) == (
+        5, 2, 3, 1)
+    assert stats.dropped == {"replayed": 2, "store_backlog": 1}
+    assert stats.lines_dropped == {"store_backlog": 1}
+    assert stats.lost == {("web", "d.1"): 3}
+    assert [r.line for r in store.records] == ["a", "b", "-- marker --", "c"]
+    assert stats.datagrams == stats.datagrams_accepted + sum(stats.dropped.values())
+    assert group.spread() == [5]
