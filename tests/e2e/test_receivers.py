@@ -27,7 +27,7 @@ secret = {SECRET}
 app = shop
 receivers = 2
 """
-SENDERS = 8
+SENDERS = 16
 PER_SENDER = 50
 
 
@@ -159,7 +159,7 @@ def test_a_stalled_main_process_makes_the_kernel_drop_not_the_receivers_grow(
     port = collector.port("app")
     # 9,600 datagrams of about 1 KiB: about 10 MiB, against 1 MiB of pipe and 512 KiB of
     # kernel buffer per receiver.
-    rounds = 24
+    rounds = 12
     os.kill(collector.process.pid, signal.SIGSTOP)
     try:
         sent = sum(len(send_round(port, f"flood{i}", pad=1000)) for i in range(rounds))
