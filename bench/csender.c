@@ -1,7 +1,11 @@
 /* The benchmarks' C sender (bench/peers.py): replays a pool of datagrams to 127.0.0.1,
  * paced, with sendmmsg, so that the sender is not what limits a receiver's figure.
  *
- *   csender POOL PORT RATE COUNT MAX_SECONDS PROBE_EVERY
+ *   csender [--sockets N] POOL PORT RATE COUNT MAX_SECONDS PROBE_EVERY
+ *
+ * --sockets N (default 1) sends from N sockets, each sendmmsg batch from the next one in
+ * turn: N source ports, so the kernel's SO_REUSEPORT hash spreads them over a listener's
+ * receiver processes (collector `receivers = K`), as N uWSGI instances would.
  *
  * POOL is a file of records, each a little-endian u16 length then that many bytes (one
  * datagram), written by bench/csender.py. The first COUNT records are sent once each, in
@@ -27,6 +31,7 @@
 #include <unistd.h>
 
 #define BATCH 256
+#define MAX_SOCKETS 256
 
 static double now(clockid_t clock) {
     struct timespec ts;
@@ -40,8 +45,15 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: csender POOL PORT RATE COUNT MAX_SECONDS PROBE_EVERY\n");
+    long nsockets = 1;
+    if (argc >= 3 && strcmp(argv[1], "--sockets") == 0) {
+        nsockets = atol(argv[2]);
+        argc -= 2;
+        argv += 2;
+    }
+    if (argc != 7 || nsockets < 1 || nsockets > MAX_SOCKETS) {
+        fprintf(stderr, "usage: csender [--sockets N (1-%d)] POOL PORT RATE COUNT "
+                        "MAX_SECONDS PROBE_EVERY\n", MAX_SOCKETS);
         return 2;
     }
     const char *pool_path = argv[1];
@@ -84,15 +96,19 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    int sock = socket(AF_INET, SOCK_DGRAM, 0);
-    if (sock < 0) return fail("socket");
-    int sndbuf = 4 << 20;
-    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     struct sockaddr_in to = {0};
     to.sin_family = AF_INET;
     to.sin_port = htons((uint16_t)port);
     to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(sock, (struct sockaddr *)&to, sizeof to) < 0) return fail("connect");
+    int socks[MAX_SOCKETS];
+    for (long k = 0; k < nsockets; k++) {
+        socks[k] = socket(AF_INET, SOCK_DGRAM, 0);
+        if (socks[k] < 0) return fail("socket");
+        int sndbuf = 4 << 20;
+        setsockopt(socks[k], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+        if (connect(socks[k], (struct sockaddr *)&to, sizeof to) < 0) return fail("connect");
+    }
+    long turn = 0;
 
     struct mmsghdr msgs[BATCH];
     memset(msgs, 0, sizeof msgs);
@@ -115,6 +131,7 @@ int main(int argc, char **argv) {
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
             double wall = now(CLOCK_REALTIME);
+            int sock = socks[turn++ % nsockets];
             int done = sendmmsg(sock, msgs, (unsigned)n, 0);
             if (done <= 0) {
                 /* Count the datagram that failed and go on past it: loss shows as a

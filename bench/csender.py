@@ -104,12 +104,14 @@ def parse_report(text: str) -> SendResult:
 
 
 def send(binary: Path, pool: Path, port: int, rate: float, count: int, *,
-         max_seconds: float, probe_every: int = 0) -> SendResult:
+         max_seconds: float, probe_every: int = 0, sockets: int = 1) -> SendResult:
     """Run the sender: the pool's first `count` datagrams to 127.0.0.1:`port` at `rate`
-    per second, for at most `max_seconds`; its report."""
+    per second, for at most `max_seconds`, from `sockets` source sockets in turn; its
+    report."""
+    spread = ["--sockets", str(sockets)] if sockets != 1 else []
     done = subprocess.run(
-        [str(binary), str(pool), str(port), f"{rate:.3f}", str(count), f"{max_seconds:.3f}",
-         str(probe_every)],
+        [str(binary), *spread, str(pool), str(port), f"{rate:.3f}", str(count),
+         f"{max_seconds:.3f}", str(probe_every)],
         capture_output=True, text=True, check=False, timeout=max_seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"csender failed ({done.returncode}): {done.stderr.strip()}")

@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from collector.listen.kernel import udp_drops
+from collector.listen.receivers import ReceiverGroup, listener_inodes
 from collector.metrics import Metric, counter, exposition, gauge, histogram_families
 from collector.server.context import CONTEXT, Context
 
@@ -56,8 +57,15 @@ def collect(context: Context) -> Iterator[Metric]:
                         "State senders made a listener hold, given up to stay within a "
                         "bound, by reason.", ["listener", "reason"])
     held = {kind: gauge(name, text, ["listener"]) for kind, (name, text) in _HELD.items()}
-    inodes = {listener: listener.inode() for listener in context.listeners}
-    kernel_drops = udp_drops(i for i in inodes.values() if i is not None)
+    # A listener with K receivers has K sockets: its kernel drops are their sum.
+    inodes = {listener: listener_inodes(listener) for listener in context.listeners}
+    kernel_drops = udp_drops(i for found in inodes.values() for i in found)
+    restarts = counter("collector_listener_receiver_restarts_total",
+                       "Receiver processes that died and were restarted (receivers > 1).",
+                       ["listener"])
+    spread = counter("collector_listener_receiver_datagrams_total",
+                     "Datagrams each receiver process received (receivers > 1): how the "
+                     "kernel spread the sender sockets.", ["listener", "receiver"])
     for listener in context.listeners:
         name = listener.config.name
         stats = listener.stats
@@ -79,11 +87,16 @@ def collect(context: Context) -> Iterator[Metric]:
                 held[kind].add_metric([name], value)
         for (app, source), count in sorted(stats.lost.items()):
             lost.add_metric([name, app, source], count)
-        inode = inodes[listener]
-        if inode is not None and inode in kernel_drops:
-            kernel.add_metric([name], kernel_drops[inode])
+        found = [kernel_drops[i] for i in inodes[listener] if i in kernel_drops]
+        if found:
+            kernel.add_metric([name], sum(found))
+        if isinstance(listener, ReceiverGroup):
+            restarts.add_metric([name], listener.restarts)
+            for index, count in enumerate(listener.spread()):
+                spread.add_metric([name, str(index)], count)
     yield from (received, accepted, dropped, lines_received, lines, lines_dropped, escaped,
-                lost, kernel, rcvbuf, rcvbuf_configured, evictions, *held.values())
+                lost, kernel, rcvbuf, rcvbuf_configured, evictions, *held.values(), restarts,
+                spread)
     store = context.store.stats()
     singles: tuple[tuple[CounterMetricFamily | GaugeMetricFamily, float], ...] = (
         (gauge("collector_store_queue_depth", "Lines waiting for the store's writer."),

@@ -140,8 +140,9 @@ def _is_loopback(host: str) -> bool:
 _LISTENER_KEYS = {
     "udp", "format", "algo", "secret", "iv", "key", "app", "source", "allow", "max-skew",
     "max-datagram", "rcvbuf", "sender-rate", "replay-window",
-    "max-streams", "max-pending", "max-stream-pending",
+    "max-streams", "max-pending", "max-stream-pending", "receivers",
 }
+MAX_RECEIVERS = 64
 _NATIVE_BOUNDS = ("max-streams", "max-pending", "max-stream-pending")
 
 
@@ -227,12 +228,21 @@ def _build_listener(section: Section, name: str) -> ListenerConfig:
         max_streams=_value(e, "max-streams", 4096, _positive),
         max_pending=_value(e, "max-pending", 65536, _positive),
         max_stream_pending=_value(e, "max-stream-pending", 4096, _positive),
+        receivers=_value(e, "receivers", 1, _receivers),
         location=section.location,
     )
 
 
 def _positive(value: str, location: Location) -> int:
     return parse_int(value, location, minimum=1)
+
+
+def _receivers(value: str, location: Location) -> int:
+    count = parse_int(value, location, minimum=1)
+    if count > MAX_RECEIVERS:
+        # More processes than cores only contend for the one the main process needs.
+        raise ConfigError(f"must be at most {MAX_RECEIVERS}, got {count}", location)
+    return count
 
 
 def _parse_keys(entries: list[Entry]) -> tuple[str, ...]:

@@ -53,6 +53,8 @@ class ListenerConfig:
     max_streams: int = 4096
     max_pending: int = 65536
     max_stream_pending: int = 4096
+    # Receiver processes sharing the port (SO_REUSEPORT); 1 receives in the main process.
+    receivers: int = 1
     location: Location | None = None
 
 

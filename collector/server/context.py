@@ -13,7 +13,7 @@ from aiohttp import web
 from collector.config.model import Config
 from collector.fanout import Hub
 from collector.ingest import Ingest
-from collector.listen.udp import DatagramListener
+from collector.listen.receivers import Listener
 from collector.metrics import Metric
 from collector.store.base import Store
 
@@ -50,7 +50,7 @@ class Context:
     store: Store
     hub: Hub
     ingest: Ingest
-    listeners: list[DatagramListener] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     reloads: Counter[str] = field(default_factory=Counter)

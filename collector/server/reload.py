@@ -59,7 +59,8 @@ class ReloadPlan:
     Listeners: `open_first` bind addresses nobody holds, so they open before anything
     closes; `close` are the sockets that go (removed listeners, and listeners moved to
     another address); `open_after` bind an address one of those held. `retune` keep their
-    socket and take the new settings (same name and address). `keep` are untouched.
+    socket and take the new settings (same name, address and number of receivers; a new
+    `receivers` closes the sockets and opens new ones). `keep` are untouched.
     """
 
     config: Config
@@ -121,7 +122,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             fresh.append(listener)
         elif same_settings(before, listener):
             keep.append(name)
-        elif _address(before) == _address(listener):
+        elif _address(before) == _address(listener) and before.receivers == listener.receivers:
             retune.append(listener)
         else:
             close.append(name)

@@ -18,7 +18,8 @@ from collector.errors import CollectorError, ConfigError
 from collector.fanout import Hub
 from collector.ingest import Ids, Ingest
 from collector.listen.decoders import make_decoder
-from collector.listen.udp import DatagramListener, start_listener
+from collector.listen.receivers import Listener, ReceiverGroup, start_receivers
+from collector.listen.udp import start_listener
 from collector.server.components import build_cluster, build_components
 from collector.server.context import Component, Context
 from collector.server.reload import ReloadPlan, plan_reload
@@ -84,8 +85,11 @@ class Server:
                  auth="bearer" if config.http.token else "none (loopback only)")
         return context
 
-    @staticmethod
-    async def _open(config: ListenerConfig, ingest: Ingest) -> DatagramListener:
+    async def _open(self, config: ListenerConfig, ingest: Ingest) -> Listener:
+        if config.receivers > 1:
+            make_decoder(config)  # the settings' errors surface here, not in a child
+            return await start_receivers(config, ingest, self.config.log_level,
+                                         self.config.log_format)
         return await start_listener(config, make_decoder(config), ingest)
 
     async def reload(self) -> bool:
@@ -127,7 +131,7 @@ class Server:
         Until the first step succeeds (decoders built, sockets bound, components reloaded)
         nothing has changed, so a port that cannot be bound refuses the whole reload.
         """
-        opened: list[DatagramListener] = []
+        opened: list[Listener] = []
         try:
             decoders = {c.name: make_decoder(c) for c in plan.retune}
             for listener_config in plan.open_first:
@@ -138,7 +142,7 @@ class Server:
                 await component.reload(plan.config)
         except BaseException:
             for listener in opened:
-                _close(listener)
+                await _close(listener)
             raise
         running = {listener.config.name: listener for listener in context.listeners}
         for listener_config in plan.retune:
@@ -146,7 +150,7 @@ class Server:
                                                       decoders[listener_config.name])
         closing = {name: running.pop(name) for name in plan.close}
         for listener in closing.values():
-            _close(listener)
+            await _close(listener)
         running.update({listener.config.name: listener for listener in opened})
         failed: list[str] = []
         for listener_config in plan.open_after:
@@ -171,8 +175,9 @@ class Server:
             return
         self.context = None
         context.closing.set()
+        # Receiver processes hand over their last batches here, before the store closes.
         for listener in context.listeners:
-            _close(listener)
+            await _close(listener)
         context.hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -187,8 +192,10 @@ class Server:
         log.info("collector_stopped", committed=stats.committed, dropped=stats.dropped)
 
 
-def _close(listener: DatagramListener) -> None:
-    if listener.transport is not None:
+async def _close(listener: Listener) -> None:
+    if isinstance(listener, ReceiverGroup):
+        await listener.close()
+    elif listener.transport is not None:
         listener.transport.close()
         log.info("listener_stopped", listener=listener.config.name)
 

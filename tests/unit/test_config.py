@@ -54,6 +54,12 @@ def test_unset_env_names_file_line_and_key(tmp_path: Path) -> None:
      "colour"),
     ("[collector]\nlog-level = chatty\n", 2, "log-level", "one of"),
     ("[collector]\nretention = 1d\nretention = 2d\n", 3, "retention", "once"),
+    ("[listener:a]\nudp = :1\nformat = socket\nreceivers = 0\n", 4, "receivers",
+     "at least 1"),
+    ("[listener:a]\nudp = :1\nformat = socket\nreceivers = two\n", 4, "receivers",
+     "whole number"),
+    ("[listener:a]\nudp = :1\nformat = socket\nreceivers = 65\n", 4, "receivers",
+     "at most 64"),
 ])
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, key: str,
                                        words: str) -> None:
