@@ -1,4 +1,4 @@
-"""The UDP listener: a datagram protocol that only decodes and hands on."""
+"""The UDP listener: reads datagrams in batches, only decodes and hands on."""
 
 from __future__ import annotations
 
@@ -8,26 +8,35 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from functools import partial
-from typing import cast
 
 import structlog
 
 from collector.config.model import ListenerConfig
-from collector.decode.result import Decoder, Dropped
+from collector.decode.result import Decoder, Dropped, Lines
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen.ratelimit import SenderLimiter
+from collector.listen.recv import receive
 from collector.listen.stats import BoundedState, ListenerStats
 
 log = structlog.get_logger("collector.listen")
 
 
-class DatagramListener(asyncio.DatagramProtocol):
-    """Feeds each datagram to the decoder and the decoded lines to ingest.
+# Datagrams taken per receive call, and calls per wake-up while the socket stays full:
+# enough that a burst is read in few wake-ups and shares one store frame, few enough that
+# the loop still serves HTTP, alarms and followers every few milliseconds under a flood.
+MAX_BATCH = 256
+MAX_READS = 2
 
-    This is the one catch point for the per-datagram task: whatever goes wrong with one
-    datagram is counted under a reason and the next datagram is served as usual.
+
+class DatagramListener:
+    """Reads every waiting datagram per wake-up and feeds them, as one batch, through the
+    decoder to ingest.
+
+    Each datagram has its own catch point: whatever goes wrong with one is counted under a
+    reason and the others of its batch are served as usual.
     """
 
     def __init__(self, config: ListenerConfig, decoder: Decoder, ingest: Ingest) -> None:
@@ -41,7 +50,8 @@ class DatagramListener(asyncio.DatagramProtocol):
         self._logged: set[str] = set()
         # The receive buffer the kernel granted (getsockopt SO_RCVBUF), set once bound.
         self.rcvbuf = 0
-        self.transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def reconfigure(self, config: ListenerConfig, decoder: Decoder) -> None:
         """Take a reloaded listener's settings on the same socket, from the next datagram.
@@ -55,7 +65,7 @@ class DatagramListener(asyncio.DatagramProtocol):
         self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
         self._max = config.max_datagram
         self._logged.clear()
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        sock = self._sock
         if sock is not None:
             try:
                 self.rcvbuf = grow_receive_buffer(sock, config.rcvbuf)
@@ -66,46 +76,115 @@ class DatagramListener(asyncio.DatagramProtocol):
         log.info("listener_reconfigured", listener=config.name, format=decoder.format,
                  address=f"{config.host}:{config.port}")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport for closing and for the socket's inode."""
-        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def attach(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the bound, non-blocking `sock` whenever it is readable on `loop`."""
+        self._sock = sock
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def close(self) -> bool:
+        """Stop reading and close the socket; False if it was not open."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return False
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        return True
+
+    def _readable(self) -> None:
+        """Take what waits on the socket, a batch at a time, a bounded number of times."""
+        for _ in range(MAX_READS):
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                # One byte past the maximum, so an oversize datagram shows as one.
+                batch = receive(sock, MAX_BATCH, self._max + 1)
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            if not batch:
+                return
+            self.datagrams_received(batch)
+            if len(batch) < MAX_BATCH:
+                return
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        """Decode one datagram and hand its lines on; count it whatever happens."""
+        """Decode one datagram and hand its lines on (a batch of one)."""
+        self.datagrams_received([(data, str(addr[0]))])
+
+    def datagrams_received(self, batch: Sequence[tuple[bytes, str]]) -> None:
+        """Decode datagrams (payload, sender's host) and hand their lines on together;
+        count each one whatever happens to it."""
         stats = self.stats
-        stats.datagrams += 1
-        host = str(addr[0])
+        stats.datagrams += len(batch)
+        now = time.time()
+        settles = self._ingest.settles
+        decoded: list[tuple[str, Lines]] = []
+        for data, host in batch:
+            try:
+                if len(data) > self._max:
+                    self._drop("oversize", host)
+                    continue
+                if self._limiter is not None and not self._limiter.allow(host, now):
+                    self._drop("rate_limited", host)
+                    continue
+                result = self._decoder.decode(data, host, now)
+                if type(result) is Dropped:
+                    self._drop(result.reason, host)
+                    continue
+                assert not isinstance(result, Dropped)
+                if settles:
+                    self._accept_settled(host, result)
+                else:
+                    decoded.append((host, result))
+            except Exception:
+                stats.dropped["internal_error"] += 1
+                log.exception("datagram_failed", listener=self.config.name, peer=host)
+        if decoded:
+            self._accept_batch(decoded)
+
+    def _accept_batch(self, decoded: list[tuple[str, Lines]]) -> None:
+        """Single-node mode: store the batch's lines at once; each datagram is accepted
+        when the store took them, dropped as `store_backlog` when it refused them."""
+        stats = self.stats
         try:
-            now = time.time()
-            if len(data) > self._max:
-                self._drop("oversize", host)
-                return
-            if self._limiter is not None and not self._limiter.allow(host, now):
-                self._drop("rate_limited", host)
-                return
-            result = self._decoder.decode(data, host, now)
-            if type(result) is Dropped:
-                self._drop(result.reason, host)
-                return
-            assert not isinstance(result, Dropped)
+            taken, failed = self._ingest.accept_many(self._origin, decoded)
+        except Exception:
+            stats.dropped["internal_error"] += len(decoded)
+            log.exception("datagrams_failed", listener=self.config.name, count=len(decoded))
+            return
+        for index, exc in failed.items():
+            stats.dropped["internal_error"] += 1
+            log.error("datagram_failed", listener=self.config.name, peer=decoded[index][0],
+                      exc_info=exc)
+        for index, (_, result) in enumerate(decoded):
+            if failed and index in failed:
+                continue
             count = len(result.lines)
-            # Plain values, not the decoded lines: what waits for an ack should not be
-            # objects the garbage collector must walk.
-            datagram = (count, result.escaped, result.app, result.source, result.lost)
-            # A cluster node counts the datagram accepted once its lines are acknowledged
-            # by JetStream or held by the spool, not when taken.
-            settle = partial(self._settled, datagram) if self._ingest.settles else None
-            if not self._ingest.accept(self._origin, host, result, settle):
+            if not taken and (count or result.markers):
                 stats.dropped["store_backlog"] += 1
                 stats.lines_dropped["store_backlog"] += count
-                return
-            if settle is None:
-                # Single-node mode: the store took the lines, they are accepted now.
-                self._settled(datagram, True)
-        except Exception:
-            stats.dropped["internal_error"] += 1
-            log.exception("datagram_failed", listener=self.config.name, peer=host)
+                continue
+            stats.datagrams_accepted += 1
+            stats.lines += count
+            stats.escaped += result.escaped
+            if result.lost:
+                stats.count_lost(result.app or self.config.app,
+                                 result.source or self.config.source, result.lost)
+
+    def _accept_settled(self, host: str, result: Lines) -> None:
+        """Cluster mode: hand one datagram on; it counts as accepted once its lines are
+        acknowledged by JetStream or held by the spool, not when taken."""
+        # Plain values, not the decoded lines: what waits for an ack should not be
+        # objects the garbage collector must walk.
+        datagram = (len(result.lines), result.escaped, result.app, result.source,
+                    result.lost)
+        if not self._ingest.accept(self._origin, host, result,
+                                   partial(self._settled, datagram)):
+            self.stats.dropped["store_backlog"] += 1
+            self.stats.lines_dropped["store_backlog"] += datagram[0]
 
     def _settled(self, datagram: tuple[int, int, str | None, str | None, int],
                  ok: bool) -> None:
@@ -150,9 +229,7 @@ class DatagramListener(asyncio.DatagramProtocol):
 
     def inode(self) -> int | None:
         """The socket's inode, to find it in /proc/net/udp."""
-        if self.transport is None:
-            return None
-        sock = self.transport.get_extra_info("socket")
+        sock = self._sock
         return os.fstat(sock.fileno()).st_ino if sock is not None else None
 
 
@@ -225,9 +302,9 @@ async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Inges
     loop = asyncio.get_running_loop()
     sock = bind_udp(config)
     obtained = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: DatagramListener(config, decoder, ingest), sock=sock)
+    protocol = DatagramListener(config, decoder, ingest)
     protocol.rcvbuf = obtained
+    protocol.attach(sock, loop)
     log.info("listener_started", listener=config.name, format=decoder.format,
              address=f"{config.host}:{config.port}", rcvbuf=obtained,
              rcvbuf_configured=config.rcvbuf)

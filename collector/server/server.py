@@ -188,8 +188,7 @@ class Server:
 
 
 def _close(listener: DatagramListener) -> None:
-    if listener.transport is not None:
-        listener.transport.close()
+    if listener.close():
         log.info("listener_stopped", listener=listener.config.name)
 
 

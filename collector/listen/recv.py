@@ -1,0 +1,52 @@
+"""Read every datagram waiting on a non-blocking UDP socket, up to a count, in one call."""
+
+from __future__ import annotations
+
+import importlib
+import socket
+from collections.abc import Callable
+
+Received = list[tuple[bytes, str]]
+
+
+def _recv_loop(sock: socket.socket, max_count: int, max_size: int) -> Received:
+    """One recvfrom per datagram until none waits; the pure-Python stand-in for
+    recvmmsg(2) (a datagram longer than `max_size` is cut to it, as recvmmsg does)."""
+    received: Received = []
+    recvfrom = sock.recvfrom
+    append = received.append
+    while len(received) < max_count:
+        try:
+            data, addr = recvfrom(max_size)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            # What was read is handed on; the error shows on the next call if it lasts.
+            if received:
+                break
+            raise
+        append((data, addr[0]))
+    return received
+
+
+def _compiled() -> Callable[[int, int, int], Received] | None:
+    """`collector.speedups.recvmmsg` where that module exists (it may not yet)."""
+    try:
+        speedups = importlib.import_module("collector.speedups")
+    except ImportError:
+        return None
+    found: Callable[[int, int, int], Received] | None = getattr(speedups, "recvmmsg", None)
+    return found
+
+
+_recvmmsg = _compiled()
+
+
+def receive(sock: socket.socket, max_count: int, max_size: int) -> Received:
+    """Up to `max_count` waiting datagrams as (payload, sender's numeric host), oldest
+    first; [] when none waits. A datagram longer than `max_size` is cut to `max_size`
+    bytes, so a caller passes its maximum + 1 and drops anything longer than its maximum.
+    Errors other than "nothing waiting" raise OSError."""
+    if _recvmmsg is not None:
+        return _recvmmsg(sock.fileno(), max_count, max_size)
+    return _recv_loop(sock, max_count, max_size)
