@@ -30,10 +30,14 @@ def _recv_loop(sock: socket.socket, max_count: int, max_size: int) -> Received:
 
 
 def _compiled() -> Callable[[int, int, int], Received] | None:
-    """`collector.speedups.recvmmsg` where that module exists (it may not yet)."""
+    """`collector.speedups.recvmmsg` where that module exists (it may not yet) and is the
+    compiled one: its pure-Python stand-in works from a bare fd, which costs more per call
+    than the loop above over the socket object the listener already holds."""
     try:
         speedups = importlib.import_module("collector.speedups")
     except ImportError:
+        return None
+    if not getattr(speedups, "COMPILED", False):
         return None
     found: Callable[[int, int, int], Received] | None = getattr(speedups, "recvmmsg", None)
     return found
