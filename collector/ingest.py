@@ -102,33 +102,73 @@ class Ingest:
                settle: Settle | None = None) -> bool:
         """Turn one datagram's lines into records; False if the store's queue is full.
         With `settle` (see `settles`), it is called once the records are safe or lost."""
-        app = decoded.app or origin.app
-        source = decoded.source or origin.source
-        markers, lines = decoded.markers, decoded.lines
-        if not markers and not lines:
+        count = len(decoded.markers) + len(decoded.lines)
+        if not count:
             # A datagram can carry nothing to store yet (one part of a long line).
             if settle is not None:
                 settle(True)
             return True
-        next_id = self._ids.take(len(markers) + len(lines))
-        emitted, fmt = decoded.emitted_at, origin.format
         records: list[Record] = []
-        for text in markers:
-            records.append(Record(next_id, emitted, app, source, host, fmt, text, "marker"))
+        self._build(origin, host, decoded, self._ids.take(count), records)
+        return self.publish(records, settle)
+
+    def accept_many(self, origin: Origin, batch: Sequence[tuple[str, Lines]]
+                    ) -> tuple[bool, dict[int, Exception]]:
+        """Turn several datagrams' lines (sender's host, decoded) into records stored and
+        handed on together: one id reservation, one store append, one call per consumer.
+
+        Single-node only (no `settle`). Returns (taken, failed): `failed` maps the index
+        of each datagram whose records could not be built to the error, and that datagram
+        alone is left out; `taken` is False when the store's queue refused the others
+        (none of them is then stored). Records keep the batch's order and ids increase
+        along it, as if each datagram had been accepted in turn.
+        """
+        total = 0
+        for _, decoded in batch:
+            total += len(decoded.markers) + len(decoded.lines)
+        failed: dict[int, Exception] = {}
+        if not total:
+            return True, failed
+        next_id = self._ids.take(total)
+        records: list[Record] = []
+        build = self._build
+        for index, (host, decoded) in enumerate(batch):
+            mark = len(records)
+            try:
+                next_id = build(origin, host, decoded, next_id, records)
+            except Exception as exc:
+                # This datagram's part is dropped; its ids stay unused (ids may have gaps).
+                del records[mark:]
+                next_id += len(decoded.markers) + len(decoded.lines)
+                failed[index] = exc
+        if not records:
+            return True, failed
+        return self.publish(records), failed
+
+    def _build(self, origin: Origin, host: str, decoded: Lines, next_id: int,
+               records: list[Record]) -> int:
+        """Append one datagram's records to `records`, ids from `next_id`; return the
+        next unused id."""
+        app = decoded.app or origin.app
+        source = decoded.source or origin.source
+        emitted, fmt = decoded.emitted_at, origin.format
+        append = records.append
+        for text in decoded.markers:
+            append(Record(next_id, emitted, app, source, host, fmt, text, "marker"))
             next_id += 1
-        for text in lines:
+        for text in decoded.lines:
             fields = parse_request_line(text) if "[pid: " in text else None
             if fields is not None:
                 method, path, status, msecs, size, pid = fields
-                records.append(Record(next_id, emitted, app, source, host, fmt, text, "log",
-                                      method, path, status, msecs, size, pid,
-                                      self._workers.worker(app, source, pid)))
+                append(Record(next_id, emitted, app, source, host, fmt, text, "log",
+                              method, path, status, msecs, size, pid,
+                              self._workers.worker(app, source, pid)))
             else:
                 if "uWSGI worker" in text:
                     self._workers.learn(app, source, text)
-                records.append(Record(next_id, emitted, app, source, host, fmt, text))
+                append(Record(next_id, emitted, app, source, host, fmt, text))
             next_id += 1
-        return self.publish(records, settle)
+        return next_id
 
     def publish(self, records: list[Record], settle: Settle | None = None) -> bool:
         """Store records and hand them to the consumers (also for collector-made records);

@@ -24,7 +24,6 @@ kernel drops (counted per socket in /proc/net/udp) instead of memory growing.
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import selectors
@@ -35,7 +34,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -43,6 +42,7 @@ from collector.config.model import ListenerConfig
 from collector.decode.result import Decoder, Dropped
 from collector.listen.decoders import make_decoder
 from collector.listen.ratelimit import SenderLimiter
+from collector.listen.recv import receive
 from collector.listen.stats import BoundedState
 from collector.store.frames import encode
 from logwire.logsetup import configure_logging
@@ -58,35 +58,6 @@ STATE_EVERY = 0.5
 _LENGTH = struct.Struct(">I")
 
 Receive = Callable[[socket.socket, int, int], list[tuple[bytes, str]]]
-
-
-def _recvmmsg() -> Callable[[int, int, int], list[tuple[bytes, str]]] | None:
-    """collector.speedups.recvmmsg when that module exists (it is being written)."""
-    try:
-        module = importlib.import_module("collector.speedups")
-    except ImportError:
-        return None
-    found = getattr(module, "recvmmsg", None)
-    return cast(Callable[[int, int, int], list[tuple[bytes, str]]] | None, found)
-
-
-def receive(sock: socket.socket, max_count: int, max_size: int) -> list[tuple[bytes, str]]:
-    """Up to `max_count` waiting datagrams (payload cut to `max_size`, sender's host) from
-    a non-blocking socket; [] when none waits. The same as collector/listen/recv.py's."""
-    fast = _RECVMMSG
-    if fast is not None:
-        return fast(sock.fileno(), max_count, max_size)
-    got: list[tuple[bytes, str]] = []
-    while len(got) < max_count:
-        try:
-            data, addr = sock.recvfrom(max_size)
-        except BlockingIOError:
-            break
-        got.append((data, str(addr[0])))
-    return got
-
-
-_RECVMMSG = _recvmmsg()
 
 
 def encode_config(config: ListenerConfig) -> bytes:

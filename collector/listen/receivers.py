@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from collector.decode.result import Decoder, Lines
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen import receiver
+from collector.listen.handoff import Handoff
 from collector.listen.stats import ListenerStats
 from collector.listen.udp import DatagramListener, grow_receive_buffer, receive_buffer_advice
 from collector.store.frames import FrameReader
@@ -128,8 +128,8 @@ class ReceiverGroup:
                  log_level: str = "info", log_format: str = "console") -> None:
         self.config = config
         self.stats = ListenerStats()
-        self._ingest = ingest
-        self._origin = Origin(config.name, config.format, config.app, config.source)
+        self._handoff = Handoff(config, Origin(config.name, config.format, config.app,
+                                               config.source), ingest, self.stats)
         self._slots = [_Slot(i, sock) for i, sock in enumerate(sockets)]
         self._log_args = [log_level, log_format]
         self._closing = False
@@ -223,7 +223,8 @@ class ReceiverGroup:
         streams) starts afresh, as after a restart. `decoder` is the main process's check
         that the settings build one; each receiver builds its own."""
         self.config = config
-        self._origin = Origin(config.name, config.format, config.app, config.source)
+        self._handoff.reconfigure(config, Origin(config.name, config.format, config.app,
+                                                 config.source))
         for slot in self._slots:
             with contextlib.suppress(OSError):
                 grow_receive_buffer(slot.sock, config.rcvbuf)
@@ -301,61 +302,19 @@ class ReceiverGroup:
         stats.datagrams += datagrams
         if dropped:
             stats.dropped.update(dropped)
-        ingest, origin = self._ingest, self._origin
-        if ingest.settles:
-            self._batch_settled(items)
+        decoded = [(host, Lines(lines, app, source, emitted_at, escaped, markers, lost))
+                   for host, lines, app, source, emitted_at, escaped, markers, lost in items]
+        handoff = self._handoff
+        if not handoff.settles:
+            if decoded:
+                handoff.batch(decoded)
             return
-        accept = ingest.accept
-        # Single-node mode: the store took the lines, they are accepted now; the counts
-        # are added once per batch.
-        accepted = lines_total = escaped_total = 0
-        for host, lines, app, source, emitted_at, escaped, markers, lost in items:
+        for host, result in decoded:
             try:
-                if not accept(origin, host, Lines(lines, app, source, emitted_at, escaped,
-                                                  markers, lost)):
-                    stats.dropped["store_backlog"] += 1
-                    stats.lines_dropped["store_backlog"] += len(lines)
-                    continue
+                handoff.one_settled(host, result)
             except Exception:
                 stats.dropped["internal_error"] += 1
                 log.exception("datagram_failed", listener=self.config.name, peer=host)
-                continue
-            accepted += 1
-            lines_total += len(lines)
-            escaped_total += escaped
-            if lost:
-                stats.count_lost(app or self.config.app, source or self.config.source, lost)
-        stats.datagrams_accepted += accepted
-        stats.lines += lines_total
-        stats.escaped += escaped_total
-
-    def _batch_settled(self, items: list[tuple[Any, ...]]) -> None:
-        """A cluster node: each datagram is counted accepted once its lines are safe."""
-        stats, ingest, origin = self.stats, self._ingest, self._origin
-        for host, lines, app, source, emitted_at, escaped, markers, lost in items:
-            try:
-                decoded = Lines(lines, app, source, emitted_at, escaped, markers, lost)
-                settle = partial(self._settled, (len(lines), escaped, app, source, lost))
-                if not ingest.accept(origin, host, decoded, settle):
-                    stats.dropped["store_backlog"] += 1
-                    stats.lines_dropped["store_backlog"] += len(lines)
-            except Exception:
-                stats.dropped["internal_error"] += 1
-                log.exception("datagram_failed", listener=self.config.name, peer=host)
-
-    def _settled(self, datagram: tuple[int, int, str | None, str | None, int],
-                 ok: bool) -> None:
-        count, escaped, app, source, lost = datagram
-        stats = self.stats
-        if not ok:
-            stats.dropped["publish_lost"] += 1
-            stats.lines_dropped["publish_lost"] += count
-            return
-        stats.datagrams_accepted += 1
-        stats.lines += count
-        stats.escaped += escaped
-        if lost:
-            stats.count_lost(app or self.config.app, source or self.config.source, lost)
 
     # -- figures ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The UDP listener: a datagram protocol that only decodes and hands on."""
+"""The UDP listener: reads datagrams in batches, only decodes and hands on."""
 
 from __future__ import annotations
 
@@ -8,40 +8,50 @@ import socket
 import sys
 import time
 from collections import Counter
-from functools import partial
-from typing import cast
+from collections.abc import Sequence
 
 import structlog
 
 from collector.config.model import ListenerConfig
-from collector.decode.result import Decoder, Dropped
+from collector.decode.result import Decoder, Dropped, Lines
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
+from collector.listen.handoff import Handoff
 from collector.listen.ratelimit import SenderLimiter
+from collector.listen.recv import receive
 from collector.listen.stats import BoundedState, ListenerStats
 
 log = structlog.get_logger("collector.listen")
 
 
-class DatagramListener(asyncio.DatagramProtocol):
-    """Feeds each datagram to the decoder and the decoded lines to ingest.
+# Datagrams taken per receive call, and calls per wake-up while the socket stays full:
+# enough that a burst is read in few wake-ups and shares one store frame, few enough that
+# the loop still serves HTTP, alarms and followers every few milliseconds under a flood.
+MAX_BATCH = 256
+MAX_READS = 2
 
-    This is the one catch point for the per-datagram task: whatever goes wrong with one
-    datagram is counted under a reason and the next datagram is served as usual.
+
+class DatagramListener:
+    """Reads every waiting datagram per wake-up and feeds them, as one batch, through the
+    decoder to ingest.
+
+    Each datagram has its own catch point: whatever goes wrong with one is counted under a
+    reason and the others of its batch are served as usual.
     """
 
     def __init__(self, config: ListenerConfig, decoder: Decoder, ingest: Ingest) -> None:
         self.config = config
         self.stats = ListenerStats()
         self._decoder = decoder
-        self._ingest = ingest
-        self._origin = Origin(config.name, decoder.format, config.app, config.source)
+        self._handoff = Handoff(config, Origin(config.name, decoder.format, config.app,
+                                               config.source), ingest, self.stats)
         self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
         self._max = config.max_datagram
         self._logged: set[str] = set()
         # The receive buffer the kernel granted (getsockopt SO_RCVBUF), set once bound.
         self.rcvbuf = 0
-        self.transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def reconfigure(self, config: ListenerConfig, decoder: Decoder) -> None:
         """Take a reloaded listener's settings on the same socket, from the next datagram.
@@ -51,11 +61,12 @@ class DatagramListener(asyncio.DatagramProtocol):
         """
         self.config = config
         self._decoder = decoder
-        self._origin = Origin(config.name, decoder.format, config.app, config.source)
+        self._handoff.reconfigure(config, Origin(config.name, decoder.format, config.app,
+                                                 config.source))
         self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
         self._max = config.max_datagram
         self._logged.clear()
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        sock = self._sock
         if sock is not None:
             try:
                 self.rcvbuf = grow_receive_buffer(sock, config.rcvbuf)
@@ -66,62 +77,74 @@ class DatagramListener(asyncio.DatagramProtocol):
         log.info("listener_reconfigured", listener=config.name, format=decoder.format,
                  address=f"{config.host}:{config.port}")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport for closing and for the socket's inode."""
-        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def attach(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the bound, non-blocking `sock` whenever it is readable on `loop`."""
+        self._sock = sock
+        self._loop = loop
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def close(self) -> bool:
+        """Stop reading and close the socket; False if it was not open."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return False
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        return True
+
+    def _readable(self) -> None:
+        """Take what waits on the socket, a batch at a time, a bounded number of times."""
+        for _ in range(MAX_READS):
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                # One byte past the maximum, so an oversize datagram shows as one.
+                batch = receive(sock, MAX_BATCH, self._max + 1)
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            if not batch:
+                return
+            self.datagrams_received(batch)
+            if len(batch) < MAX_BATCH:
+                return
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        """Decode one datagram and hand its lines on; count it whatever happens."""
-        stats = self.stats
-        stats.datagrams += 1
-        host = str(addr[0])
-        try:
-            now = time.time()
-            if len(data) > self._max:
-                self._drop("oversize", host)
-                return
-            if self._limiter is not None and not self._limiter.allow(host, now):
-                self._drop("rate_limited", host)
-                return
-            result = self._decoder.decode(data, host, now)
-            if type(result) is Dropped:
-                self._drop(result.reason, host)
-                return
-            assert not isinstance(result, Dropped)
-            count = len(result.lines)
-            # Plain values, not the decoded lines: what waits for an ack should not be
-            # objects the garbage collector must walk.
-            datagram = (count, result.escaped, result.app, result.source, result.lost)
-            # A cluster node counts the datagram accepted once its lines are acknowledged
-            # by JetStream or held by the spool, not when taken.
-            settle = partial(self._settled, datagram) if self._ingest.settles else None
-            if not self._ingest.accept(self._origin, host, result, settle):
-                stats.dropped["store_backlog"] += 1
-                stats.lines_dropped["store_backlog"] += count
-                return
-            if settle is None:
-                # Single-node mode: the store took the lines, they are accepted now.
-                self._settled(datagram, True)
-        except Exception:
-            stats.dropped["internal_error"] += 1
-            log.exception("datagram_failed", listener=self.config.name, peer=host)
+        """Decode one datagram and hand its lines on (a batch of one)."""
+        self.datagrams_received([(data, str(addr[0]))])
 
-    def _settled(self, datagram: tuple[int, int, str | None, str | None, int],
-                 ok: bool) -> None:
-        """Count one datagram (lines, escaped, app, source, lost) accepted, its lines
-        safe, or dropped as `publish_lost`."""
-        count, escaped, app, source, lost = datagram
+    def datagrams_received(self, batch: Sequence[tuple[bytes, str]]) -> None:
+        """Decode datagrams (payload, sender's host) and hand their lines on together;
+        count each one whatever happens to it."""
         stats = self.stats
-        if not ok:
-            stats.dropped["publish_lost"] += 1
-            stats.lines_dropped["publish_lost"] += count
-            return
-        stats.datagrams_accepted += 1
-        stats.lines += count
-        stats.escaped += escaped
-        if lost:
-            stats.count_lost(app or self.config.app, source or self.config.source, lost)
+        stats.datagrams += len(batch)
+        now = time.time()
+        settles = self._handoff.settles
+        decoded: list[tuple[str, Lines]] = []
+        for data, host in batch:
+            try:
+                if len(data) > self._max:
+                    self._drop("oversize", host)
+                    continue
+                if self._limiter is not None and not self._limiter.allow(host, now):
+                    self._drop("rate_limited", host)
+                    continue
+                result = self._decoder.decode(data, host, now)
+                if type(result) is Dropped:
+                    self._drop(result.reason, host)
+                    continue
+                assert not isinstance(result, Dropped)
+                if settles:
+                    self._handoff.one_settled(host, result)
+                else:
+                    decoded.append((host, result))
+            except Exception:
+                stats.dropped["internal_error"] += 1
+                log.exception("datagram_failed", listener=self.config.name, peer=host)
+        if decoded:
+            self._handoff.batch(decoded)
 
     def _drop(self, reason: str, host: str) -> None:
         self.stats.dropped[reason] += 1
@@ -150,9 +173,7 @@ class DatagramListener(asyncio.DatagramProtocol):
 
     def inode(self) -> int | None:
         """The socket's inode, to find it in /proc/net/udp."""
-        if self.transport is None:
-            return None
-        sock = self.transport.get_extra_info("socket")
+        sock = self._sock
         return os.fstat(sock.fileno()).st_ino if sock is not None else None
 
 
@@ -225,9 +246,9 @@ async def start_listener(config: ListenerConfig, decoder: Decoder, ingest: Inges
     loop = asyncio.get_running_loop()
     sock = bind_udp(config)
     obtained = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: DatagramListener(config, decoder, ingest), sock=sock)
+    protocol = DatagramListener(config, decoder, ingest)
     protocol.rcvbuf = obtained
+    protocol.attach(sock, loop)
     log.info("listener_started", listener=config.name, format=decoder.format,
              address=f"{config.host}:{config.port}", rcvbuf=obtained,
              rcvbuf_configured=config.rcvbuf)

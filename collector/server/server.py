@@ -194,9 +194,8 @@ class Server:
 
 async def _close(listener: Listener) -> None:
     if isinstance(listener, ReceiverGroup):
-        await listener.close()
-    elif listener.transport is not None:
-        listener.transport.close()
+        await listener.close()  # logs listener_stopped itself
+    elif listener.close():
         log.info("listener_stopped", listener=listener.config.name)
 
 

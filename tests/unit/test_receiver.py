@@ -159,19 +159,20 @@ class _Store:
 def test_the_main_side_counts_a_batch_as_the_single_process_listener_does() -> None:
     """BATCH frames fed to a ReceiverGroup (no processes): received and dropped come from
     the receiver, accepted/lines/escaped/lost from ingest; a full store's refusal counts
-    under store_backlog; received = accepted + dropped."""
+    under store_backlog (a batch is stored or refused whole, as one append); received =
+    accepted + dropped."""
     from collector.ingest import Ids, Ingest
     from collector.listen.receivers import ReceiverGroup
 
-    store = _Store(room=2)
+    store = _Store(room=1)
     ingest = Ingest(Ids(), store)  # type: ignore[arg-type]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         group = ReceiverGroup(config(), ingest, [sock])
         items = [("10.0.0.1", ["a", "b"], "web", "d.1", None, 1, (), 3),
                  ("10.0.0.2", ["c"], None, None, None, 0, ("-- marker --",), 0),
                  ("10.0.0.3", ["refused"], None, None, None, 0, (), 0)]
-        payload = FrameReader().feed(encode(receiver.BATCH,
-                                     (5, {"replayed": 2}, items)))
+        payload = FrameReader().feed(encode(receiver.BATCH, (4, {"replayed": 2}, items[:2]))
+                                     + encode(receiver.BATCH, (1, {}, items[2:])))
         for kind, body in payload:
             group._frame(group._slots[0], kind, body)
     stats = group.stats
