@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from collector.listen.kernel import parse_udp_table
 from collector.listen.ratelimit import SenderLimiter
 from collector.metrics import counter, exposition, histogram, histogram_families
 from collector.record import Record
+from collector.server import gcpolicy
 from collector.timespec import duration_seconds, parse_time
 
 UDP_TABLE = "\n".join([
@@ -121,3 +123,18 @@ def test_tail_line_format() -> None:
     assert format_line(record, colour=False) == \
         "2024-11-24T18:20:00.500000+00:00 shop[web.1]: hello"
     assert "\x1b[" in format_line(record, colour=True)
+
+
+def test_the_gc_policy_freezes_start_up_and_collects_less_often() -> None:
+    """After start-up the collector freezes what exists and raises generation 0's threshold
+    (records waiting for the store's ack must not be scanned every few hundred lines)."""
+    kept = object()
+    previous = gcpolicy.apply()
+    try:
+        assert gc.get_threshold() == (gcpolicy.GENERATION0, *gcpolicy.OLDER)
+        assert previous[0] < gcpolicy.GENERATION0
+        assert gc.get_freeze_count() > 0
+        assert all(kept is not obj for obj in gc.get_objects(generation=0))
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*previous)
