@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     # main had the compiled splitter under the old decoder.
-    crypto_reference.split_lines = speedups.split_lines  # type: ignore[assignment]
+    crypto_reference.split_lines = speedups.split_lines  # type: ignore[assignment,attr-defined]
     data = datagrams(args.count)
     kinds: dict[str, type[CryptoDecoder] | type[ReferenceDecoder]] = {
         "compiled": CryptoDecoder, "pure": PureDecoder, "5ab9c9a": ReferenceDecoder}
