@@ -31,6 +31,9 @@
 static PyObject *request_fields = NULL;
 static PyObject *request_reference = NULL;
 static PyObject *int_1000 = NULL;
+/* Method names the crypto checks call on the replay deque, made once. */
+static PyObject *str_append = NULL;
+static PyObject *str_popleft = NULL;
 
 /* ---------------------------------------------------------------- recvmmsg */
 
@@ -545,7 +548,7 @@ is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window)
         Py_DECREF(tag);
         return -1;
     }
-    PyObject *appended = PyObject_CallMethod(order, "append", "O", tag);
+    PyObject *appended = PyObject_CallMethodOneArg(order, str_append, tag);
     Py_DECREF(tag);
     if (appended == NULL)
         return -1;
@@ -554,7 +557,7 @@ is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window)
     if (held < 0)
         return -1;
     if (held > window) {
-        PyObject *oldest = PyObject_CallMethod(order, "popleft", NULL);
+        PyObject *oldest = PyObject_CallMethodNoArgs(order, str_popleft);
         if (oldest == NULL)
             return -1;
         int gone = PySet_Discard(seen, oldest);
@@ -791,7 +794,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     int_1000 = PyLong_FromLong(1000);
-    if (int_1000 == NULL)
+    str_append = PyUnicode_InternFromString("append");
+    str_popleft = PyUnicode_InternFromString("popleft");
+    if (int_1000 == NULL || str_append == NULL || str_popleft == NULL)
         return NULL;
     return PyModule_Create(&module_def);
 }
