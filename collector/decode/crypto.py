@@ -6,6 +6,10 @@ fresh context per datagram costs about three times the decryption itself. Each d
 fed behind one extra block equal to the IV, whose own output is thrown away: CBC chains
 each block to the ciphertext block before it, so the datagram's first block is chained to
 the IV, as if the context were new. One OpenSSL call per datagram does all the work.
+
+What follows the cipher (padding, timestamp, skew, NUL, replay, prefix, split) is one call
+of collector.speedups.crypto_open per key tried: compiled where the extension is built,
+its pure reference otherwise; the key cache and fallback stay here.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from collector.speedups import CryptoState, crypto_open
 from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key
 from logwire.prefix import CRYPTO_PREFIX
 
-_MAX_TIMESTAMP_DIGITS = 20
 # Prefixes (`APP/SOURCE `) remembered, so that a sender's usual datagram costs a dict
 # lookup instead of a regex match and two decodes; senders choose them, hence a bound.
 _MAX_PREFIXES = 4096
@@ -67,17 +70,6 @@ class CryptoKey:
         if not 0 < pad <= block or plain[-pad:] != bytes((pad,)) * pad:
             return None
         return plain[block:-pad]
-
-
-def parse_plaintext(plain: bytes) -> tuple[int, bytes] | None:
-    """Split `<micros> <rest>`; None when the head is not a decimal timestamp."""
-    space = plain.find(b" ", 0, _MAX_TIMESTAMP_DIGITS + 1)
-    if space <= 0:
-        return None
-    head = plain[:space]
-    if not head.isdigit():
-        return None
-    return int(head), plain[space + 1:]
 
 
 class CryptoDecoder:
