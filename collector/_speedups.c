@@ -1,4 +1,5 @@
-/* The collector's per-line hot path in C: recvmmsg(2), request-line parsing, line splitting.
+/* The collector's per-line hot path in C: recvmmsg(2), request-line parsing, line splitting,
+ * the crypto decoder's checks after decryption.
  *
  * Each function returns exactly what its pure-Python reference returns (collector.speedups
  * picks one or the other; tests/unit/test_speedups.py compares them on arbitrary input).
@@ -30,6 +31,9 @@
 static PyObject *request_fields = NULL;
 static PyObject *request_reference = NULL;
 static PyObject *int_1000 = NULL;
+/* Method names the crypto checks call on the replay deque, made once. */
+static PyObject *str_append = NULL;
+static PyObject *str_popleft = NULL;
 
 /* ---------------------------------------------------------------- recvmmsg */
 
@@ -469,16 +473,11 @@ split_escaping(const char *s, Py_ssize_t n)
     return Py_BuildValue("(Nl)", lines, escaped);
 }
 
+/* split_lines over a span of memory: the crypto decoder splits part of a plaintext it never
+ * makes a bytes object of. */
 static PyObject *
-split_lines(PyObject *module, PyObject *payload)
+split_span(const char *s, Py_ssize_t n)
 {
-    (void)module;
-    if (!PyBytes_Check(payload)) {
-        PyErr_SetString(PyExc_TypeError, "split_lines() takes bytes");
-        return NULL;
-    }
-    const char *s = PyBytes_AS_STRING(payload);
-    Py_ssize_t n = PyBytes_GET_SIZE(payload);
     PyObject *lines = PyList_New(0);
     if (lines == NULL)
         return NULL;
@@ -512,6 +511,264 @@ split_lines(PyObject *module, PyObject *payload)
     return Py_BuildValue("(Ni)", lines, 0);
 }
 
+static PyObject *
+split_lines(PyObject *module, PyObject *payload)
+{
+    (void)module;
+    if (!PyBytes_Check(payload)) {
+        PyErr_SetString(PyExc_TypeError, "split_lines() takes bytes");
+        return NULL;
+    }
+    return split_span(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload));
+}
+
+/* -------------------------------------------------------------- crypto_open */
+
+/* The longest timestamp logcrypto's `<micros> ` head may have (collector.decode.crypto). */
+#define MAX_TIMESTAMP_DIGITS 20
+#define REPLAY_TAG 16
+
+/* Is the datagram a replay? The same steps, on the same objects, as the pure reference:
+ * seen (a set of tags), order (a deque of them, oldest first), window (its bound). */
+static int
+is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    PyObject *tag = n > REPLAY_TAG
+        ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + n - REPLAY_TAG, REPLAY_TAG)
+        : Py_NewRef(data);
+    if (tag == NULL)
+        return -1;
+    int known = PySet_Contains(seen, tag);
+    if (known != 0) {
+        Py_DECREF(tag);
+        return known;
+    }
+    if (PySet_Add(seen, tag) < 0) {
+        Py_DECREF(tag);
+        return -1;
+    }
+    PyObject *appended = PyObject_CallMethodOneArg(order, str_append, tag);
+    Py_DECREF(tag);
+    if (appended == NULL)
+        return -1;
+    Py_DECREF(appended);
+    Py_ssize_t held = PyObject_Size(order);
+    if (held < 0)
+        return -1;
+    if (held > window) {
+        PyObject *oldest = PyObject_CallMethodNoArgs(order, str_popleft);
+        if (oldest == NULL)
+            return -1;
+        int gone = PySet_Discard(seen, oldest);
+        Py_DECREF(oldest);
+        if (gone < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* value < bound (op Py_LT) or value > bound (Py_GT), as Python compares a float with
+ * whatever the bound is. */
+static int
+beyond(double value, PyObject *bound, int op)
+{
+    if (PyFloat_CheckExact(bound)) {
+        double b = PyFloat_AS_DOUBLE(bound);
+        return op == Py_LT ? value < b : value > b;
+    }
+    PyObject *boxed = PyFloat_FromDouble(value);
+    if (boxed == NULL)
+        return -1;
+    int result = PyObject_RichCompareBool(boxed, bound, op);
+    Py_DECREF(boxed);
+    return result;
+}
+
+/* crypto_open(raw, block, data, low, high, app, state): everything the crypto decoder does
+ * to one datagram after the cipher ran under one key; see collector.speedups for the pure
+ * reference, which this follows step by step. */
+static PyObject *
+crypto_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2]) ||
+        !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "crypto_open(raw, block, data, low, high, app, state)");
+        return NULL;
+    }
+    PyObject *raw = args[0], *data = args[2], *low = args[3], *high = args[4];
+    PyObject *app = args[5], *state = args[6];
+    Py_ssize_t block = PyLong_AsSsize_t(args[1]);
+    if (block == -1 && PyErr_Occurred())
+        return NULL;
+    const unsigned char *r = (const unsigned char *)PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw);
+
+    /* PKCS#7 padding; the first block is the output of the IV block, thrown away. */
+    if (n < 1)
+        return PyLong_FromLong(0);
+    Py_ssize_t pad = r[n - 1];
+    if (pad == 0 || pad > block || pad > n)
+        return PyLong_FromLong(0);
+    for (Py_ssize_t i = n - pad; i < n; i++)
+        if (r[i] != pad)
+            return PyLong_FromLong(0);
+    const char *plain = (const char *)r + (block < n ? block : n);
+    Py_ssize_t plain_len = n - pad - block;
+    if (plain_len < 0)
+        plain_len = 0;
+
+    /* `<micros> <rest>` */
+    Py_ssize_t limit = plain_len < MAX_TIMESTAMP_DIGITS + 1 ? plain_len : MAX_TIMESTAMP_DIGITS + 1;
+    const char *sp = memchr(plain, ' ', (size_t)limit);
+    if (sp == NULL || sp == plain)
+        return PyLong_FromLong(1);
+    Py_ssize_t digits = sp - plain;
+    for (Py_ssize_t i = 0; i < digits; i++)
+        if (plain[i] < '0' || plain[i] > '9')
+            return PyLong_FromLong(1);
+    double micros;
+    if (digits <= 15) {
+        long long value = 0;
+        for (Py_ssize_t i = 0; i < digits; i++)
+            value = value * 10 + (plain[i] - '0');
+        micros = (double)value; /* below 10**15 < 2**53: exact */
+    } else {
+        /* As Python's int / float: the int rounded to a double first. */
+        char text[MAX_TIMESTAMP_DIGITS + 1];
+        memcpy(text, plain, (size_t)digits);
+        text[digits] = '\0';
+        PyObject *big = PyLong_FromString(text, NULL, 10);
+        if (big == NULL)
+            return NULL;
+        micros = PyLong_AsDouble(big);
+        Py_DECREF(big);
+        if (micros == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    double emitted = micros / 1e6;
+    const char *body = sp + 1;
+    Py_ssize_t body_len = plain + plain_len - body;
+
+    int check = beyond(emitted, low, Py_LT);
+    if (check < 0)
+        return NULL;
+    if (check)
+        return PyUnicode_FromString("stale_timestamp");
+    check = beyond(emitted, high, Py_GT);
+    if (check < 0)
+        return NULL;
+    if (check)
+        return PyUnicode_FromString("future_timestamp");
+    if (memchr(body, '\0', (size_t)body_len) != NULL)
+        return PyUnicode_FromString("implausible_text");
+
+    PyObject *seen = PyTuple_GET_ITEM(state, 0), *order = PyTuple_GET_ITEM(state, 1);
+    PyObject *window = PyTuple_GET_ITEM(state, 2), *prefixes = PyTuple_GET_ITEM(state, 3);
+    PyObject *resolve = PyTuple_GET_ITEM(state, 4), *lines_class = PyTuple_GET_ITEM(state, 5);
+    if (!PyAnySet_Check(seen) || !PyDict_Check(prefixes)) {
+        PyErr_SetString(PyExc_TypeError, "crypto_open: state is (set, deque, int, dict, "
+                                         "resolve, Lines)");
+        return NULL;
+    }
+    int replay_on = PyObject_IsTrue(window);
+    if (replay_on < 0)
+        return NULL;
+    if (replay_on) {
+        int overflow = 0;
+        long long bound = PyLong_AsLongLongAndOverflow(window, &overflow);
+        if (bound == -1 && PyErr_Occurred())
+            return NULL;
+        Py_ssize_t w = overflow > 0 || bound > PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX
+                     : overflow < 0 || bound < -1 ? -1 : (Py_ssize_t)bound;
+        int replay = is_replay(data, seen, order, w);
+        if (replay < 0)
+            return NULL;
+        if (replay)
+            return PyUnicode_FromString("replay");
+    }
+
+    /* The `APP/SOURCE ` prefix: a cached first word, or the reference's lookup. */
+    PyObject *source = Py_None;
+    Py_INCREF(app);
+    Py_INCREF(source);
+    const char *space = memchr(body, ' ', (size_t)body_len);
+    if (space != NULL && space > body) {
+        Py_ssize_t skip = space - body + 1;
+        PyObject *head = PyBytes_FromStringAndSize(body, skip);
+        if (head == NULL)
+            goto fail;
+        PyObject *known = PyDict_GetItemWithError(prefixes, head); /* borrowed */
+        Py_DECREF(head);
+        if (known == NULL && PyErr_Occurred())
+            goto fail;
+        if (known != NULL) {
+            if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2) {
+                PyErr_SetString(PyExc_TypeError, "crypto_open: prefixes hold (app, source)");
+                goto fail;
+            }
+            Py_SETREF(app, Py_NewRef(PyTuple_GET_ITEM(known, 0)));
+            Py_SETREF(source, Py_NewRef(PyTuple_GET_ITEM(known, 1)));
+            body += skip;
+            body_len -= skip;
+        } else {
+            PyObject *whole = PyBytes_FromStringAndSize(body, body_len);
+            if (whole == NULL)
+                goto fail;
+            PyObject *named = PyObject_CallOneArg(resolve, whole);
+            Py_DECREF(whole);
+            if (named == NULL)
+                goto fail;
+            if (named != Py_None) {
+                Py_ssize_t cut;
+                if (!PyTuple_Check(named) || PyTuple_GET_SIZE(named) != 3 ||
+                    ((cut = PyLong_AsSsize_t(PyTuple_GET_ITEM(named, 2))) == -1 &&
+                     PyErr_Occurred()) || cut < 0 || cut > body_len) {
+                    Py_DECREF(named);
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError,
+                                        "crypto_open: resolve gives (app, source, length)");
+                    goto fail;
+                }
+                Py_SETREF(app, Py_NewRef(PyTuple_GET_ITEM(named, 0)));
+                Py_SETREF(source, Py_NewRef(PyTuple_GET_ITEM(named, 1)));
+                body += cut;
+                body_len -= cut;
+            }
+            Py_DECREF(named);
+        }
+    }
+
+    PyObject *split = split_span(body, body_len);
+    if (split == NULL)
+        goto fail;
+    PyObject *lines = PyTuple_GET_ITEM(split, 0);
+    if (PyList_GET_SIZE(lines) == 0) {
+        Py_DECREF(split);
+        Py_DECREF(app);
+        Py_DECREF(source);
+        return PyUnicode_FromString("empty");
+    }
+    PyObject *at = PyFloat_FromDouble(emitted);
+    if (at == NULL) {
+        Py_DECREF(split);
+        goto fail;
+    }
+    PyObject *fields[5] = {lines, app, source, at, PyTuple_GET_ITEM(split, 1)};
+    PyObject *result = PyObject_Vectorcall(lines_class, fields, 5, NULL);
+    Py_DECREF(at);
+    Py_DECREF(split);
+    Py_DECREF(app);
+    Py_DECREF(source);
+    return result;
+fail:
+    Py_DECREF(app);
+    Py_DECREF(source);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -522,6 +779,8 @@ static PyMethodDef methods[] = {
     {"set_request_fields", (PyCFunction)(void (*)(void))set_request_fields, METH_FASTCALL,
      "set_request_fields(cls, reference): the class results are made of"},
     {"split_lines", split_lines, METH_O, "split_lines(payload) -> (lines, escaped)"},
+    {"crypto_open", (PyCFunction)(void (*)(void))crypto_open, METH_FASTCALL,
+     "crypto_open(raw, block, data, low, high, app, state) -> 0, 1, reason or Lines"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -535,7 +794,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     int_1000 = PyLong_FromLong(1000);
-    if (int_1000 == NULL)
+    str_append = PyUnicode_InternFromString("append");
+    str_popleft = PyUnicode_InternFromString("popleft");
+    if (int_1000 == NULL || str_append == NULL || str_popleft == NULL)
         return NULL;
     return PyModule_Create(&module_def);
 }

@@ -14,3 +14,9 @@ def set_request_fields(fields: type[tuple[object, ...]],
 
 def split_lines(payload: bytes, /) -> tuple[list[str], int]:
     """Non-empty lines of a payload, and how many needed escaping."""
+
+def crypto_open(raw: bytes, block: int, data: bytes, low: float, high: float,
+                app: str | None, state: tuple[object, ...], /) -> object:
+    """The crypto decoder's checks after CBC ran under one key: 0 (bad padding), 1 (no
+    timestamp), a drop reason, or the datagram's Lines (collector.speedups has the
+    reference)."""

@@ -7,6 +7,9 @@ pure-Python equivalents below serve instead, with identical results
 
 - `recvmmsg(fd, max_count, max_size)`: every datagram waiting, in one system call.
 - `split_lines(payload)`: collector.decode.text's, which is the reference.
+- `crypto_open(raw, block, data, low, high, app, state)`: what the crypto decoder does to a
+  datagram once the cipher ran under one key (padding, timestamp, skew, NUL, replay,
+  prefix, split); `_crypto_open_py` below is the reference.
 - `request_line_parser(fields, reference)`: the parser collector.requestlog exposes as
   `parse_request_line` (its Python one is the reference). It is bound there rather than
   imported here because the compiled parser builds requestlog's `RequestFields`, and
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import structlog
 
 from collector.decode import text
+from collector.decode.result import Lines
 
 if TYPE_CHECKING:
     from collector.requestlog import RequestFields
@@ -78,14 +83,85 @@ def _recvmmsg_py(fd: int, max_count: int, max_size: int) -> Received:
         sock.detach()
 
 
+# The longest `<micros>` head of a logcrypto plaintext.
+MAX_TIMESTAMP_DIGITS = 20
+# The bytes of a datagram remembered to spot a replay: its last cipher block (or two).
+REPLAY_TAG = 16
+
+# A crypto decoder's state crypto_open works on: the replay set, the same tags oldest
+# first, the replay window (0: off), the prefix cache, the lookup for a prefix not cached
+# (the body in; app, source and the prefix's length out, or None) and the class of results.
+CryptoState = tuple[set[bytes], deque[bytes], int, dict[bytes, tuple[str, str]],
+                    Callable[[bytes], tuple[str, str, int] | None], type[Lines]]
+# 0: bad padding, 1: no timestamp (both: try the next key); a str: the reason to drop.
+CryptoOpened = int | str | Lines
+
+
+def _crypto_open_py(raw: bytes, block: int, data: bytes, low: float, high: float,  # noqa: PLR0917 - the C function's positional call
+                    app: str | None, state: CryptoState) -> CryptoOpened:
+    """The crypto decoder's work on one datagram after CBC ran under one key.
+
+    `raw` is the cipher's output for the IV block then `data`: its first `block` bytes are
+    thrown away, its end is PKCS#7 padding. The checks run in the decoder's order, and the
+    replay check (which records the datagram) only after the others passed.
+    """
+    pad = raw[-1] if raw else 0
+    if not 0 < pad <= block or raw[-pad:] != bytes((pad,)) * pad:
+        return 0
+    plain = raw[block:-pad]
+    space = plain.find(b" ", 0, MAX_TIMESTAMP_DIGITS + 1)
+    if space <= 0:
+        return 1
+    head = plain[:space]
+    if not head.isdigit():
+        return 1
+    emitted = int(head) / 1e6
+    body = plain[space + 1:]
+    if emitted < low:
+        return "stale_timestamp"
+    if emitted > high:
+        return "future_timestamp"
+    if b"\0" in body:
+        return "implausible_text"
+    seen, order, window, prefixes, resolve, lines_class = state
+    if window:
+        tag = data[-REPLAY_TAG:]
+        if tag in seen:
+            return "replay"
+        seen.add(tag)
+        order.append(tag)
+        if len(order) > window:
+            seen.discard(order.popleft())
+    source = None
+    first = body.find(b" ")
+    if first > 0:
+        known = prefixes.get(body[:first + 1])
+        if known is not None:
+            app, source = known
+            body = body[first + 1:]
+        else:
+            named = resolve(body)
+            if named is not None:
+                app, source, skip = named
+                body = body[skip:]
+    lines, escaped = split_lines(body)
+    if not lines:
+        return "empty"
+    return lines_class(lines, app, source, emitted, escaped)
+
+
 recvmmsg: Callable[[int, int, int], Received]
 split_lines: Callable[[bytes], tuple[list[str], int]]
+crypto_open: Callable[[bytes, int, bytes, float, float, str | None, CryptoState],
+                      CryptoOpened]
 if _compiled is not None:
     recvmmsg = _compiled.recvmmsg
     split_lines = _compiled.split_lines
+    crypto_open = _compiled.crypto_open
 else:
     recvmmsg = _recvmmsg_py
     split_lines = text.split_lines
+    crypto_open = _crypto_open_py
 
 
 def request_line_parser(fields: type[Fields], reference: Callable[[str], Fields | None]

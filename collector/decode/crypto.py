@@ -6,6 +6,10 @@ fresh context per datagram costs about three times the decryption itself. Each d
 fed behind one extra block equal to the IV, whose own output is thrown away: CBC chains
 each block to the ciphertext block before it, so the datagram's first block is chained to
 the IV, as if the context were new. One OpenSSL call per datagram does all the work.
+
+What follows the cipher (padding, timestamp, skew, NUL, replay, prefix, split) is one call
+of collector.speedups.crypto_open per key tried: compiled where the extension is built,
+its pure reference otherwise; the key cache and fallback stay here.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from collector.decode.result import Decoded, Dropped, Lines
-from collector.speedups import split_lines
+from collector.speedups import CryptoState, crypto_open
 from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key
 from logwire.prefix import CRYPTO_PREFIX
 
-_MAX_TIMESTAMP_DIGITS = 20
 # Prefixes (`APP/SOURCE `) remembered, so that a sender's usual datagram costs a dict
 # lookup instead of a regex match and two decodes; senders choose them, hence a bound.
 _MAX_PREFIXES = 4096
 _CRYPTO_PREFIX_BYTES = re.compile(CRYPTO_PREFIX.pattern.encode())
+_BAD_LENGTH = Dropped("bad_length")
+_BAD_PADDING = Dropped("bad_padding")
+_BAD_TIMESTAMP = Dropped("bad_timestamp")
 
 
 class CryptoKey:
@@ -43,6 +49,11 @@ class CryptoKey:
         self.app = app
         self.label = label or algo
 
+    def cipher(self, ciphertext: bytes) -> bytes:
+        """The CBC output for the IV block then `ciphertext` (whole blocks only): the first
+        block is garbage, the rest the plaintext with its padding."""
+        return self._cbc.update(self._iv + ciphertext)
+
     def decrypt(self, ciphertext: bytes) -> bytes | None:
         """The unpadded plaintext, or None when the length or the PKCS#7 padding is not
         valid."""
@@ -54,22 +65,11 @@ class CryptoKey:
             return None
         # The IV block in front makes the IV the chaining value for the first real block;
         # its own output (the first `block` bytes) is garbage and cut.
-        plain = self._cbc.update(self._iv + ciphertext)
+        plain = self.cipher(ciphertext)
         pad = plain[-1]
         if not 0 < pad <= block or plain[-pad:] != bytes((pad,)) * pad:
             return None
         return plain[block:-pad]
-
-
-def parse_plaintext(plain: bytes) -> tuple[int, bytes] | None:
-    """Split `<micros> <rest>`; None when the head is not a decimal timestamp."""
-    space = plain.find(b" ", 0, _MAX_TIMESTAMP_DIGITS + 1)
-    if space <= 0:
-        return None
-    head = plain[:space]
-    if not head.isdigit():
-        return None
-    return int(head), plain[space + 1:]
 
 
 class CryptoDecoder:
@@ -82,6 +82,8 @@ class CryptoDecoder:
     """
 
     format = "crypto"
+    # collector.speedups' (compiled or pure); tests put the pure one on a subclass.
+    _open = staticmethod(crypto_open)
 
     def __init__(self, keys: Sequence[CryptoKey], max_skew: float = 300.0,
                  replay_window: int = 65536, max_senders: int = 65536) -> None:
@@ -96,37 +98,43 @@ class CryptoDecoder:
         self._replay_window = replay_window
         self._block_min = min(k._block for k in self._keys)
         self._prefixes: dict[bytes, tuple[str, str]] = {}
+        self._state: CryptoState = (self._seen, self._order, replay_window, self._prefixes,
+                                    self._prefix, Lines)
 
     def decode(self, data: bytes, peer: str, now: float) -> Decoded:
         """Decrypt, check and split one datagram."""
         size = len(data)
         if size == 0 or size % self._block_min:
-            return Dropped("bad_length")
-        found = self._decrypt(data, peer)
-        if found is None:
-            return Dropped("bad_padding")
-        if isinstance(found, Dropped):
-            return found
-        key, micros, body = found
-        emitted = micros / 1e6
-        if emitted < now - self._max_skew:
-            return Dropped("stale_timestamp")
-        if emitted > now + self._max_skew:
-            return Dropped("future_timestamp")
-        if b"\0" in body:
-            return Dropped("implausible_text")
-        if self._replay_window and self._is_replay(data):
-            return Dropped("replay")
-        app = key.app
-        source = None
-        named = self._prefix(body)
-        if named is not None:
-            app, source, skip = named
-            body = body[skip:]
-        lines, escaped = split_lines(body)
-        if not lines:
-            return Dropped("empty")
-        return Lines(lines, app, source, emitted, escaped)
+            return _BAD_LENGTH
+        low = now - self._max_skew
+        high = now + self._max_skew
+        keys = self._keys
+        first = self._by_peer.get(peer, 0)
+        key = keys[first]
+        # 0: no key had valid padding; 1: one had, but no timestamp followed.
+        outcome = 0
+        # The usual case: the sender's key works at the first try.
+        if not size % key._block:
+            opened = self._open(key.cipher(data), key._block, data, low, high,
+                                key.app, self._state)
+            if isinstance(opened, Lines):
+                return opened
+            if isinstance(opened, str):
+                return Dropped(opened)
+            outcome = opened
+        for index, key in enumerate(keys):
+            if index == first or size % key._block:
+                continue
+            opened = self._open(key.cipher(data), key._block, data, low, high,
+                                key.app, self._state)
+            if isinstance(opened, int):
+                outcome |= opened
+                continue
+            if len(self._by_peer) >= self._max_senders:
+                self._by_peer.clear()
+            self._by_peer[peer] = index
+            return Dropped(opened) if isinstance(opened, str) else opened
+        return _BAD_TIMESTAMP if outcome == 1 else _BAD_PADDING
 
     def _prefix(self, body: bytes) -> tuple[str, str, int] | None:
         """(app, source, length) of the body's `APP/SOURCE ` prefix, None without one.
@@ -151,43 +159,3 @@ class CryptoDecoder:
         # The same bytes as `head`: the match ends at the first space.
         self._prefixes[body[:match.end()]] = names
         return names[0], names[1], match.end()
-
-    def _decrypt(self, data: bytes, peer: str) -> tuple[CryptoKey, int, bytes] | Dropped | None:
-        """Try the sender's last key, then the rest; remember the one that works."""
-        keys = self._keys
-        first = self._by_peer.get(peer, 0)
-        key = keys[first]
-        outcome: Dropped | None = None
-        # The usual case: the sender's key works at the first try.
-        if not len(data) % key._block:
-            plain = key.decrypt(data)
-            if plain is not None:
-                parsed = parse_plaintext(plain)
-                if parsed is not None:
-                    return key, parsed[0], parsed[1]
-                outcome = Dropped("bad_timestamp")
-        for index, key in enumerate(keys):
-            if index == first or len(data) % key._block:
-                continue
-            plain = key.decrypt(data)
-            if plain is None:
-                continue
-            parsed = parse_plaintext(plain)
-            if parsed is None:
-                outcome = Dropped("bad_timestamp")
-                continue
-            if len(self._by_peer) >= self._max_senders:
-                self._by_peer.clear()
-            self._by_peer[peer] = index
-            return key, parsed[0], parsed[1]
-        return outcome
-
-    def _is_replay(self, data: bytes) -> bool:
-        tag = data[-16:]
-        if tag in self._seen:
-            return True
-        self._seen.add(tag)
-        self._order.append(tag)
-        if len(self._order) > self._replay_window:
-            self._seen.discard(self._order.popleft())
-        return False

@@ -134,10 +134,10 @@ class CountingKey(CryptoKey):
 
     calls = 0
 
-    def decrypt(self, ciphertext: bytes) -> bytes | None:
+    def cipher(self, ciphertext: bytes) -> bytes:
         """Count, then decrypt."""
         type(self).calls += 1
-        return super().decrypt(ciphertext)
+        return super().cipher(ciphertext)
 
 
 def test_several_secrets_and_the_per_sender_cache() -> None:

@@ -72,7 +72,8 @@ def test_the_compiled_module_is_in_use() -> None:
     assert speedups.split_lines is compiled_module.split_lines
     assert parse_request_line is compiled_module.parse_request_line
     # The decoders' own imports: they must take the compiled one too.
-    assert vars(crypto)["split_lines"] is compiled_module.split_lines
+    assert vars(crypto)["crypto_open"] is compiled_module.crypto_open
+    assert crypto.CryptoDecoder._open is compiled_module.crypto_open
     assert vars(socket_decoder)["split_lines"] is compiled_module.split_lines
 
 
@@ -83,6 +84,7 @@ def test_pure_python_is_chosen_when_forced() -> None:
             "assert not speedups.COMPILED\n"
             "assert speedups.split_lines is text.split_lines\n"
             "assert speedups.recvmmsg is speedups._recvmmsg_py\n"
+            "assert speedups.crypto_open is speedups._crypto_open_py\n"
             "assert requestlog.parse_request_line is requestlog.parse_request_line_py\n"
             "speedups.log_start_up()\n")
     env = {**os.environ, "COLLECTOR_PURE_PYTHON": "1"}

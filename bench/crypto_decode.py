@@ -1,0 +1,66 @@
+"""Per-datagram cost of the crypto decoder alone: today's (C checks where built), its pure
+path, and the all-Python decoder of 5ab9c9a (tests/support/crypto_reference.py, with the
+compiled line splitter as main had it), by turns over bench/pipeline.py's datagrams.
+
+    .venv/bin/python bench/crypto_decode.py --count 20000 --repeat 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import SECRET
+from bench.pipeline import datagrams
+from collector import speedups
+from collector.decode.crypto import CryptoDecoder, CryptoKey
+from tests.support import crypto_reference
+from tests.support.crypto_reference import ReferenceDecoder
+
+NOW = time.time()
+
+
+class PureDecoder(CryptoDecoder):
+    """The decoder with collector.speedups' pure-Python checks."""
+
+    _open = staticmethod(speedups._crypto_open_py)
+
+
+def one_pass(kind: type[CryptoDecoder] | type[ReferenceDecoder], data: list[bytes]) -> float:
+    """µs per datagram for a fresh decoder over `data` (each accepted once)."""
+    decoder = kind([CryptoKey(SECRET, "aes-256-cbc")])
+    decode = decoder.decode
+    start = time.perf_counter()
+    for item in data:
+        decode(item, "127.0.0.1", NOW)
+    return (time.perf_counter() - start) / len(data) * 1e6
+
+
+def main() -> int:
+    """Print the best of --repeat passes for each decoder, passes taken by turns."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    # main had the compiled splitter under the old decoder.
+    crypto_reference.split_lines = speedups.split_lines  # type: ignore[assignment,attr-defined]
+    data = datagrams(args.count)
+    kinds: dict[str, type[CryptoDecoder] | type[ReferenceDecoder]] = {
+        "compiled": CryptoDecoder, "pure": PureDecoder, "5ab9c9a": ReferenceDecoder}
+    best = dict.fromkeys(kinds, float("inf"))
+    for _ in range(args.repeat):
+        for name, kind in kinds.items():
+            best[name] = min(best[name], one_pass(kind, data))
+    print(f"compiled extension: {speedups.COMPILED}; {args.count} datagrams, best of "
+          f"{args.repeat}")
+    for name, value in best.items():
+        print(f"{name:>10}: {value:.2f} µs per datagram")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
