@@ -52,6 +52,7 @@ def config_loader(path: str | None, data_dir: str | None = None) -> Callable[[],
 
 def _serve(args: argparse.Namespace) -> int:
     from collector import speedups  # noqa: PLC0415 - light `tail`
+    from collector.server import gcpolicy  # noqa: PLC0415 - light `tail`
     from collector.server.server import HangupLatch, serve  # noqa: PLC0415 - light `tail`
 
     latch = HangupLatch.install()
@@ -63,6 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
     # the embedded default needs it to configure uWSGI.
     for notice in config.notices:
         print(notice, file=sys.stderr, flush=True)
+    # Here, not in serve(): the process's own policy, not a side effect on whoever runs
+    # serve() (tests run it in their process).
+    gcpolicy.apply()
     run_async(serve(config, load, latch))
     return 0
 

@@ -7,7 +7,7 @@ hundred lines, and records still waiting for their acknowledgement were promoted
 scanned again by the older generations: 9 % of the main process's CPU at 60,000 lines/s
 (`bench/profile.py --rules --native`). Records form no reference cycles, so reference
 counting frees them whatever the thresholds; collecting less often only scans fewer of
-them. What start-up built (modules, config, compiled rules) is frozen: never scanned again.
+them. What was built before serving (modules, config) is frozen: never scanned again.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from collector.ingest import Ids, Ingest
 from collector.listen.decoders import make_decoder
 from collector.listen.receivers import Listener, ReceiverGroup, start_receivers
 from collector.listen.udp import start_listener
-from collector.server import gcpolicy
 from collector.server.components import build_cluster, build_components
 from collector.server.context import Component, Context
 from collector.server.reload import ReloadPlan, plan_reload
@@ -243,7 +242,6 @@ async def serve(config: Config, load: Loader | None = None,
         hangup.set()
     server = Server(config, load)
     await server.start()
-    gcpolicy.apply()
     try:
         while not stop.is_set():
             await _first(stop, hangup)
