@@ -119,6 +119,20 @@ class AppEngine:
         special = self._special
         context = self._context
         bound = self._bounds.sources
+        if not silences and not special:
+            # Nothing left but each source's context: one extend per source's stretch.
+            for source, stretch in groupby(batch, _SOURCE):
+                kept = [r.line for r in stretch if r.kind != "alarm"]
+                if not kept:
+                    continue
+                recent = context.get(source)
+                if recent is None:
+                    if len(context) >= bound:
+                        context.popitem(last=False)
+                        self._evictions.evicted("context", bound)
+                    recent = context[source] = deque(maxlen=CONTEXT_LINES)
+                recent.extend(kept)
+            return
         last_source: str | None = None
         recent: deque[str] | None = None
         for record in batch:
@@ -352,6 +366,7 @@ class AlarmEngine:
 
 
 _APP = attrgetter("app")
+_SOURCE = attrgetter("source")
 
 
 def _joinable(pattern: str) -> bool:
