@@ -125,13 +125,13 @@ class AppEngine:
                 kept = [r.line for r in stretch if r.kind != "alarm"]
                 if not kept:
                     continue
-                recent = context.get(source)
-                if recent is None:
+                kept_for = context.get(source)
+                if kept_for is None:
                     if len(context) >= bound:
                         context.popitem(last=False)
                         self._evictions.evicted("context", bound)
-                    recent = context[source] = deque(maxlen=CONTEXT_LINES)
-                recent.extend(kept)
+                    kept_for = context[source] = deque(maxlen=CONTEXT_LINES)
+                kept_for.extend(kept)
             return
         last_source: str | None = None
         recent: deque[str] | None = None
