@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alarms.bounds import DEFAULT, Bounds
 from alarms.engine import AlarmEngine
 from alarms.notification import Notification
 from alarms.stable_ids import stable_id
@@ -51,24 +52,28 @@ def reference_consume(engine: AlarmEngine, batch: Sequence[Record]) -> None:
                 engine._emit(app, events)
 
 
-def engines(rules: list[str]) -> tuple[list[AlarmEngine], list[list[Notification]]]:
+def engines(rules: list[str], bounds: Bounds = DEFAULT,
+            ) -> tuple[list[AlarmEngine], list[list[Notification]]]:
     """Two identical engines for apps shop and other, each with its own list of what
     fired."""
     body = ALARMS + "\n".join(rules) + "\n"
     fired: list[list[Notification]] = [[], []]
     built = [AlarmEngine([rules_from(body), rules_from(body, app="other")], out.append,
-                         clock=lambda: 1000.0, ids=stable_id) for out in fired]
+                         clock=lambda: 1000.0, ids=stable_id, bounds=bounds)
+             for out in fired]
     return built, fired
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(RULES), min_size=1, max_size=8, unique=True), records,
-       st.integers(min_value=1, max_value=40))
+       st.integers(min_value=1, max_value=40), st.sampled_from([1, 2, 10_000]))
 def test_batched_evaluation_gives_the_per_record_notifications(
-        rules: list[str], items: list[tuple[str, str, str, str]], size: int) -> None:
+        rules: list[str], items: list[tuple[str, str, str, str]], size: int,
+        sources: int) -> None:
     """Random rules and lines, in batches of random size: the batched engine fires the
-    same notifications (ids, messages, context, counts) in the same order as per record."""
-    (new, old), (fired_new, fired_old) = engines(rules)
+    same notifications (ids, messages, context, counts) in the same order as per record,
+    with the sources' context bounded to one or two sources (evicted alike) or not."""
+    (new, old), (fired_new, fired_old) = engines(rules, Bounds(sources=sources))
     batch = [record(line, 1000.0 + i / 7, source=source, app=app, kind=kind)
              for i, (line, app, source, kind) in enumerate(items)]
     for first in range(0, len(batch), size):
@@ -81,6 +86,7 @@ def test_batched_evaluation_gives_the_per_record_notifications(
     old.finish()
     assert fired_new == fired_old
     assert new.sizes() == old.sizes()
+    assert new.evictions.counts == old.evictions.counts
     assert new._apps.keys() == old._apps.keys()
     for app in new._apps:
         for source in ("web.1", "web.2"):
