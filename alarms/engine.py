@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
+from operator import attrgetter
 
 from alarms.bounds import DEFAULT, Bounds, Evictions
 from alarms.conditions.event import Event
@@ -39,6 +41,15 @@ class AppEngine:
         self._rates = [RateWatch(rule) for rule in rules.rate]
         patterns = [r.regex for r in rules.log_rules] + [r.regex for r in rules.rate]
         self._search = RegexSet(patterns).match if patterns else None
+        # The rules that can fire from a regex hit: a `not-log-alarm` hit alone raises
+        # nothing. One search of this set over a run's lines joined tells whether any line
+        # can hit one at all; `(?m)` keeps `^` and `$` matching at each line's ends, and a
+        # match across lines only sends the run down the per-line path (never misses one).
+        positive = [r.regex for r in rules.log_rules if not r.negate] + [
+            r.regex for r in rules.rate]
+        self._prefilter = (RegexSet([f"(?m:{p})" for p in positive]).match
+                           if positive and all(_joinable(p) for p in positive) else None)
+        self._special = bool(rules.backlog or rules.harakiri or rules.segfault)
         self._segfault = SegfaultAssembler(rules.segfault, max_sources=bounds.sources,
                                            evictions=evictions) if rules.segfault else None
         self._silences = [SilenceWatch(rule, bounds.sources, evictions)
@@ -81,6 +92,75 @@ class AppEngine:
             recent = self._context[source] = deque(maxlen=CONTEXT_LINES)
         recent.append(line)
         return events
+
+    def evaluate_run(self, records: Iterable[Record],
+                     emit: Callable[[AppEngine, list[Event]], None]) -> None:
+        """`evaluate` over consecutive records of this app, handing each record's events
+        to `emit` as they are raised (the same events, in the same order).
+
+        A run whose lines joined match no rule that can fire skips the per-line RE2
+        search: most lines match nothing.
+        """
+        batch = records if isinstance(records, list) else list(records)
+        if len(batch) < 2 or self._prefilter is None:
+            for record in batch:
+                events = self.evaluate(record)
+                if events:
+                    emit(self, events)
+            return
+        if self._prefilter("\n".join([r.line for r in batch])):
+            for record in batch:
+                events = self.evaluate(record)
+                if events:
+                    emit(self, events)
+            return
+        # No line hits a rule that can fire: only uWSGI's own conditions remain.
+        silences = self._silences
+        special = self._special
+        context = self._context
+        bound = self._bounds.sources
+        if not silences and not special:
+            # Nothing left but each source's context: one extend per source's stretch.
+            for source, stretch in groupby(batch, _SOURCE):
+                kept = [r.line for r in stretch if r.kind != "alarm"]
+                if not kept:
+                    continue
+                kept_for = context.get(source)
+                if kept_for is None:
+                    if len(context) >= bound:
+                        context.popitem(last=False)
+                        self._evictions.evicted("context", bound)
+                    kept_for = context[source] = deque(maxlen=CONTEXT_LINES)
+                kept_for.extend(kept)
+            return
+        last_source: str | None = None
+        recent: deque[str] | None = None
+        for record in batch:
+            if record.kind == "alarm":
+                continue
+            line, source = record.line, record.source
+            if silences:
+                for watch in silences:
+                    watch.seen(source, record.received_at)
+            if special and not line.startswith(NEVER_ALARMS):
+                rules = self.rules
+                segfault = self._segfault
+                if (rules.backlog and "listen queue" in line) or (
+                        rules.harakiri and "HARAKIRI ON WORKER" in line) or (
+                        segfault is not None and ("!!!" in line or "*** backtrace of" in line
+                                                  or segfault.active(source))):
+                    events = self._match(line, source, record.received_at, [])
+                    if events:
+                        emit(self, events)
+            if source != last_source or recent is None:
+                recent = context.get(source)
+                if recent is None:
+                    if len(context) >= bound:
+                        context.popitem(last=False)
+                        self._evictions.evicted("context", bound)
+                    recent = context[source] = deque(maxlen=CONTEXT_LINES)
+                last_source = source
+            recent.append(line)
 
     def _match(self, line: str, source: str, at: float, hits: list[int]) -> list[Event] | None:
         rules = self.rules
@@ -202,15 +282,18 @@ class AlarmEngine:
         return sizes
 
     def consume(self, records: Sequence[Record]) -> None:
-        """Evaluate records (the ingest Consumer interface)."""
+        """Evaluate records (the ingest Consumer interface), a run of one app's
+        consecutive records at a time."""
         apps = self._apps
-        for record in records:
-            engine = apps.get(record.app)
+        emit = self._emit_fresh
+        for app, run in groupby(records, _APP):
+            engine = apps.get(app)
             if engine is not None:
-                events = engine.evaluate(record)
-                if events:
-                    self._raised.clear()
-                    self._emit(engine, events)
+                engine.evaluate_run(run, emit)
+
+    def _emit_fresh(self, engine: AppEngine, events: list[Event]) -> None:
+        self._raised.clear()
+        self._emit(engine, events)
 
     def consume_message(self, seq: int, at: float, records: Sequence[Record]) -> None:
         """Evaluate one message of the shared log (cluster mode): as `consume`, with each
@@ -280,6 +363,16 @@ class AlarmEngine:
                     facts=event.facts, first_seen=event.first_seen, last_seen=event.at,
                     count=event.count, suppressed=held, context=event.context,
                     created_at=self._clock()))
+
+
+_APP = attrgetter("app")
+_SOURCE = attrgetter("source")
+
+
+def _joinable(pattern: str) -> bool:
+    """Whether `(?m:pattern)` over lines joined by newlines finds every line `pattern`
+    finds: not when the pattern switches multi-line off or anchors at the text's ends."""
+    return not any(token in pattern for token in ("\\A", "\\z", "-m", "(?m", "(?s"))
 
 
 def truncate(message: str, limit: int) -> str:
