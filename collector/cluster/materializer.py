@@ -161,8 +161,9 @@ class Materializer:
             self._since_save += 1
             return False
         if created and created != position.stream:
+            # Saved with the next checkpoint; counting it as a change would shift every
+            # later save, and the ids checkpoints shared with them, by one message.
             position.stream = created
-            self._since_save += 1
         return True
 
     async def apply(self, msg: StreamMessage) -> None:
