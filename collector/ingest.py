@@ -112,12 +112,14 @@ class Ingest:
         self._build(origin, host, decoded, self._ids.take(count), records)
         return self.publish(records, settle)
 
-    def accept_many(self, origin: Origin, batch: Sequence[tuple[str, Lines]]
-                    ) -> tuple[bool, dict[int, Exception]]:
+    def accept_many(self, origin: Origin, batch: Sequence[tuple[str, Lines]],
+                    settle: Settle | None = None) -> tuple[bool, dict[int, Exception]]:
         """Turn several datagrams' lines (sender's host, decoded) into records stored and
         handed on together: one id reservation, one store append, one call per consumer.
 
-        Single-node only (no `settle`). Returns (taken, failed): `failed` maps the index
+        With `settle` (see `settles`), it is called once, later, when the records are
+        safe or lost; only if some were handed on (never when `taken` is False or no
+        datagram left a record). Returns (taken, failed): `failed` maps the index
         of each datagram whose records could not be built to the error, and that datagram
         alone is left out; `taken` is False when the store's queue refused the others
         (none of them is then stored). Records keep the batch's order and ids increase
@@ -143,7 +145,7 @@ class Ingest:
                 failed[index] = exc
         if not records:
             return True, failed
-        return self.publish(records), failed
+        return self.publish(records, settle), failed
 
     def _build(self, origin: Origin, host: str, decoded: Lines, next_id: int,
                records: list[Record]) -> int:

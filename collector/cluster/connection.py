@@ -215,6 +215,17 @@ class Connection:
             raise ClusterError(f"no stream info: {describe(exc)}") from None
         return int(info.state.last_seq)
 
+    async def identity(self) -> tuple[str, int]:
+        """The stream's creation time (ISO 8601; "" if the server gives none), which tells
+        a LOGS deleted and made again from the one before it, and its last sequence; or
+        ClusterError."""
+        try:
+            info = await self._jetstream().stream_info(STREAM)
+        except NATS_ERRORS as exc:
+            raise ClusterError(f"no stream info: {describe(exc)}") from None
+        created = info.created.isoformat() if info.created is not None else ""
+        return created, int(info.state.last_seq)
+
     async def first_seq(self) -> int:
         """The stream's first sequence still stored (past 1 once retention cut it), or
         ClusterError."""

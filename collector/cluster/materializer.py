@@ -71,6 +71,11 @@ class Materializer:
     async def start(self) -> None:
         """Subscribe and apply in the background (from a shared checkpoint when the
         messages after this node's own position were cut by retention)."""
+        try:
+            self._same_stream(*await self._connection.identity())
+        except ClusterError as exc:
+            # The watchdog asks again once the reader idles.
+            log.warning("stream_identity_unavailable", seq=self.position.seq, error=str(exc))
         if self._anchors is not None:
             await self._join(self._anchors)
         reader = await self._connection.ordered(self.position.seq)
@@ -119,21 +124,17 @@ class Materializer:
                  stream_first=first, skipped=max(0, found.seq - max(self.position.seq,
                                                                   first - 1)))
         found.applied = {**self.position.applied, **found.applied}
+        found.stream = self.position.stream
         self.position = found
 
     async def _watchdog(self, reader: Reader) -> Reader:
         """Idle while the stream holds more than was applied: nats-py's ordered consumer
         can give up resetting itself after an outage, so subscribe again from here."""
         try:
-            last = await self._connection.last_seq()
+            created, last = await self._connection.identity()
+            reset = not self._same_stream(created, last)
             self.lag = max(0, last - self.position.seq)
-            if last < self.position.seq:
-                # LOGS was deleted and made again (an operator's reset): apply the new
-                # stream from its start; ids go on rising from the last one given.
-                log.error("stream_reset", applied=self.position.seq, stream_last=last)
-                self.position.seq = 0
-                self._since_save += 1
-            elif last == self.position.seq:
+            if not reset and last == self.position.seq:
                 return reader
             fresh = await self._connection.ordered(self.position.seq)
         except ClusterError as exc:
@@ -142,6 +143,28 @@ class Materializer:
         log.info("materializer_resubscribed", seq=self.position.seq, stream_last=last)
         await reader.close()
         return fresh
+
+    def _same_stream(self, created: str, last: int) -> bool:
+        """Whether the position counts in the LOGS that now exists (created at `created`,
+        ending at `last`); if not, LOGS was deleted and made again (an operator's reset)
+        and the new stream is applied from its start, ids rising on from the last one
+        given. Its sequences restart from 1, so one that has already grown past the
+        position is told apart only by its creation time; a position from before that
+        was kept, or a server that gives none, falls back on the sequence alone."""
+        position = self.position
+        moved = bool(created and position.stream and created != position.stream)
+        if moved or last < position.seq:
+            log.error("stream_reset", applied=position.seq, stream_last=last,
+                      created=created, was_created=position.stream)
+            position.seq = 0
+            position.stream = created
+            self._since_save += 1
+            return False
+        if created and created != position.stream:
+            # Saved with the next checkpoint; counting it as a change would shift every
+            # later save, and the ids checkpoints shared with them, by one message.
+            position.stream = created
+        return True
 
     async def apply(self, msg: StreamMessage) -> None:
         """Give the message's records their ids, store them and hand them on."""

@@ -22,6 +22,9 @@ from collector.record import Record
 log = structlog.get_logger("collector.cluster")
 
 MAX_BATCH_LINES = 2000
+# Characters of rows per message, well below NATS's default 1 MB payload limit: a listener's
+# wake-up can hand on hundreds of datagrams at once, split over several messages.
+MAX_BATCH_CHARS = 256 * 1024
 # Lines waiting while the batch in hand waits for its ack (at most ACK_TIMEOUT).
 MAX_BUFFERED = 200_000
 ACK_TIMEOUT = 2.0
@@ -34,6 +37,25 @@ SPILL_GATHER = 0.05
 # Told once per group of records whether they are safe: True once JetStream acknowledged
 # them or the spool holds them (the node's promise to publish them), False if lost.
 Settle = Callable[[bool], None]
+
+
+class Joint:
+    """One settle for a group published in several parts: called once, after the last
+    part, with True only if every part is safe."""
+
+    __slots__ = ("_left", "_ok", "_settle")
+
+    def __init__(self, settle: Settle, parts: int) -> None:
+        self._settle = settle
+        self._left = parts
+        self._ok = True
+
+    def part(self, ok: bool) -> None:
+        """One part settled."""
+        self._ok = self._ok and ok
+        self._left -= 1
+        if not self._left:
+            self._settle(self._ok)
 
 
 class Transport(Protocol):
@@ -87,7 +109,7 @@ class Publisher:
         # Rows encoded as taken: while a batch waits for its ack the next one gathers here,
         # and strings are not tracked by the garbage collector (Records were, and made its
         # full collections long enough for the kernel to drop datagrams meanwhile).
-        self._groups: deque[tuple[list[str], Settle | None]] = deque()
+        self._groups: deque[tuple[list[str], int, Settle | None]] = deque()
         self._buffered = 0
         self._wake = asyncio.Event()
         self._spill = asyncio.Event()
@@ -134,13 +156,35 @@ class Publisher:
         if self._buffered >= MAX_BUFFERED:
             self.buffer_full += len(records)
             return False
-        self._groups.append(([row(r) for r in records], settle))
+        rows = [row(r) for r in records]
+        chars = sum(map(len, rows))
+        if len(rows) <= MAX_BATCH_LINES and chars <= MAX_BATCH_CHARS:
+            self._groups.append((rows, chars, settle))
+        else:
+            self._split(rows, settle)
         self._buffered += len(records)
         self._wake.set()
         if self._spool.batches:
             # Only then: waking the spiller for every datagram would cost a task switch each.
             self._spill.set()
         return True
+
+    def _split(self, rows: list[str], settle: Settle | None) -> None:
+        """Queue a group too large for one message as several, in order; `settle` is
+        called once, when every part is settled (True only if all are safe)."""
+        parts: list[tuple[list[str], int]] = []
+        part: list[str] = []
+        chars = 0
+        for text in rows:
+            if part and (len(part) >= MAX_BATCH_LINES or chars + len(text) > MAX_BATCH_CHARS):
+                parts.append((part, chars))
+                part, chars = [], 0
+            part.append(text)
+            chars += len(text)
+        parts.append((part, chars))
+        joint = None if settle is None else Joint(settle, len(parts))
+        for part, chars in parts:
+            self._groups.append((part, chars, None if joint is None else joint.part))
 
     def start(self) -> None:
         """Start the publishing loop and the spiller."""
@@ -152,9 +196,12 @@ class Publisher:
         it is larger), so each group is settled once."""
         groups, rows = self._groups, list[str]()
         settles: list[Settle] = []
-        while groups and (not rows or len(rows) + len(groups[0][0]) <= MAX_BATCH_LINES):
-            group, settle = groups.popleft()
+        chars = 0
+        while groups and (not rows or (len(rows) + len(groups[0][0]) <= MAX_BATCH_LINES
+                                       and chars + groups[0][1] <= MAX_BATCH_CHARS)):
+            group, size, settle = groups.popleft()
             rows.extend(group)
+            chars += size
             if settle is not None:
                 settles.append(settle)
         self._buffered -= len(rows)

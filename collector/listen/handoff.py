@@ -1,14 +1,13 @@
 """Decoded datagrams handed to ingest, and counted: shared by the in-process listener
 (collector/listen/udp.py) and the main side of K receiver processes (receivers.py).
 
-Single-node mode takes a batch at once and counts each datagram accepted when the store
-took its lines; a cluster node hands each datagram on alone and counts it accepted when
-its lines are settled (acknowledged by JetStream or held by the spool).
+A wake-up's datagrams go to ingest as one batch. Single-node mode counts each datagram
+accepted when the store took its lines; a cluster node counts the batch's datagrams
+accepted when its lines are settled (acknowledged by JetStream or held by the spool),
+all at once, by one settle per batch.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import structlog
 
@@ -19,9 +18,34 @@ from collector.listen.stats import ListenerStats
 
 log = structlog.get_logger("collector.listen")
 
-# (lines, escaped, app, source, lost): plain values, not the decoded lines, for what waits
-# for an ack, so that the garbage collector has no objects to walk.
-Pending = tuple[int, int, str | None, str | None, int]
+
+class Settlement:
+    """What a cluster node's batch counts once settled: plain values, not the decoded
+    lines, for what waits for an ack, so that the garbage collector has no objects to
+    walk."""
+
+    __slots__ = ("_handoff", "datagrams", "escaped", "lines", "lost")
+
+    def __init__(self, handoff: Handoff) -> None:
+        self._handoff = handoff
+        self.datagrams = 0
+        self.lines = 0
+        self.escaped = 0
+        # (app, source, lines the sender says were lost), for datagrams that tell of any.
+        self.lost: list[tuple[str | None, str | None, int]] = []
+
+    def add(self, result: Lines) -> None:
+        """Count one datagram of the batch."""
+        self.datagrams += 1
+        self.lines += len(result.lines)
+        self.escaped += result.escaped
+        if result.lost:
+            self.lost.append((result.app, result.source, result.lost))
+
+    def settle(self, ok: bool) -> None:
+        """The batch's records are safe (True) or lost: count its datagrams accepted, or
+        dropped as `publish_lost`."""
+        self._handoff.settled(self, ok)
 
 
 class Handoff:
@@ -39,17 +63,15 @@ class Handoff:
         self.config = config
         self.origin = origin
 
-    @property
-    def settles(self) -> bool:
-        """Whether each datagram goes on alone and counts once settled (a cluster node)."""
-        return self._ingest.settles
-
     def batch(self, decoded: list[tuple[str, Lines]]) -> None:
-        """Single-node mode: store the datagrams' (host, lines) at once; each is accepted
-        when the store took them, dropped as `store_backlog` when it refused them."""
+        """Store the datagrams' (host, lines) at once. Single-node mode: each is accepted
+        when the store took them; a cluster node: all of them once the batch is settled.
+        Dropped as `store_backlog` when the store (or publisher) refused them."""
         stats = self._stats
+        settlement = Settlement(self) if self._ingest.settles else None
         try:
-            taken, failed = self._ingest.accept_many(self.origin, decoded)
+            taken, failed = self._ingest.accept_many(
+                self.origin, decoded, None if settlement is None else settlement.settle)
         except Exception:
             stats.dropped["internal_error"] += len(decoded)
             log.exception("datagrams_failed", listener=self.config.name, count=len(decoded))
@@ -58,13 +80,19 @@ class Handoff:
             stats.dropped["internal_error"] += 1
             log.error("datagram_failed", listener=self.config.name, peer=decoded[index][0],
                       exc_info=exc)
+        handed_on = False
         for index, (_, result) in enumerate(decoded):
             if failed and index in failed:
                 continue
             count = len(result.lines)
-            if not taken and (count or result.markers):
-                stats.dropped["store_backlog"] += 1
-                stats.lines_dropped["store_backlog"] += count
+            if count or result.markers:
+                if not taken:
+                    stats.dropped["store_backlog"] += 1
+                    stats.lines_dropped["store_backlog"] += count
+                    continue
+                handed_on = True
+            if settlement is not None:
+                settlement.add(result)
                 continue
             stats.datagrams_accepted += 1
             stats.lines += count
@@ -72,26 +100,21 @@ class Handoff:
             if result.lost:
                 stats.count_lost(result.app or self.config.app,
                                  result.source or self.config.source, result.lost)
+        if settlement is not None and not handed_on and settlement.datagrams:
+            # Nothing of the batch went to the publisher (one part of a long line): its
+            # datagrams are accepted now, as no settle will come.
+            settlement.settle(True)
 
-    def one_settled(self, host: str, result: Lines) -> None:
-        """Cluster mode: hand one datagram on; it counts as accepted once its lines are
-        acknowledged by JetStream or held by the spool, not when taken."""
-        pending: Pending = (len(result.lines), result.escaped, result.app, result.source,
-                            result.lost)
-        if not self._ingest.accept(self.origin, host, result, partial(self.settled, pending)):
-            self._stats.dropped["store_backlog"] += 1
-            self._stats.lines_dropped["store_backlog"] += pending[0]
-
-    def settled(self, pending: Pending, ok: bool) -> None:
-        """Count one datagram accepted, its lines safe, or dropped as `publish_lost`."""
-        count, escaped, app, source, lost = pending
+    def settled(self, settlement: Settlement, ok: bool) -> None:
+        """Count a cluster batch's datagrams accepted, its lines safe, or dropped as
+        `publish_lost`."""
         stats = self._stats
         if not ok:
-            stats.dropped["publish_lost"] += 1
-            stats.lines_dropped["publish_lost"] += count
+            stats.dropped["publish_lost"] += settlement.datagrams
+            stats.lines_dropped["publish_lost"] += settlement.lines
             return
-        stats.datagrams_accepted += 1
-        stats.lines += count
-        stats.escaped += escaped
-        if lost:
+        stats.datagrams_accepted += settlement.datagrams
+        stats.lines += settlement.lines
+        stats.escaped += settlement.escaped
+        for app, source, lost in settlement.lost:
             stats.count_lost(app or self.config.app, source or self.config.source, lost)

@@ -304,17 +304,8 @@ class ReceiverGroup:
             stats.dropped.update(dropped)
         decoded = [(host, Lines(lines, app, source, emitted_at, escaped, markers, lost))
                    for host, lines, app, source, emitted_at, escaped, markers, lost in items]
-        handoff = self._handoff
-        if not handoff.settles:
-            if decoded:
-                handoff.batch(decoded)
-            return
-        for host, result in decoded:
-            try:
-                handoff.one_settled(host, result)
-            except Exception:
-                stats.dropped["internal_error"] += 1
-                log.exception("datagram_failed", listener=self.config.name, peer=host)
+        if decoded:
+            self._handoff.batch(decoded)
 
     # -- figures ---------------------------------------------------------------------
 

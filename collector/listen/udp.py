@@ -121,7 +121,6 @@ class DatagramListener:
         stats = self.stats
         stats.datagrams += len(batch)
         now = time.time()
-        settles = self._handoff.settles
         decoded: list[tuple[str, Lines]] = []
         for data, host in batch:
             try:
@@ -136,10 +135,7 @@ class DatagramListener:
                     self._drop(result.reason, host)
                     continue
                 assert not isinstance(result, Dropped)
-                if settles:
-                    self._handoff.one_settled(host, result)
-                else:
-                    decoded.append((host, result))
+                decoded.append((host, result))
             except Exception:
                 stats.dropped["internal_error"] += 1
                 log.exception("datagram_failed", listener=self.config.name, peer=host)

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from nats import connect as nats_connect
 
+from collector.cluster.batch import BatchId, encode
+from collector.record import Record
 from tests.support.collector_proc import CollectorProcess
 from tests.support.nats import NatsCluster
 from tests.support.net import wait_for
@@ -226,3 +229,40 @@ async def test_kill_9_of_a_collector_node_loses_no_accepted_line_and_it_rejoins(
     assert [(r["id"], r["line"]) for r in final_a] == [(r["id"], r["line"])
                                                         for r in lines(b)]
     assert a.get("/healthz")["cluster"] == {"node": "a", "quorum": True}
+
+
+async def test_a_log_made_again_that_outgrew_the_old_one_is_applied_from_its_start(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess]) -> None:
+    """LOGS is deleted and made again, and before the node looks the new stream already
+    holds more messages than the node had applied of the old one: the node tells the two
+    apart by the stream's creation time and stores every message of the new stream (before:
+    it took the new stream's last sequence for its own progress and skipped its head)."""
+    nats = await asyncio.to_thread(new_nats, 1)
+    collector = new_collector(config=NODE.format(nats=nats.urls[0], node="a", replicas=1,
+                                                 extra=""))
+    await asyncio.to_thread(collector.start, 40.0)
+    for i in range(12):
+        send([f"old {i}".encode()], collector.port("plain"))
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(wait_lines, collector, 12)
+    nc = await nats_connect(nats.urls)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("LOGS")
+        applied = info.state.last_seq
+        assert applied >= 1
+        # Deleted, made again and filled past `applied` at once, well within the node's
+        # idle check (every 2 s), so that it first looks at a stream already that long.
+        await js.delete_stream("LOGS")
+        await js.add_stream(info.config)
+        for n in range(1, applied + 6):
+            record = Record(time.time_ns() // 1000, None, "web", "x", "127.0.0.1",
+                            "socket", f"new {n}")
+            await js.publish("logs.x", encode(BatchId("x", "reset", n), [record]),
+                             headers={"Nats-Msg-Id": f"x.reset.{n}"})
+    finally:
+        await nc.close()
+    want = {f"new {n}" for n in range(1, applied + 6)}
+    found = await asyncio.to_thread(wait_lines, collector, 12 + len(want), 30.0)
+    assert want <= {r["line"] for r in found}

@@ -16,7 +16,7 @@ from collector.cluster.batch import decode
 from collector.cluster.bringup import backoff, bring_up
 from collector.cluster.connection import Connection, _trailing_int
 from collector.cluster.errors import ClusterError, OutOfSequence
-from collector.cluster.publisher import Publisher
+from collector.cluster.publisher import MAX_BATCH_LINES, Publisher
 from collector.cluster.spool import Spool
 from collector.config.model import ClusterConfig, ListenerConfig
 from collector.errors import ConfigError, Location
@@ -236,6 +236,25 @@ def test_a_cluster_listener_counts_lines_when_settled_not_when_taken() -> None:
     assert (listener.stats.datagrams_accepted, listener.stats.lines) == (1, 2)
     assert listener.stats.dropped["publish_lost"] == 1
     assert listener.stats.lines_dropped["publish_lost"] == 1
+
+
+async def test_a_group_larger_than_a_message_is_split_in_order_and_settled_once(
+        tmp_path: Path) -> None:
+    """A batch of more lines than one message takes goes out as several messages, in
+    order, and its one settle is called once, after the last of them is stored."""
+    stream = Stream()
+    publisher, spool = made(tmp_path, stream)
+    calls: list[tuple[str, bool]] = []
+    count = MAX_BATCH_LINES * 2 + 5
+    records = [Record(1, None, "web", "s", "h", "socket", f"l{i}") for i in range(count)]
+    assert publisher.append(records, recorder(calls, "big"))
+    assert publisher.append(rec("after"), recorder(calls, "after"))
+    publisher.start()
+    await settled(stream, publisher, spool, count + 1)
+    await publisher.stop()
+    assert len(stream.messages) >= 3
+    assert stream.lines() == [f"l{i}" for i in range(count)] + ["after"]
+    assert sorted(calls) == [("after", True), ("big", True)]
 
 
 def test_backoff_doubles_to_a_ceiling() -> None:

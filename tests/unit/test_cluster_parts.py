@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from collector.cluster.batch import BatchId, decode, encode
-from collector.cluster.checkpoint import Position
+from collector.cluster.checkpoint import Checkpoint, Position
 from collector.cluster.errors import ClusterError
 from collector.cluster.ids import assign
 from collector.cluster.spool import Spool
@@ -197,4 +198,24 @@ def test_spool_is_a_bounded_fifo_that_survives_a_reopen(tmp_path: Path) -> None:
     left = again.first()
     assert left is not None
     assert left.msg_id == "a.b.1"
+    again.close()
+
+
+def test_checkpoint_keeps_the_stream_identity_and_reads_an_older_file(
+        tmp_path: Path) -> None:
+    """The position is saved with the creation time of the stream it counts in, and a
+    checkpoint written before that was kept still loads (identity unknown, "")."""
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE position (one INTEGER PRIMARY KEY CHECK (one = 1), "
+               "seq INTEGER, last_id INTEGER, applied TEXT)")
+    db.execute("INSERT INTO position VALUES (1, 7, 99, '{\"a.b\": [3]}')")
+    db.commit()
+    db.close()
+    checkpoint = Checkpoint(old)
+    assert checkpoint.load() == Position(7, 99, {"a.b": [3]}, "")
+    checkpoint.save(Position(8, 100, {"a.b": [4]}, "2026-11-30T20:00:00+00:00"))
+    checkpoint.close()
+    again = Checkpoint(old)
+    assert again.load() == Position(8, 100, {"a.b": [4]}, "2026-11-30T20:00:00+00:00")
     again.close()

@@ -150,19 +150,26 @@ class Settling:
         return True
 
 
-def test_a_cluster_batch_settles_each_datagram_on_its_own() -> None:
-    """In cluster mode each datagram of a batch waits for its own settle: the accepted
-    counters move only as each is settled."""
+def test_a_cluster_batch_is_handed_on_at_once_and_settled_once() -> None:
+    """In cluster mode a wake-up's datagrams go to the publisher in one append with one
+    settle, which counts every datagram of the batch: accepted once safe, `publish_lost`
+    if lost; ids rise along the batch."""
     config = ListenerConfig("plain", LOCAL, 0, "socket", "web", "s")
     store = Settling()
     listener = DatagramListener(config, make_decoder(config),
                                 Ingest(Ids(), store))  # type: ignore[arg-type]
-    listener.datagrams_received([(b"one\ntwo", LOCAL), (b"three", LOCAL)])
-    assert [r.line for r in store.records] == ["one", "two", "three"]
-    assert len(store.pending) == 2
+    listener.datagrams_received([(b"one\ntwo", LOCAL), (b"three", LOCAL), (b"four", LOCAL)])
+    assert [r.line for r in store.records] == ["one", "two", "three", "four"]
+    assert [r.id for r in store.records] == sorted({r.id for r in store.records})
+    (settle,) = store.pending
     assert (listener.stats.datagrams_accepted, listener.stats.lines) == (0, 0)
-    store.pending[1](True)
-    assert (listener.stats.datagrams_accepted, listener.stats.lines) == (1, 1)
+    settle(True)
+    assert (listener.stats.datagrams_accepted, listener.stats.lines) == (3, 4)
+    listener.datagrams_received([(b"five", LOCAL), (b"six\nseven", LOCAL)])
+    store.pending[1](False)
+    assert (listener.stats.datagrams_accepted, listener.stats.lines) == (3, 4)
+    assert listener.stats.dropped["publish_lost"] == 2
+    assert listener.stats.lines_dropped["publish_lost"] == 3
 
 
 def test_receive_takes_waiting_datagrams_in_order_up_to_the_count() -> None:
