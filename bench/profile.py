@@ -66,7 +66,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("stats + datagram_received", "settled", "listen/handoff.py"),
     ("stats + datagram_received", "datagrams_received", "listen/udp.py"),
     ("stats + datagram_received", "batch", "listen/handoff.py"),
-    ("stats + datagram_received", "one_settled", "listen/handoff.py"),
+    ("stats + datagram_received", "take", "listen/intake.py"),
     ("receive loop (listen/recv.py)", "", "listen/recv.py"),
     ("receive loop (listen/recv.py)", "_readable", "listen/udp.py"),
     ("http api / metrics", "", "aiohttp/"),

@@ -34,16 +34,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
 
 from collector.config.model import ListenerConfig
-from collector.decode.result import Decoder, Dropped
+from collector.decode.result import Decoder
 from collector.listen.decoders import make_decoder
-from collector.listen.ratelimit import SenderLimiter
+from collector.listen.intake import Intake
 from collector.listen.recv import receive
-from collector.listen.stats import BoundedState
 from collector.store.frames import encode
 from logwire.logsetup import configure_logging
 
@@ -99,62 +97,27 @@ class Receiver:
     def __init__(self, config: ListenerConfig, decoder: Decoder | None = None,
                  receive_call: Receive = receive) -> None:
         self.config = config
-        self._decoder = decoder if decoder is not None else make_decoder(config)
-        self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
-        self._max = config.max_datagram
+        self._intake = Intake(config, decoder if decoder is not None else make_decoder(config))
         self._receive = receive_call
-        self._logged: set[str] = set()
 
     def batch(self, datagrams: Sequence[tuple[bytes, str]], now: float) -> bytes:
         """One BATCH frame for these datagrams."""
         dropped: Counter[str] = Counter()
-        items: list[tuple[Any, ...]] = []
-        decode = self._decoder.decode
-        limiter = self._limiter
-        for data, host in datagrams:
-            try:
-                if len(data) > self._max:
-                    reason = "oversize"
-                elif limiter is not None and not limiter.allow(host, now):
-                    reason = "rate_limited"
-                else:
-                    result = decode(data, host, now)
-                    if type(result) is not Dropped:
-                        assert not isinstance(result, Dropped)
-                        items.append((host, result.lines, result.app, result.source,
-                                      result.emitted_at, result.escaped, result.markers,
-                                      result.lost))
-                        continue
-                    assert isinstance(result, Dropped)
-                    reason = result.reason
-            except Exception:
-                # One catch point per datagram: a decoder's bug costs that datagram only.
-                reason = "internal_error"
-                log.exception("datagram_failed", listener=self.config.name, peer=host)
-            dropped[reason] += 1
-            if reason not in self._logged:
-                self._logged.add(reason)
-                log.warning("datagram_dropped", listener=self.config.name, reason=reason,
-                            peer=host, note="further drops for this reason are only counted")
+        items = [(host, result.lines, result.app, result.source, result.emitted_at,
+                  result.escaped, result.markers, result.lost)
+                 for host, result in self._intake.take(datagrams, now, dropped)]
         return encode(BATCH, (len(datagrams), dict(dropped), items))
 
     def state(self) -> bytes:
         """One STATE frame: the decoder's evictions and what it holds now."""
-        evicted: Counter[str] = Counter()
-        held: dict[str, int] = {}
-        if isinstance(self._decoder, BoundedState):
-            evicted.update(self._decoder.evicted)
-            held = self._decoder.held()
-        if self._limiter is not None and self._limiter.resets:
-            evicted["sender_buckets"] += self._limiter.resets
-        return encode(STATE, (dict(evicted), held))
+        return encode(STATE, (dict(self._intake.evictions()), self._intake.held()))
 
     def run(self, sock: socket.socket, control: int, out: int) -> None:
         """Receive and hand on until `control` reaches EOF."""
         selector = selectors.DefaultSelector()
         selector.register(sock, selectors.EVENT_READ, "socket")
         selector.register(control, selectors.EVENT_READ, "control")
-        size = self._max + 1
+        size = self._intake.max_datagram + 1
         state_due = time.monotonic() + STATE_EVERY
         # The first frame says this receiver is up (the collector waits for it at start).
         write_all(out, self.state())

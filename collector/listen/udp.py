@@ -13,13 +13,13 @@ from collections.abc import Sequence
 import structlog
 
 from collector.config.model import ListenerConfig
-from collector.decode.result import Decoder, Dropped, Lines
+from collector.decode.result import Decoder
 from collector.errors import ConfigError
 from collector.ingest import Ingest, Origin
 from collector.listen.handoff import Handoff
-from collector.listen.ratelimit import SenderLimiter
+from collector.listen.intake import Intake
 from collector.listen.recv import receive
-from collector.listen.stats import BoundedState, ListenerStats
+from collector.listen.stats import ListenerStats
 
 log = structlog.get_logger("collector.listen")
 
@@ -42,12 +42,9 @@ class DatagramListener:
     def __init__(self, config: ListenerConfig, decoder: Decoder, ingest: Ingest) -> None:
         self.config = config
         self.stats = ListenerStats()
-        self._decoder = decoder
+        self._intake = Intake(config, decoder)
         self._handoff = Handoff(config, Origin(config.name, decoder.format, config.app,
                                                config.source), ingest, self.stats)
-        self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
-        self._max = config.max_datagram
-        self._logged: set[str] = set()
         # The receive buffer the kernel granted (getsockopt SO_RCVBUF), set once bound.
         self.rcvbuf = 0
         self._sock: socket.socket | None = None
@@ -60,12 +57,9 @@ class DatagramListener:
         allow list or a rate limit takes effect without a gap); the figures carry on.
         """
         self.config = config
-        self._decoder = decoder
+        self._intake = Intake(config, decoder)
         self._handoff.reconfigure(config, Origin(config.name, decoder.format, config.app,
                                                  config.source))
-        self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
-        self._max = config.max_datagram
-        self._logged.clear()
         sock = self._sock
         if sock is not None:
             try:
@@ -101,7 +95,7 @@ class DatagramListener:
                 return
             try:
                 # One byte past the maximum, so an oversize datagram shows as one.
-                batch = receive(sock, MAX_BATCH, self._max + 1)
+                batch = receive(sock, MAX_BATCH, self._intake.max_datagram + 1)
             except OSError as exc:
                 self.error_received(exc)
                 return
@@ -120,48 +114,17 @@ class DatagramListener:
         count each one whatever happens to it."""
         stats = self.stats
         stats.datagrams += len(batch)
-        now = time.time()
-        decoded: list[tuple[str, Lines]] = []
-        for data, host in batch:
-            try:
-                if len(data) > self._max:
-                    self._drop("oversize", host)
-                    continue
-                if self._limiter is not None and not self._limiter.allow(host, now):
-                    self._drop("rate_limited", host)
-                    continue
-                result = self._decoder.decode(data, host, now)
-                if type(result) is Dropped:
-                    self._drop(result.reason, host)
-                    continue
-                assert not isinstance(result, Dropped)
-                decoded.append((host, result))
-            except Exception:
-                stats.dropped["internal_error"] += 1
-                log.exception("datagram_failed", listener=self.config.name, peer=host)
+        decoded = self._intake.take(batch, time.time(), stats.dropped)
         if decoded:
             self._handoff.batch(decoded)
 
-    def _drop(self, reason: str, host: str) -> None:
-        self.stats.dropped[reason] += 1
-        # One log line per reason and listener: a flood must not become a log flood.
-        if reason not in self._logged:
-            self._logged.add(reason)
-            log.warning("datagram_dropped", listener=self.config.name, reason=reason,
-                        peer=host, note="further drops for this reason are only counted")
-
     def evictions(self) -> Counter[str]:
         """State given up to stay within a bound, by reason, over the listener's parts."""
-        counts = Counter(self.stats.evicted)
-        if isinstance(self._decoder, BoundedState):
-            counts.update(self._decoder.evicted)
-        if self._limiter is not None and self._limiter.resets:
-            counts["sender_buckets"] += self._limiter.resets
-        return counts
+        return self.stats.evicted + self._intake.evictions()
 
     def held(self) -> dict[str, int]:
         """What the decoder holds for its senders now, by kind (empty if nothing)."""
-        return self._decoder.held() if isinstance(self._decoder, BoundedState) else {}
+        return self._intake.held()
 
     def error_received(self, exc: Exception) -> None:
         """Socket errors (ICMP and the like) on a receive-only socket are only noted."""
