@@ -481,23 +481,32 @@ def _by_id(record: Record) -> int:
     return record.id
 
 
+def _filters(equal: dict[str, object], low: tuple[str, int | None],
+             high: tuple[str, int | None]) -> tuple[list[str], list[object]]:
+    """SQL clauses and their parameters: each column of `equal` whose value is not None
+    equal to it, `low`'s column at or above its id and `high`'s below (column names are
+    ours, never input)."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in equal.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    for (column, bound), operator in ((low, ">="), (high, "<")):
+        if bound is not None:
+            clauses.append(f"{column} {operator} ?")
+            params.append(bound)
+    return clauses, params
+
+
 def _query_blocks(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
                   high: int | None, ascending: bool, limit: int) -> list[Record]:
     """Matching records from the partition's blocks: at least the `limit` first (or last)
     ones, reading blocks in the order of their first (or last) id and stopping once no
     further block can hold a record that belongs in the answer."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for column, value in (("app", query.app), ("source", query.source)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if low is not None:
-        clauses.append("last_id >= ?")
-        params.append(low)
-    if high is not None:
-        clauses.append("first_id < ?")
-        params.append(high)
+    # A block may hold ids in [low, high) when its range reaches into it.
+    clauses, params = _filters({"app": query.app, "source": query.source},
+                               ("last_id", low), ("first_id", high))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     order = "first_id ASC" if ascending else "last_id DESC"
     # The blobs are read block by block, once needed: sorting them along would copy every
@@ -530,19 +539,8 @@ def _query_legacy(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
                   high: int | None, ascending: bool, limit: int) -> list[Record]:
     """Matching records from a `logs` table of rows, as partitions written before blocks
     hold them."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for column, value in (("app", query.app), ("source", query.source),
-                          ("status", query.status)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if low is not None:
-        clauses.append("id >= ?")
-        params.append(low)
-    if high is not None:
-        clauses.append("id < ?")
-        params.append(high)
+    clauses, params = _filters({"app": query.app, "source": query.source,
+                                "status": query.status}, ("id", low), ("id", high))
     if query.regex is not None:
         pattern = compile_regex(query.regex)
         conn.create_function("matches", 1, lambda line: pattern.search(line) is not None,
