@@ -6,7 +6,6 @@ with JetStream's two rules that matter here (message-id de-duplication and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from collector.ingest import Ids, Ingest, Settle
 from collector.listen.decoders import make_decoder
 from collector.listen.udp import DatagramListener
 from collector.record import Record
+from tests.support.settling import Settling
 
 SUBJECT = "logs.a"
 
@@ -193,29 +193,6 @@ async def test_a_spool_that_cannot_be_written_settles_false(tmp_path: Path) -> N
     await publisher.stop()
     assert oks == [False]
     assert publisher.lost_lines == 1
-
-
-class Settling:
-    """A store that takes records and settles them when the test says so."""
-
-    def __init__(self) -> None:
-        self.pending: list[Settle] = []
-        self.records: list[Record] = []
-
-    async def open(self) -> int:
-        """Nothing stored."""
-        return 0
-
-    def append(self, records: Sequence[Record]) -> bool:
-        """Take records (collector-made ones, unsettled)."""
-        self.records.extend(records)
-        return True
-
-    def append_settled(self, records: Sequence[Record], settle: Settle) -> bool:
-        """Take records; settle later."""
-        self.records.extend(records)
-        self.pending.append(settle)
-        return True
 
 
 def test_a_cluster_listener_counts_lines_when_settled_not_when_taken() -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from collector.config.model import ListenerConfig
 from collector.decode.result import Decoded, Decoder, Lines
-from collector.ingest import Ids, Ingest, Origin, Settle
+from collector.ingest import Ids, Ingest, Origin
 from collector.listen.decoders import make_decoder
 from collector.listen.recv import _recv_loop, receive
 from collector.listen.udp import MAX_BATCH, MAX_READS, DatagramListener, start_listener
 from collector.record import Record
 from collector.store.sqlite import SqliteStore
 from tests.support.net import free_udp_port
+from tests.support.settling import Settling
 
 LOCAL = "127.0.0.1"
 
@@ -125,29 +126,6 @@ def test_accept_many_leaves_out_only_the_datagram_it_cannot_build(tmp_path: Path
     assert seen.lines == ["a", "b", "c"]
     assert [r.app for r in seen.batches[0]] == ["shop", "web", "web"]
     assert seen.ids == sorted(set(seen.ids))
-
-
-class Settling:
-    """A store that settles later, as the cluster's publisher does."""
-
-    def __init__(self) -> None:
-        self.pending: list[Settle] = []
-        self.records: list[Record] = []
-
-    async def open(self) -> int:
-        """Nothing stored."""
-        return 0
-
-    def append(self, records: Sequence[Record]) -> bool:
-        """Take records (collector-made ones, unsettled)."""
-        self.records.extend(records)
-        return True
-
-    def append_settled(self, records: Sequence[Record], settle: Settle) -> bool:
-        """Take records; settle later."""
-        self.records.extend(records)
-        self.pending.append(settle)
-        return True
 
 
 def test_a_cluster_batch_is_handed_on_at_once_and_settled_once() -> None:
