@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +22,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+
+#ifdef HAVE_LIBCRYPTO
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/provider.h>
+#endif
 
 /* The kernel takes at most UIO_MAXIOV messages per recvmmsg call. */
 #define MAX_MESSAGES 1024
@@ -419,7 +427,7 @@ set_request_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* The payload is not UTF-8: every non-empty line on its own, `\0` written as `\x00`,
  * decoded strictly where it can be and with backslash escapes (counted) where not. */
 static PyObject *
-split_escaping(const char *s, Py_ssize_t n)
+split_escaping(const char *s, Py_ssize_t n, long *escaped_out)
 {
     PyObject *lines = PyList_New(0);
     if (lines == NULL)
@@ -470,13 +478,14 @@ split_escaping(const char *s, Py_ssize_t n)
         }
         p = end + 1;
     }
-    return Py_BuildValue("(Nl)", lines, escaped);
+    *escaped_out = escaped;
+    return lines;
 }
 
 /* split_lines over a span of memory: the crypto decoder splits part of a plaintext it never
  * makes a bytes object of. */
 static PyObject *
-split_span(const char *s, Py_ssize_t n)
+split_list(const char *s, Py_ssize_t n, long *escaped)
 {
     PyObject *lines = PyList_New(0);
     if (lines == NULL)
@@ -497,7 +506,7 @@ split_span(const char *s, Py_ssize_t n)
                 if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
                     return NULL;
                 PyErr_Clear();
-                return split_escaping(s, n);
+                return split_escaping(s, n, escaped);
             }
             if (PyList_Append(lines, line) < 0) {
                 Py_DECREF(line);
@@ -508,7 +517,17 @@ split_span(const char *s, Py_ssize_t n)
         }
         p = end + 1;
     }
-    return Py_BuildValue("(Ni)", lines, 0);
+    *escaped = 0;
+    return lines;
+}
+
+/* The same as a (lines, escaped) tuple, as split_lines returns it. */
+static PyObject *
+split_span(const char *s, Py_ssize_t n)
+{
+    long escaped = 0;
+    PyObject *lines = split_list(s, n, &escaped);
+    return lines == NULL ? NULL : Py_BuildValue("(Nl)", lines, escaped);
 }
 
 static PyObject *
@@ -524,14 +543,112 @@ split_lines(PyObject *module, PyObject *payload)
 
 /* -------------------------------------------------------------- crypto_open */
 
+/* Lines (collector.decode.result), a slots dataclass, is made per datagram: calling it runs
+ * its Python __init__, which only stores the fields. Where the class is as expected (each
+ * field a plain object slot, no __post_init__, no __setattr__ of its own, instances made by
+ * object.__new__), the fields are stored into a new instance directly, the two fields with
+ * defaults from one instance made by the class itself. Otherwise the class is called. */
+static const char *const lines_fields[] = {"lines", "app", "source", "emitted_at", "escaped",
+                                            "markers", "lost"};
+#define LINES_FIELDS 7
+static PyTypeObject *lines_type = NULL;      /* the class checked, or NULL */
+static int lines_direct = 0;                 /* whether it may be filled directly */
+static Py_ssize_t lines_offsets[LINES_FIELDS];
+static PyObject *lines_defaults[LINES_FIELDS]; /* markers and lost; the rest unused */
+
+static int
+lines_learn(PyObject *cls)
+{
+    Py_CLEAR(lines_type);
+    for (int i = 0; i < LINES_FIELDS; i++)
+        Py_CLEAR(lines_defaults[i]);
+    lines_direct = 0;
+    if (!PyType_Check(cls))
+        return 0;
+    PyTypeObject *type = (PyTypeObject *)cls;
+    lines_type = (PyTypeObject *)Py_NewRef(cls);
+    if (type->tp_new != PyBaseObject_Type.tp_new ||
+        type->tp_setattro != PyBaseObject_Type.tp_setattro ||
+        type->tp_itemsize != 0 || PyObject_HasAttrString(cls, "__post_init__"))
+        return 0;
+    for (int i = 0; i < LINES_FIELDS; i++) {
+        PyObject *descr = PyObject_GetAttrString(cls, lines_fields[i]);
+        if (descr == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        int plain = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+            ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX &&
+            ((PyMemberDescrObject *)descr)->d_member->flags == 0 &&
+            ((PyMemberDescrObject *)descr)->d_common.d_type == type;
+        if (plain)
+            lines_offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        if (!plain)
+            return 0;
+    }
+    PyObject *none_list = PyList_New(0);
+    if (none_list == NULL)
+        return -1;
+    PyObject *sample = PyObject_CallOneArg(cls, none_list);
+    Py_DECREF(none_list);
+    if (sample == NULL)
+        return -1;
+    int ok = Py_IS_TYPE(sample, type);
+    for (int i = 5; ok && i < LINES_FIELDS; i++) {
+        PyObject *value = *(PyObject **)((char *)sample + lines_offsets[i]);
+        if (value == NULL)
+            ok = 0;
+        else
+            lines_defaults[i] = Py_NewRef(value);
+    }
+    Py_DECREF(sample);
+    lines_direct = ok;
+    return 0;
+}
+
+/* cls(lines, app, source, emitted_at, escaped), as a new reference. */
+static PyObject *
+make_lines(PyObject *cls, PyObject *const *fields)
+{
+    if ((PyTypeObject *)cls != lines_type && lines_learn(cls) < 0)
+        return NULL;
+    if (!lines_direct)
+        return PyObject_Vectorcall(cls, fields, 5, NULL);
+    PyTypeObject *type = lines_type;
+    PyObject *made = type->tp_alloc(type, 0);
+    if (made == NULL)
+        return NULL;
+    for (int i = 0; i < LINES_FIELDS; i++)
+        *(PyObject **)((char *)made + lines_offsets[i]) =
+            Py_NewRef(i < 5 ? fields[i] : lines_defaults[i]);
+    return made;
+}
+
 /* The longest timestamp logcrypto's `<micros> ` head may have (collector.decode.crypto). */
 #define MAX_TIMESTAMP_DIGITS 20
 #define REPLAY_TAG 16
 
 /* Is the datagram a replay? The same steps, on the same objects, as the pure reference:
  * seen (a set of tags), order (a deque of them, oldest first), window (its bound). */
+/* State kept through one crypto_batch call: the deque's bound methods, and the last prefix
+ * found in the cache, so a run of one sender's datagrams skips making the lookup's bytes.
+ * The cache changes only in the prefix lookup (the decoder's _prefix), which clears it. */
+typedef struct {
+    PyObject *append, *popleft;   /* bound methods of the replay deque, or NULL */
+    PyObject *head, *known;       /* the last prefix hit: its bytes and (app, source) */
+} open_memo;
+
+static void
+memo_forget(open_memo *memo)
+{
+    Py_CLEAR(memo->head);
+    Py_CLEAR(memo->known);
+}
+
 static int
-is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window)
+is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window,
+          open_memo *memo)
 {
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     PyObject *tag = n > REPLAY_TAG
@@ -548,7 +665,9 @@ is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window)
         Py_DECREF(tag);
         return -1;
     }
-    PyObject *appended = PyObject_CallMethodOneArg(order, str_append, tag);
+    PyObject *appended = memo != NULL && memo->append != NULL
+        ? PyObject_CallOneArg(memo->append, tag)
+        : PyObject_CallMethodOneArg(order, str_append, tag);
     Py_DECREF(tag);
     if (appended == NULL)
         return -1;
@@ -557,7 +676,9 @@ is_replay(PyObject *data, PyObject *seen, PyObject *order, Py_ssize_t window)
     if (held < 0)
         return -1;
     if (held > window) {
-        PyObject *oldest = PyObject_CallMethodNoArgs(order, str_popleft);
+        PyObject *oldest = memo != NULL && memo->popleft != NULL
+            ? PyObject_CallNoArgs(memo->popleft)
+            : PyObject_CallMethodNoArgs(order, str_popleft);
         if (oldest == NULL)
             return -1;
         int gone = PySet_Discard(seen, oldest);
@@ -584,6 +705,10 @@ beyond(double value, PyObject *bound, int op)
     Py_DECREF(boxed);
     return result;
 }
+
+static PyObject *open_plain(const char *plain, Py_ssize_t plain_len, PyObject *data,
+                           PyObject *low, PyObject *high, PyObject *app, PyObject *state,
+                           void *memo);
 
 /* crypto_open(raw, block, data, low, high, app, state): everything the crypto decoder does
  * to one datagram after the cipher ran under one key; see collector.speedups for the pure
@@ -619,7 +744,16 @@ crypto_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t plain_len = n - pad - block;
     if (plain_len < 0)
         plain_len = 0;
+    return open_plain(plain, plain_len, data, low, high, app, state, NULL);
+}
 
+/* What crypto_open does once the padding is off: `plain` is the plaintext without it.
+ * Returns 1 (no timestamp), a drop reason or the Lines, as a new reference. */
+static PyObject *
+open_plain(const char *plain, Py_ssize_t plain_len, PyObject *data, PyObject *low,
+           PyObject *high, PyObject *app, PyObject *state, void *memo_arg)
+{
+    open_memo *memo = memo_arg;
     /* `<micros> <rest>` */
     Py_ssize_t limit = plain_len < MAX_TIMESTAMP_DIGITS + 1 ? plain_len : MAX_TIMESTAMP_DIGITS + 1;
     const char *sp = memchr(plain, ' ', (size_t)limit);
@@ -683,7 +817,7 @@ crypto_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_ssize_t w = overflow > 0 || bound > PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX
                      : overflow < 0 || bound < -1 ? -1 : (Py_ssize_t)bound;
-        int replay = is_replay(data, seen, order, w);
+        int replay = is_replay(data, seen, order, w, memo);
         if (replay < 0)
             return NULL;
         if (replay)
@@ -697,13 +831,26 @@ crypto_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *space = memchr(body, ' ', (size_t)body_len);
     if (space != NULL && space > body) {
         Py_ssize_t skip = space - body + 1;
-        PyObject *head = PyBytes_FromStringAndSize(body, skip);
-        if (head == NULL)
-            goto fail;
-        PyObject *known = PyDict_GetItemWithError(prefixes, head); /* borrowed */
-        Py_DECREF(head);
-        if (known == NULL && PyErr_Occurred())
-            goto fail;
+        PyObject *known; /* borrowed */
+        if (memo != NULL && memo->head != NULL && PyBytes_GET_SIZE(memo->head) == skip &&
+            memcmp(PyBytes_AS_STRING(memo->head), body, (size_t)skip) == 0) {
+            known = memo->known;
+        } else {
+            PyObject *head = PyBytes_FromStringAndSize(body, skip);
+            if (head == NULL)
+                goto fail;
+            known = PyDict_GetItemWithError(prefixes, head);
+            if (known == NULL && PyErr_Occurred()) {
+                Py_DECREF(head);
+                goto fail;
+            }
+            if (memo != NULL && known != NULL) {
+                Py_XSETREF(memo->known, Py_NewRef(known));
+                Py_XSETREF(memo->head, head);
+            } else {
+                Py_DECREF(head);
+            }
+        }
         if (known != NULL) {
             if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 2) {
                 PyErr_SetString(PyExc_TypeError, "crypto_open: prefixes hold (app, source)");
@@ -717,6 +864,9 @@ crypto_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyObject *whole = PyBytes_FromStringAndSize(body, body_len);
             if (whole == NULL)
                 goto fail;
+            /* It may change the cache (a new prefix, or all cleared at the bound). */
+            if (memo != NULL)
+                memo_forget(memo);
             PyObject *named = PyObject_CallOneArg(resolve, whole);
             Py_DECREF(whole);
             if (named == NULL)
@@ -741,25 +891,26 @@ crypto_open(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
 
-    PyObject *split = split_span(body, body_len);
-    if (split == NULL)
+    long escaped = 0;
+    PyObject *lines = split_list(body, body_len, &escaped);
+    if (lines == NULL)
         goto fail;
-    PyObject *lines = PyTuple_GET_ITEM(split, 0);
     if (PyList_GET_SIZE(lines) == 0) {
-        Py_DECREF(split);
+        Py_DECREF(lines);
         Py_DECREF(app);
         Py_DECREF(source);
         return PyUnicode_FromString("empty");
     }
     PyObject *at = PyFloat_FromDouble(emitted);
-    if (at == NULL) {
-        Py_DECREF(split);
-        goto fail;
+    PyObject *count = PyLong_FromLong(escaped);
+    PyObject *result = NULL;
+    if (at != NULL && count != NULL) {
+        PyObject *fields[5] = {lines, app, source, at, count};
+        result = make_lines(lines_class, fields);
     }
-    PyObject *fields[5] = {lines, app, source, at, PyTuple_GET_ITEM(split, 1)};
-    PyObject *result = PyObject_Vectorcall(lines_class, fields, 5, NULL);
-    Py_DECREF(at);
-    Py_DECREF(split);
+    Py_XDECREF(at);
+    Py_XDECREF(count);
+    Py_DECREF(lines);
     Py_DECREF(app);
     Py_DECREF(source);
     return result;
@@ -768,6 +919,368 @@ fail:
     Py_DECREF(source);
     return NULL;
 }
+
+
+/* ------------------------------------------------------------- crypto_batch */
+
+#ifdef HAVE_LIBCRYPTO
+/* Decryption by libcrypto itself, a whole wake-up's datagrams in one call: the per-sender
+ * key choice, the size checks, the cipher, the padding and everything crypto_open does.
+ *
+ * Each key is one long-lived CBC context, never finalized, padding off. CBC decrypts block
+ * i as D(C[i]) ^ C[i-1]: a context fed datagram after datagram chains a datagram's first
+ * block to the last ciphertext block it was fed before (kept in `chain`), not to the IV, so
+ * that one block is corrected by `chain ^ iv` afterwards. One EVP call per datagram and no
+ * re-initialisation. */
+
+#define CIPHER_CAPSULE "collector._speedups.cipher"
+
+typedef struct {
+    EVP_CIPHER_CTX *ctx;
+    int block;
+    unsigned char iv[EVP_MAX_BLOCK_LENGTH];
+    unsigned char chain[EVP_MAX_BLOCK_LENGTH];
+} native_key;
+
+/* A library context of our own, with the default and (for Blowfish) the legacy provider:
+ * the process's default context and its configuration are left alone. */
+static OSSL_LIB_CTX *crypto_libctx = NULL;
+
+static void
+cipher_free(PyObject *capsule)
+{
+    native_key *k = PyCapsule_GetPointer(capsule, CIPHER_CAPSULE);
+    if (k == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    EVP_CIPHER_CTX_free(k->ctx);
+    OPENSSL_cleanse(k, sizeof *k);
+    PyMem_Free(k);
+}
+
+/* crypto_cipher(algo, key, iv): a CBC decryption context for crypto_batch, or None where
+ * this libcrypto does not offer the algorithm (the caller keeps its own path then). The key
+ * is copied into libcrypto's context only; no error message carries it. */
+static PyObject *
+crypto_cipher(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
+        !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "crypto_cipher(algo, key, iv)");
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(args[0]);
+    if (name == NULL)
+        return NULL;
+    if (crypto_libctx == NULL) {
+        OSSL_LIB_CTX *made = OSSL_LIB_CTX_new();
+        if (made == NULL || OSSL_PROVIDER_load(made, "default") == NULL) {
+            OSSL_LIB_CTX_free(made);
+            ERR_clear_error();
+            Py_RETURN_NONE;
+        }
+        /* Missing on some systems: Blowfish is then not offered, AES still is. */
+        if (OSSL_PROVIDER_load(made, "legacy") == NULL)
+            ERR_clear_error();
+        crypto_libctx = made;
+    }
+    EVP_CIPHER *cipher = EVP_CIPHER_fetch(crypto_libctx, name, NULL);
+    if (cipher == NULL) {
+        ERR_clear_error();
+        Py_RETURN_NONE;
+    }
+    int block = EVP_CIPHER_get_block_size(cipher);
+    if (EVP_CIPHER_get_mode(cipher) != EVP_CIPH_CBC_MODE || block < 1 ||
+        block > EVP_MAX_BLOCK_LENGTH || EVP_CIPHER_get_iv_length(cipher) != block ||
+        PyBytes_GET_SIZE(args[2]) != block ||
+        PyBytes_GET_SIZE(args[1]) != EVP_CIPHER_get_key_length(cipher)) {
+        EVP_CIPHER_free(cipher);
+        Py_RETURN_NONE;
+    }
+    native_key *k = PyMem_Calloc(1, sizeof *k);
+    if (k == NULL) {
+        EVP_CIPHER_free(cipher);
+        return PyErr_NoMemory();
+    }
+    k->block = block;
+    memcpy(k->iv, PyBytes_AS_STRING(args[2]), (size_t)block);
+    memcpy(k->chain, k->iv, (size_t)block);
+    k->ctx = EVP_CIPHER_CTX_new();
+    int ok = k->ctx != NULL &&
+        EVP_DecryptInit_ex2(k->ctx, cipher, (const unsigned char *)PyBytes_AS_STRING(args[1]),
+                            k->iv, NULL) &&
+        EVP_CIPHER_CTX_set_padding(k->ctx, 0);
+    EVP_CIPHER_free(cipher);
+    if (!ok) {
+        ERR_clear_error();
+        EVP_CIPHER_CTX_free(k->ctx);
+        OPENSSL_cleanse(k, sizeof *k);
+        PyMem_Free(k);
+        Py_RETURN_NONE;
+    }
+    PyObject *capsule = PyCapsule_New(k, CIPHER_CAPSULE, cipher_free);
+    if (capsule == NULL) {
+        EVP_CIPHER_CTX_free(k->ctx);
+        OPENSSL_cleanse(k, sizeof *k);
+        PyMem_Free(k);
+    }
+    return capsule;
+}
+
+/* Decrypt whole blocks `in` (n bytes) into `out` as a fresh context with the IV would. */
+static int
+key_decrypt(native_key *k, const unsigned char *in, Py_ssize_t n, unsigned char *out)
+{
+    int got = 0;
+    if (n > INT_MAX || !EVP_DecryptUpdate(k->ctx, out, &got, in, (int)n) || got != n) {
+        ERR_clear_error();
+        /* Whatever the context holds now, start it again from the IV. */
+        EVP_DecryptInit_ex2(k->ctx, NULL, NULL, k->iv, NULL);
+        ERR_clear_error();
+        memcpy(k->chain, k->iv, (size_t)k->block);
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to decrypt a datagram");
+        return -1;
+    }
+    for (int i = 0; i < k->block; i++)
+        out[i] ^= k->chain[i] ^ k->iv[i];
+    memcpy(k->chain, in + n - k->block, (size_t)k->block);
+    return 0;
+}
+
+typedef struct {
+    native_key *key;
+    PyObject *app; /* borrowed from the keys tuple */
+} batch_key;
+
+/* Reasons a datagram is dropped for before or between the keys, made once. */
+static PyObject *reason_oversize = NULL, *reason_bad_length = NULL,
+                *reason_bad_padding = NULL, *reason_bad_timestamp = NULL,
+                *reason_internal_error = NULL;
+
+/* One key's try: 0 (bad padding), 1 (no timestamp), a drop reason or Lines; new ref. */
+static PyObject *
+try_key(batch_key *bk, PyObject *data, unsigned char *buf, PyObject *low, PyObject *high,
+        PyObject *state, open_memo *memo)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    int block = bk->key->block;
+    if (key_decrypt(bk->key, (const unsigned char *)PyBytes_AS_STRING(data), n, buf) < 0)
+        return NULL;
+    Py_ssize_t pad = buf[n - 1];
+    if (pad == 0 || pad > block)
+        return PyLong_FromLong(0);
+    for (Py_ssize_t i = n - pad; i < n; i++)
+        if (buf[i] != pad)
+            return PyLong_FromLong(0);
+    return open_plain((const char *)buf, n - pad, data, low, high, bk->app, state, memo);
+}
+
+/* CryptoDecoder.decode for one datagram: a drop reason or the Lines (new ref). */
+static PyObject *
+decode_one(PyObject *data, PyObject *host, batch_key *keys, Py_ssize_t count, int block_min,
+           PyObject *by_peer, Py_ssize_t max_senders, unsigned char *buf, PyObject *low,
+           PyObject *high, PyObject *state, open_memo *memo)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size == 0 || size % block_min)
+        return Py_NewRef(reason_bad_length);
+    Py_ssize_t first = 0;
+    PyObject *cached = PyDict_GetItemWithError(by_peer, host); /* borrowed */
+    if (cached == NULL && PyErr_Occurred())
+        return NULL;
+    if (cached != NULL) {
+        first = PyLong_AsSsize_t(cached);
+        if (first == -1 && PyErr_Occurred())
+            return NULL;
+        if (first < 0)
+            first += count;
+        if (first < 0 || first >= count) {
+            PyErr_SetString(PyExc_IndexError, "crypto_batch: a sender's key out of range");
+            return NULL;
+        }
+    }
+    /* 0: no key had valid padding; 1: one had, but no timestamp followed. */
+    long outcome = 0;
+    if (size % keys[first].key->block == 0) {
+        PyObject *opened = try_key(&keys[first], data, buf, low, high, state, memo);
+        if (opened == NULL || !PyLong_CheckExact(opened))
+            return opened;
+        outcome = PyLong_AsLong(opened);
+        Py_DECREF(opened);
+    }
+    for (Py_ssize_t index = 0; index < count; index++) {
+        if (index == first || size % keys[index].key->block)
+            continue;
+        PyObject *opened = try_key(&keys[index], data, buf, low, high, state, memo);
+        if (opened == NULL)
+            return NULL;
+        if (PyLong_CheckExact(opened)) {
+            outcome |= PyLong_AsLong(opened);
+            Py_DECREF(opened);
+            continue;
+        }
+        if (PyDict_GET_SIZE(by_peer) >= max_senders)
+            PyDict_Clear(by_peer);
+        PyObject *number = PyLong_FromSsize_t(index);
+        if (number == NULL || PyDict_SetItem(by_peer, host, number) < 0) {
+            Py_XDECREF(number);
+            Py_DECREF(opened);
+            return NULL;
+        }
+        Py_DECREF(number);
+        return opened;
+    }
+    return Py_NewRef(outcome == 1 ? reason_bad_timestamp : reason_bad_padding);
+}
+
+/* The raised exception as one object, traceback attached; the error indicator cleared. */
+static PyObject *
+take_exception(void)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value != NULL ? value : Py_NewRef(Py_None);
+}
+
+/* crypto_batch(batch, low, high, max_datagram, keys, by_peer, max_senders, state, catch):
+ * see collector.decode.crypto.CryptoDecoder.decode_many, whose pure path this follows. */
+static PyObject *
+crypto_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 9 || !PyTuple_Check(args[4]) || !PyDict_Check(args[5]) ||
+        !PyTuple_Check(args[7]) || PyTuple_GET_SIZE(args[7]) != 6) {
+        PyErr_SetString(PyExc_TypeError, "crypto_batch(batch, low, high, max_datagram, keys, "
+                                         "by_peer, max_senders, state, catch)");
+        return NULL;
+    }
+    PyObject *low = args[1], *high = args[2], *key_items = args[4], *by_peer = args[5];
+    PyObject *state = args[7];
+    Py_ssize_t max_datagram = PyLong_AsSsize_t(args[3]);
+    if (max_datagram == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t max_senders = PyLong_AsSsize_t(args[6]);
+    if (max_senders == -1 && PyErr_Occurred())
+        return NULL;
+    int catch = PyObject_IsTrue(args[8]);
+    if (catch < 0)
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(key_items);
+    if (count < 1) {
+        PyErr_SetString(PyExc_ValueError, "crypto_batch needs at least one key");
+        return NULL;
+    }
+    batch_key *keys = PyMem_Calloc((size_t)count, sizeof *keys);
+    if (keys == NULL)
+        return PyErr_NoMemory();
+    int block_min = EVP_MAX_BLOCK_LENGTH;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(key_items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+            (keys[i].key = PyCapsule_GetPointer(PyTuple_GET_ITEM(item, 0),
+                                                CIPHER_CAPSULE)) == NULL) {
+            PyMem_Free(keys);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "crypto_batch: keys hold (cipher, app)");
+            return NULL;
+        }
+        keys[i].app = PyTuple_GET_ITEM(item, 1);
+        if (keys[i].key->block < block_min)
+            block_min = keys[i].key->block;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "crypto_batch: the batch is a sequence");
+    if (seq == NULL) {
+        PyMem_Free(keys);
+        return NULL;
+    }
+    open_memo memo = {NULL, NULL, NULL, NULL};
+    PyObject *order = PyTuple_GET_ITEM(state, 1);
+    memo.append = PyObject_GetAttr(order, str_append);
+    memo.popleft = memo.append == NULL ? NULL : PyObject_GetAttr(order, str_popleft);
+    if (memo.popleft == NULL) {
+        /* Not a deque: crypto_open's own calls will say so, per datagram. */
+        PyErr_Clear();
+        Py_CLEAR(memo.append);
+    }
+    PyObject *decoded = PyList_New(0), *drops = PyList_New(0), *result = NULL;
+    unsigned char *buf = NULL;
+    Py_ssize_t buf_size = 0;
+    if (decoded == NULL || drops == NULL)
+        goto done;
+    Py_ssize_t total = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < total; i++) {
+        PyObject *item = items[i];
+        PyObject *opened = NULL, *host = Py_None;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
+            if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2)
+                host = PyTuple_GET_ITEM(item, 1);
+            PyErr_SetString(PyExc_TypeError, "crypto_batch: a datagram is (bytes, host)");
+        } else {
+            PyObject *data = PyTuple_GET_ITEM(item, 0);
+            Py_ssize_t size = PyBytes_GET_SIZE(data);
+            host = PyTuple_GET_ITEM(item, 1);
+            if (size > max_datagram) {
+                opened = Py_NewRef(reason_oversize);
+            } else {
+                if (size > buf_size) {
+                    Py_ssize_t want = size < 2048 ? 2048 : size;
+                    unsigned char *grown = PyMem_Realloc(buf, (size_t)want);
+                    if (grown == NULL) {
+                        PyErr_NoMemory();
+                        goto failed;
+                    }
+                    buf = grown;
+                    buf_size = want;
+                }
+                opened = decode_one(data, host, keys, count, block_min, by_peer,
+                                    max_senders, buf, low, high, state, &memo);
+            }
+        }
+    failed:
+        if (opened == NULL) {
+            if (!catch)
+                goto done;
+            PyObject *error = take_exception();
+            PyObject *drop = PyTuple_Pack(3, reason_internal_error, host, error);
+            Py_DECREF(error);
+            if (drop == NULL || PyList_Append(drops, drop) < 0) {
+                Py_XDECREF(drop);
+                goto done;
+            }
+            Py_DECREF(drop);
+            continue;
+        }
+        PyObject *entry = PyUnicode_Check(opened) ? PyTuple_Pack(3, opened, host, Py_None)
+                                                  : PyTuple_Pack(2, host, opened);
+        int appended = entry == NULL ? -1
+            : PyList_Append(PyUnicode_Check(opened) ? drops : decoded, entry);
+        Py_XDECREF(entry);
+        Py_DECREF(opened);
+        if (appended < 0)
+            goto done;
+    }
+    result = PyTuple_Pack(2, decoded, drops);
+done:
+    memo_forget(&memo);
+    Py_XDECREF(memo.append);
+    Py_XDECREF(memo.popleft);
+    PyMem_Free(buf);
+    PyMem_Free(keys);
+    Py_DECREF(seq);
+    Py_XDECREF(decoded);
+    Py_XDECREF(drops);
+    return result;
+}
+#endif /* HAVE_LIBCRYPTO */
 
 /* ------------------------------------------------------------------ module */
 
@@ -781,6 +1294,13 @@ static PyMethodDef methods[] = {
     {"split_lines", split_lines, METH_O, "split_lines(payload) -> (lines, escaped)"},
     {"crypto_open", (PyCFunction)(void (*)(void))crypto_open, METH_FASTCALL,
      "crypto_open(raw, block, data, low, high, app, state) -> 0, 1, reason or Lines"},
+#ifdef HAVE_LIBCRYPTO
+    {"crypto_cipher", (PyCFunction)(void (*)(void))crypto_cipher, METH_FASTCALL,
+     "crypto_cipher(algo, key, iv) -> a CBC context for crypto_batch, or None"},
+    {"crypto_batch", (PyCFunction)(void (*)(void))crypto_batch, METH_FASTCALL,
+     "crypto_batch(batch, low, high, max_datagram, keys, by_peer, max_senders, state, "
+     "catch) -> (decoded, drops)"},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -798,5 +1318,15 @@ PyInit__speedups(void)
     str_popleft = PyUnicode_InternFromString("popleft");
     if (int_1000 == NULL || str_append == NULL || str_popleft == NULL)
         return NULL;
+#ifdef HAVE_LIBCRYPTO
+    reason_oversize = PyUnicode_InternFromString("oversize");
+    reason_bad_length = PyUnicode_InternFromString("bad_length");
+    reason_bad_padding = PyUnicode_InternFromString("bad_padding");
+    reason_bad_timestamp = PyUnicode_InternFromString("bad_timestamp");
+    reason_internal_error = PyUnicode_InternFromString("internal_error");
+    if (reason_oversize == NULL || reason_bad_length == NULL || reason_bad_padding == NULL ||
+        reason_bad_timestamp == NULL || reason_internal_error == NULL)
+        return NULL;
+#endif
     return PyModule_Create(&module_def);
 }

@@ -1,6 +1,6 @@
 """Types of the C extension collector/_speedups.c; use it through collector.speedups."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 def recvmmsg(fd: int, max_count: int, max_size: int, /) -> list[tuple[bytes, str]]:
     """Every waiting datagram, up to max_count, each cut to max_size bytes."""
@@ -20,3 +20,15 @@ def crypto_open(raw: bytes, block: int, data: bytes, low: float, high: float,
     """The crypto decoder's checks after CBC ran under one key: 0 (bad padding), 1 (no
     timestamp), a drop reason, or the datagram's Lines (collector.speedups has the
     reference)."""
+
+def crypto_cipher(algo: str, key: bytes, iv: bytes, /) -> object | None:
+    """A long-lived CBC decryption context for crypto_batch, or None where libcrypto does
+    not offer the algorithm. Absent where the extension was built without libcrypto."""
+
+def crypto_batch(batch: Sequence[tuple[bytes, str]], low: float, high: float,
+                 max_datagram: int, keys: tuple[tuple[object, str | None], ...],
+                 by_peer: dict[str, int], max_senders: int, state: tuple[object, ...],
+                 catch: bool, /) -> tuple[list[tuple[str, object]],
+                                          list[tuple[str, str, BaseException | None]]]:
+    """CryptoDecoder.decode_many in one call: the accepted datagrams' (host, Lines) and
+    the others' (reason, host, exception or None)."""

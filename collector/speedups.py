@@ -10,6 +10,12 @@ pure-Python equivalents below serve instead, with identical results
 - `crypto_open(raw, block, data, low, high, app, state)`: what the crypto decoder does to a
   datagram once the cipher ran under one key (padding, timestamp, skew, NUL, replay,
   prefix, split); `_crypto_open_py` below is the reference.
+- `crypto_cipher(algo, key, iv)` and `crypto_batch(...)`: decryption by libcrypto itself,
+  a whole batch of datagrams in one call (key choice, size checks, cipher and all
+  crypto_open does); None where the extension was built without libcrypto, or
+  `crypto_cipher` gives None for an algorithm libcrypto does not offer (Blowfish without
+  the legacy provider). collector.decode.crypto keeps the cipher of `cryptography` and
+  crypto_open then, which is also its pure path.
 - `request_line_parser(fields, reference)`: the parser collector.requestlog exposes as
   `parse_request_line` (its Python one is the reference). It is bound there rather than
   imported here because the compiled parser builds requestlog's `RequestFields`, and
@@ -21,7 +27,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -150,6 +156,16 @@ def _crypto_open_py(raw: bytes, block: int, data: bytes, low: float, high: float
     return lines_class(lines, app, source, emitted, escaped)
 
 
+# One datagram crypto_batch could not decode: (reason, host, the exception or None).
+CryptoDrop = tuple[str, str, BaseException | None]
+# crypto_batch(batch, low, high, max_datagram, keys as (cipher, app), by_peer, max_senders,
+# state, catch) -> ((host, Lines) of the accepted, drops); with catch False an exception
+# propagates instead of becoming the datagram's `internal_error`.
+CryptoBatch = Callable[[Sequence[tuple[bytes, str]], float, float, int,
+                        tuple[tuple[object, str | None], ...], dict[str, int], int,
+                        CryptoState, bool],
+                       tuple[list[tuple[str, Lines]], list[CryptoDrop]]]
+
 recvmmsg: Callable[[int, int, int], Received]
 split_lines: Callable[[bytes], tuple[list[str], int]]
 crypto_open: Callable[[bytes, int, bytes, float, float, str | None, CryptoState],
@@ -162,6 +178,11 @@ else:
     recvmmsg = _recvmmsg_py
     split_lines = text.split_lines
     crypto_open = _crypto_open_py
+
+
+crypto_cipher: Callable[[str, bytes, bytes], object | None] | None = getattr(
+    _compiled, "crypto_cipher", None)
+crypto_batch: CryptoBatch | None = getattr(_compiled, "crypto_batch", None)
 
 
 def request_line_parser(fields: type[Fields], reference: Callable[[str], Fields | None]

@@ -10,18 +10,26 @@ the IV, as if the context were new. One OpenSSL call per datagram does all the w
 What follows the cipher (padding, timestamp, skew, NUL, replay, prefix, split) is one call
 of collector.speedups.crypto_open per key tried: compiled where the extension is built,
 its pure reference otherwise; the key cache and fallback stay here.
+
+Where the extension is built with libcrypto and offers every key's algorithm, all of this
+(size checks, key choice, cipher, checks) is instead one C call per batch of datagrams,
+collector.speedups.crypto_batch, with libcrypto's own long-lived CBC contexts; `decode`
+then is a batch of one. The path above stays as the pure path, with the same results
+(tests/unit/test_crypto_batch.py compares them).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections import deque
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from collector import speedups
 from collector.decode.result import Decoded, Dropped, Lines
-from collector.speedups import CryptoState, crypto_open
+from collector.speedups import CryptoDrop, CryptoState, crypto_open
 from logwire.logcrypto import ALGORITHMS, derive_iv, derive_key
 from logwire.prefix import CRYPTO_PREFIX
 
@@ -37,15 +45,18 @@ _BAD_TIMESTAMP = Dropped("bad_timestamp")
 class CryptoKey:
     """One secret, ready to decrypt: a reusable CBC context, reset to the IV per datagram."""
 
-    __slots__ = ("_block", "_cbc", "_iv", "app", "label")
+    __slots__ = ("_block", "_cbc", "_iv", "_native", "app", "label")
 
     def __init__(self, secret: str | bytes, algo: str, iv: str | bytes | None = None,
                  app: str | None = None, label: str = "") -> None:
         spec = ALGORITHMS[algo]
         self._block = spec.block
         self._iv = derive_iv(iv, algo)
-        self._cbc = Cipher(spec.make(derive_key(secret, algo)),
-                           modes.CBC(self._iv)).decryptor()
+        key = derive_key(secret, algo)
+        self._cbc = Cipher(spec.make(key), modes.CBC(self._iv)).decryptor()
+        # libcrypto's own context for collector.speedups.crypto_batch, where it can.
+        make = speedups.crypto_cipher
+        self._native = make(algo, key, self._iv) if make is not None else None
         self.app = app
         self.label = label or algo
 
@@ -84,6 +95,8 @@ class CryptoDecoder:
     format = "crypto"
     # collector.speedups' (compiled or pure); tests put the pure one on a subclass.
     _open = staticmethod(crypto_open)
+    # The whole batch in C (None where not built); tests set None on a subclass.
+    _batch: speedups.CryptoBatch | None = speedups.crypto_batch
 
     def __init__(self, keys: Sequence[CryptoKey], max_skew: float = 300.0,
                  replay_window: int = 65536, max_senders: int = 65536) -> None:
@@ -100,9 +113,62 @@ class CryptoDecoder:
         self._prefixes: dict[bytes, tuple[str, str]] = {}
         self._state: CryptoState = (self._seen, self._order, replay_window, self._prefixes,
                                     self._prefix, Lines)
+        # Every key in libcrypto's hands, or None: then the pure path for all of them,
+        # since keys are tried in order and one path must see them all.
+        natives = tuple((key._native, key.app) for key in self._keys)
+        self._natives = (natives if self._batch is not None
+                         and all(native is not None for native, _ in natives) else None)
+
+    @property
+    def batched(self) -> bool:
+        """Whether batches are decoded by one C call (else datagram by datagram)."""
+        return self._natives is not None
 
     def decode(self, data: bytes, peer: str, now: float) -> Decoded:
         """Decrypt, check and split one datagram."""
+        natives = self._natives
+        if natives is not None:
+            assert self._batch is not None
+            decoded, drops = self._batch(((data, peer),), now - self._max_skew,
+                                         now + self._max_skew, sys.maxsize, natives,
+                                         self._by_peer, self._max_senders, self._state, False)
+            return decoded[0][1] if decoded else Dropped(drops[0][0])
+        return self._decode(data, peer, now)
+
+    def decode_many(self, batch: Sequence[tuple[bytes, str]], now: float, max_datagram: int
+                    ) -> tuple[list[tuple[str, Lines]], list[CryptoDrop]]:
+        """Each datagram (payload, host) of a batch decoded as `decode` would, with the
+        listener's size check first: the accepted ones' (host, Lines) in order, and
+        (reason, host, exception or None) for each of the others (`oversize` past
+        `max_datagram`; `internal_error` with the exception where decoding raised).
+        """
+        natives = self._natives
+        if natives is not None:
+            assert self._batch is not None
+            return self._batch(batch, now - self._max_skew, now + self._max_skew,
+                               max_datagram, natives, self._by_peer, self._max_senders,
+                               self._state, True)
+        decoded: list[tuple[str, Lines]] = []
+        drops: list[CryptoDrop] = []
+        decode = self._decode
+        for data, host in batch:
+            try:
+                if len(data) > max_datagram:
+                    drops.append(("oversize", host, None))
+                    continue
+                result = decode(data, host, now)
+            except Exception as error:  # the listener logs it, per datagram
+                drops.append(("internal_error", host, error))
+                continue
+            if type(result) is Dropped:
+                drops.append((result.reason, host, None))
+            else:
+                assert isinstance(result, Lines)
+                decoded.append((host, result))
+        return decoded, drops
+
+    def _decode(self, data: bytes, peer: str, now: float) -> Decoded:
+        """`decode` datagram by datagram, with the cipher of `cryptography`."""
         size = len(data)
         if size == 0 or size % self._block_min:
             return _BAD_LENGTH

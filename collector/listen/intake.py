@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -18,6 +19,22 @@ from collector.listen.stats import BoundedState
 log = structlog.get_logger("collector.listen")
 
 
+@runtime_checkable
+class BatchDecoder(Protocol):
+    """A decoder that takes a whole batch, size check included (the crypto decoder)."""
+
+    @property
+    def batched(self) -> bool:
+        """Whether decode_many is cheaper than a loop of decode."""
+        ...
+
+    def decode_many(self, batch: Sequence[tuple[bytes, str]], now: float, max_datagram: int
+                    ) -> tuple[list[tuple[str, Lines]],
+                               list[tuple[str, str, BaseException | None]]]:
+        """(host, lines) of the datagrams that pass, (reason, host, error) of the others."""
+        ...
+
+
 class Intake:
     """Checks and decodes datagrams for one listener's settings."""
 
@@ -27,6 +44,10 @@ class Intake:
         self.max_datagram = config.max_datagram
         self._limiter = SenderLimiter(config.sender_rate) if config.sender_rate > 0 else None
         self._logged: set[str] = set()
+        # The whole batch in one call, where the decoder can and no rate limit comes
+        # between the size check and the decoder.
+        self._many = (decoder.decode_many if isinstance(decoder, BatchDecoder)
+                      and decoder.batched and self._limiter is None else None)
 
     def take(self, batch: Sequence[tuple[bytes, str]], now: float,
              dropped: Counter[str]) -> list[tuple[str, Lines]]:
@@ -35,6 +56,14 @@ class Intake:
 
         The one catch point per datagram: a decoder's bug costs that datagram only.
         """
+        if self._many is not None:
+            accepted, drops = self._many(batch, now, self.max_datagram)
+            for reason, host, error in drops:
+                if error is not None:
+                    log.error("datagram_failed", listener=self.config.name, peer=host,
+                              exc_info=error)
+                self._count(reason, host, dropped)
+            return accepted
         decoded: list[tuple[str, Lines]] = []
         decode = self.decoder.decode
         limiter = self._limiter
@@ -55,13 +84,17 @@ class Intake:
             except Exception:
                 reason = "internal_error"
                 log.exception("datagram_failed", listener=self.config.name, peer=host)
-            dropped[reason] += 1
-            # One log line per reason: a flood must not become a log flood.
-            if reason not in self._logged:
-                self._logged.add(reason)
-                log.warning("datagram_dropped", listener=self.config.name, reason=reason,
-                            peer=host, note="further drops for this reason are only counted")
+            self._count(reason, host, dropped)
         return decoded
+
+    def _count(self, reason: str, host: str, dropped: Counter[str]) -> None:
+        """Count one dropped datagram; log the first of each reason."""
+        dropped[reason] += 1
+        # One log line per reason: a flood must not become a log flood.
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("datagram_dropped", listener=self.config.name, reason=reason,
+                        peer=host, note="further drops for this reason are only counted")
 
     def evictions(self) -> Counter[str]:
         """State the decoder and the rate limiter gave up to stay within a bound."""

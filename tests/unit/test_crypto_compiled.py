@@ -45,6 +45,7 @@ class PureDecoder(CryptoDecoder):
     """The decoder with collector.speedups' pure-Python checks, whatever is compiled."""
 
     _open = staticmethod(speedups._crypto_open_py)
+    _batch = None
 
 
 def keys() -> list[CryptoKey]:
