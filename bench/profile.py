@@ -59,6 +59,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("records + ids (ingest.accept)", "take", "collector/ingest.py"),
     ("records + ids (ingest.accept)", "accept_many", "collector/ingest.py"),
     ("records + ids (ingest.accept)", "_build", "collector/ingest.py"),
+    ("crypto decoder, batch (decode_many)", "decode_many", "decode/crypto.py"),
     ("check + prefix (decoder.decode)", "decode", "decode/crypto.py"),
     ("check + prefix (decoder.decode)", "_decrypt", "decode/crypto.py"),
     ("check + prefix (decoder.decode)", "_is_replay", "decode/crypto.py"),

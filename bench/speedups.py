@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector import speedups
 from collector.decode import text
+from collector.decode.crypto import CryptoDecoder, CryptoKey
 from collector.requestlog import parse_request_line, parse_request_line_py
+from logwire.logcrypto import encrypt, frame
 
 LINE = ("[pid: 5644|app: 0|req: 1/1] 127.0.0.1 () {24 vars in 250 bytes} "
         "[Tue Nov 24 22:40:03 2026] GET /ghi?a=b => generated 3 bytes in 7 msecs "
@@ -100,6 +102,44 @@ def receive_only(receive: Callable[[int, int, int], list[tuple[bytes, str]]],
     return spent / rounds / BURST * 1e6
 
 
+class PureDecoder(CryptoDecoder):
+    """The crypto decoder's pure path: `cryptography`'s cipher, the pure checks."""
+
+    _open = staticmethod(speedups._crypto_open_py)
+    _batch = None
+
+
+NOW = 1_790_000_000.0
+
+
+def crypto_batch(kind: type[CryptoDecoder]) -> Callable[[], object]:
+    """decode_many over BURST datagrams from 4 senders: AES-256 lines with a prefix, some
+    Blowfish, garbage, stale, oversize and a 3-line one. The replay window (16) is shorter
+    than the batch, so the same datagrams are accepted again each call while the window,
+    the prefix cache and the Lines made churn."""
+    micros = int(NOW * 1e6)
+    batch: list[tuple[bytes, str]] = []
+    for i in range(BURST):
+        peer = f"10.0.0.{i % 4}"
+        if i % 16 == 5:
+            data = encrypt(frame(b"bf %d\n" % i, micros + i), "beta", "bf-cbc")
+        elif i % 16 == 9:
+            data = bytes(range(i, i + 48))
+        elif i % 16 == 11:
+            data = encrypt(frame(b"old\n", micros - 10**9), "alpha", "aes-256-cbc")
+        elif i % 16 == 13:
+            data = b"x" * 2000
+        else:
+            body = BODY * (3 if i % 16 == 1 else 1)
+            data = encrypt(frame(body, micros + i, b"bench/web.%d" % (i % 3)), "alpha",
+                           "aes-256-cbc")
+        batch.append((data, peer))
+    decoder = kind([CryptoKey("alpha", "aes-256-cbc"), CryptoKey("beta", "bf-cbc")],
+                   300.0, 16)
+    decode_many = decoder.decode_many
+    return lambda: decode_many(batch, NOW, 1500)
+
+
 def cases() -> list[tuple[str, Callable[[], object], Callable[[], object], int]]:
     """(name, compiled call, pure call, items per call)."""
     assert speedups.COMPILED, speedups.WHY_PURE
@@ -124,6 +164,8 @@ def cases() -> list[tuple[str, Callable[[], object], Callable[[], object], int]]
          receive_burst(speedups._recvmmsg_py, pair), BURST),
         ("recvmmsg, nothing waiting", empty_receive(speedups.recvmmsg, pair),
          empty_receive(speedups._recvmmsg_py, pair), 1),
+        (f"crypto decode_many, {BURST} mixed (per datagram)", crypto_batch(CryptoDecoder),
+         crypto_batch(PureDecoder), BURST),
     ]
 
 
