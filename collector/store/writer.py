@@ -231,6 +231,9 @@ class WriterLoop:
         self._maintenance_every = (MAINTENANCE_EVERY if maintenance_every is None
                                    else maintenance_every)
         self._queue: deque[tuple[bytes, Any]] = deque()
+        # Rows in the queue's ROWS frames, kept as frames come and go (summing the queue
+        # at every read made a backlog cost the square of its frames).
+        self._queued = 0
         self._eof = False
         self._quit = False
         # While commits fail: when the failure began, attempts so far, the next attempt.
@@ -255,6 +258,8 @@ class WriterLoop:
             return
         for frame in self._reader.feed(data):
             self._queue.append(frame)
+            if frame[0] == frames.ROWS:
+                self._queued += len(frame[1])
             if frame[0] == frames.QUIT:
                 self._quit = True
                 # One more attempt at once, then give up: the collector is shutting down.
@@ -306,7 +311,7 @@ class WriterLoop:
             last_commit = time.monotonic()
 
     def _queued_rows(self) -> int:
-        return sum(len(p) for k, p in self._queue if k == frames.ROWS)
+        return self._queued
 
     def _step(self) -> bool:
         """Commit the ROWS frames at the head of the queue (whole frames, about batch_max
@@ -325,6 +330,7 @@ class WriterLoop:
                 return self._give_up_due()
             for _ in range(count):
                 queue.popleft()
+            self._queued -= len(rows)
         while queue and queue[0][0] != frames.ROWS:
             kind, payload = queue.popleft()
             if kind == frames.FLUSH:

@@ -3,6 +3,7 @@ the cheaper paths against the per-row (per-datagram) code they replace."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from collector.ingest import Ids, Ingest, Origin
 from collector.listen.handoff import Handoff
 from collector.listen.stats import ListenerStats
 from collector.record import Record, Row
+from collector.store import frames
 from collector.store.blocks import (
     FEW_STREAMS,
     BlockParams,
@@ -26,6 +28,7 @@ from collector.store.blocks import (
     record_at,
 )
 from collector.store.sqlite import SqliteStore
+from collector.store.writer import PartitionWriter, WriterLoop
 
 STREAMS = [("web", "a"), ("web", "b"), ("api", "a"), ("probe", "web.1"), ("db", "x"),
            ("cron", "y"), ("app7", "z")]
@@ -131,3 +134,35 @@ def test_a_stored_batch_is_counted_as_each_datagram_was(tmp_path: Path,
     assert stats.escaped == sum(result.escaped for _, result in batch)
     assert stats.lost == lost
     assert not stats.dropped
+
+
+def test_the_writer_counts_its_queued_rows_as_frames_come_and_go(tmp_path: Path) -> None:
+    """The writer's count of queued rows (its bound on reading ahead, and what it logs)
+    is the sum over its queued ROWS frames after reads and partial commits."""
+    read_fd, write_fd = os.pipe()
+    ack_read, ack_write = os.pipe()
+    try:
+        writer = PartitionWriter(tmp_path, span_us=3_600_000_000, retention_us=0,
+                                 max_bytes=0)
+        loop = WriterLoop(writer, read_fd, ack_write, batch_max=5, commit_interval=0.0)
+        sizes = [3, 1, 4, 2]
+        next_id = 1
+        for size in sizes:
+            rows = [Record(next_id + i, None, "web", "s", "h", "plain", "x").row()
+                    for i in range(size)]
+            next_id += size
+            os.write(write_fd, frames.encode(frames.ROWS, rows))
+        os.write(write_fd, frames.encode(frames.FLUSH, 7))
+        loop._read(1.0)
+        assert loop._queued_rows() == sum(sizes)
+        assert loop._step() is False  # the first two frames: 4 rows, within batch_max
+        assert loop._queued_rows() == sum(sizes[2:])
+        assert loop._step() is False
+        assert loop._step() is False
+        assert loop._queued_rows() == 0
+        writer.reset()
+        assert [kind for kind, _ in frames.FrameReader().feed(os.read(ack_read, 1 << 16))
+                ] == [frames.COMMITTED] * 3 + [frames.FLUSHED]
+    finally:
+        for fd in (read_fd, write_fd, ack_read, ack_write):
+            os.close(fd)
