@@ -17,6 +17,7 @@ import marshal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress
 from typing import Any, cast
 
 import zstandard
@@ -48,18 +49,53 @@ def _decompress(data: bytes) -> bytes:
     return cast("bytes", decompressor.decompress(data))
 
 BlockParams = tuple[int, int, int, str, str, bytes, bytes]
+# Rows turned into columns, `list(zip(*rows))`: a tuple per column, in `COLUMNS` order.
+Columns = Sequence[tuple[Any, ...]]
 
 
 def encode_block(rows: Sequence[Row]) -> BlockParams:
     """The parameters of INSERT_BLOCK for the rows of one stream (at least one row)."""
-    columns = list(zip(*rows, strict=True))
+    return encode_columns(list(zip(*rows, strict=True)))
+
+
+def encode_columns(columns: Columns) -> BlockParams:
+    """`encode_block` for rows already turned into columns (`zip(*rows)`), one stream."""
     ids = columns[0]
     lines = _compress(marshal.dumps(columns[7], MARSHAL_VERSION))
     # ids, emitted_at, host, format, kind, method, path, status, msecs, size, pid, worker
     rest = (columns[0], columns[1], *columns[4:7], *columns[8:])
     packed = _compress(marshal.dumps(rest, MARSHAL_VERSION))
-    first = rows[0][2]
-    return (min(ids), max(ids), len(rows), first, rows[0][3], lines, packed)
+    return (min(ids), max(ids), len(ids), columns[2][0], columns[3][0], lines, packed)
+
+
+# Up to this many streams in one commit, each stream's rows are picked out by a C-level
+# pass over the rows per stream; past it, by one Python step per row.
+FEW_STREAMS = 4
+
+
+def encode_streams(rows: Sequence[Row], columns: Columns | None = None) -> list[BlockParams]:
+    """One block per stream (app, source) of `rows` (at least one row), streams in the
+    order of their first row, each stream's rows in their order; `columns` is
+    `zip(*rows)` when the caller has it already."""
+    if columns is None:
+        columns = list(zip(*rows, strict=True))
+    apps, sources = columns[2], columns[3]
+    count = len(apps)
+    # The common case, one stream, without a Python step per row.
+    if apps.count(apps[0]) == count and sources.count(sources[0]) == count:
+        return [encode_columns(columns)]
+    keys = list(zip(apps, sources, strict=True))
+    streams = dict.fromkeys(keys)
+    if len(streams) <= FEW_STREAMS:
+        return [encode_block(list(compress(rows, map(key.__eq__, keys)))) for key in streams]
+    by_stream: dict[tuple[str, str], list[Row]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        stream = by_stream.get(key)
+        if stream is None:
+            by_stream[key] = [row]
+        else:
+            stream.append(row)
+    return [encode_block(stream) for stream in by_stream.values()]
 
 
 def decode_lines(blob: bytes) -> Sequence[str]:
