@@ -21,6 +21,8 @@ _HELD = {
     "partial_bytes": ("collector_native_partial_bytes",
                       "Bytes of long lines being joined, bookkeeping included "
                       "(bound: 16 MiB per listener)."),
+    "connections": ("collector_listener_connections",
+                    "Connections open on a stream listener (bound: max-connections)."),
 }
 
 
