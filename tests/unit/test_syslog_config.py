@@ -60,7 +60,8 @@ def test_bad_keys_name_file_line_and_key(tmp_path: Path, body: str, line: int,
 def test_tcp_and_udp_may_share_a_port_but_tcp_and_tls_may_not(tmp_path: Path) -> None:
     """UDP and TCP are separate port spaces; TCP and TLS are not."""
     load(tmp_path, "[listener:a]\nformat = syslog\nudp = :514\ntcp = :514\n")
-    with pytest.raises(ConfigError, match=r"tcp address 0.0.0.0:601 is already used by \[listener:a/tcp\]"):
+    taken = r"tcp address 0.0.0.0:601 is already used by \[listener:a/tcp\]"
+    with pytest.raises(ConfigError, match=taken):
         load(tmp_path, "[listener:a]\nformat = syslog\ntcp = :601\n"
                        "[listener:b]\nformat = syslog\ntls = :601\ntls-cert = c\ntls-key = k\n")
 

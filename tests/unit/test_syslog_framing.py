@@ -4,6 +4,8 @@ the stream gives the same frames and the same drops."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,7 +82,7 @@ def _lf_stream(messages: list[bytes]) -> bytes:
 def _split(draw: st.DrawFn, stream: bytes) -> list[bytes]:
     cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     edges = [0, *cuts, len(stream)]
-    return [stream[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [stream[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,10 +10,10 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.config.model import LOOPBACK_NETWORKS
 from collector.decode.result import Dropped, Lines
 from collector.decode.syslog import SyslogError, SyslogMessage, parse_syslog
 from collector.decode.syslog_lines import SyslogDecoder, syslog_lines
-from collector.config.model import LOOPBACK_NETWORKS
 
 NOW = calendar.timegm((2026, 11, 30, 21, 0, 0, 0, 0, 0))
 
@@ -40,7 +40,8 @@ def test_rfc5424_fields_and_bom() -> None:
 def test_rfc5424_structured_data_kept_verbatim_with_offset() -> None:
     """Several SD-ELEMENTs, an escaped ] inside a value, a -07:00 offset; the stored line
     starts with the structured data as sent."""
-    sd = b'[exampleSDID@32473 iut="3" eventSource="App\\]lication"][examplePriority@32473 class="high"]'
+    sd = (b'[exampleSDID@32473 iut="3" eventSource="App\\]lication"]'
+          b'[examplePriority@32473 class="high"]')
     message = parsed(b"<165>1 2003-10-11T22:14:15.003-07:00 host app 1234 ID47 " + sd + b" hi")
     assert message.structured_data == sd.decode()
     assert message.msg == "hi"
@@ -119,7 +120,8 @@ def test_lines_take_app_source_and_time() -> None:
     by_host = syslog_lines(data, NOW, "hostname")
     assert by_host == Lines(["line one", "line two"], "shop", "host1", NOW)
     by_proc = syslog_lines(data, NOW, "procid")
-    assert isinstance(by_proc, Lines) and by_proc.source == "web.1"
+    assert isinstance(by_proc, Lines)
+    assert by_proc.source == "web.1"
     assert syslog_lines(b"<13>1 - - - - - -", NOW) == Dropped("empty")
 
 
@@ -147,8 +149,8 @@ _NAME = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, 
 @given(pri=st.integers(0, 191), host=_NAME, app=_NAME, procid=_NAME, msgid=_NAME,
        msg=st.text(max_size=80).filter(lambda m: "\r" not in m and "\n" not in m),
        stamp=st.integers(0, 4_000_000_000))
-def test_fuzz_rfc5424_round_trip(pri: int, host: str, app: str, procid: str, msgid: str,
-                                 msg: str, stamp: int) -> None:
+def test_fuzz_rfc5424_round_trip(pri: int, host: str, app: str, procid: str,  # noqa: PLR0917
+                                 msgid: str, msg: str, stamp: int) -> None:
     """A well-formed RFC 5424 message built from any fields parses back to them."""
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
     data = f"<{pri}>1 {when} {host} {app} {procid} {msgid} - {msg}".encode()
