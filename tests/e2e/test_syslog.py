@@ -5,6 +5,7 @@ cost the other connections nothing."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import time
@@ -238,3 +239,26 @@ def test_uwsgi_rsyslog_logger_to_the_udp_listener(collector: CollectorProcess,
     assert record["line"] == "hello-from-uwsgi"
     # uWSGI's stamp has whole seconds, in local time.
     assert started - 1 <= record["emitted_at"] <= time.time() + 1
+
+
+def test_reload_reopens_a_changed_stream_listener(collector: CollectorProcess) -> None:
+    """SIGHUP with a changed setting: the TCP listener is closed (its connections with
+    it) and reopened on the same port with the new default app. Runs last: it changes
+    the module's collector."""
+    before = _connect(collector)
+    before.sendall(b"<13>1 - - - - - - before reload\n")
+    wait_for(lambda: records(collector, app="fallback", regex="before reload") or None, 10,
+             "the line before the reload")
+    collector.config = collector.config.replace("app = fallback", "app = reloaded")
+    collector.write_config()
+    assert collector.process is not None
+    collector.process.send_signal(signal.SIGHUP)
+    collector.wait_metrics(lambda m: m.get('collector_config_reloads_total{result="ok"}', 0)
+                           >= 1, 15, "the reload")
+    assert before.recv(1) == b""  # closed with its listener
+    before.close()
+    after = _connect(collector)
+    after.sendall(b"<13>1 - - - - - - after reload\n")
+    wait_for(lambda: records(collector, app="reloaded", regex="after reload") or None, 10,
+             "the line after the reload, under the new default app")
+    after.close()
