@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
@@ -51,12 +52,31 @@ class SyslogStreamListener:
         """Bind and accept connections."""
         config = self.config
         try:
-            self._server = await asyncio.start_server(
-                self._serve, config.host, config.port, reuse_address=True,
-                limit=READ_SIZE)
+            loop = asyncio.get_running_loop()
+            tls = self._tls
+
+            def protocol() -> asyncio.StreamReaderProtocol:
+                reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+                made = _Protocol(reader, self._serve, loop=loop)
+                if tls is not None:
+                    made.watch_handshake(config.frame_timeout + 1.0, self._handshake_failed)
+                return made
+
+            self._server = await loop.create_server(
+                protocol, config.host, config.port, reuse_address=True, ssl=tls,
+                ssl_handshake_timeout=config.frame_timeout if tls is not None else None)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {config.transport} {config.host}:"
                               f"{config.port}: {exc.strerror}", config.location) from None
+
+    def _handshake_failed(self) -> None:
+        """A TLS connection accepted never finished its handshake (refused certificate,
+        not TLS, or too slow): asyncio closed it without telling the protocol."""
+        if self._server is None:
+            return  # closed meanwhile: the listener's close ended it
+        self.stats.dropped["tls_handshake_failed"] += 1
+        log.info("connection_closed", listener=self.config.name,
+                 reason="tls_handshake_failed")
 
     def reconfigure(self, config: ListenerConfig, decoder: Decoder) -> None:
         """Take reloaded settings for frames from now on, on the same socket."""
@@ -124,15 +144,6 @@ class SyslogStreamListener:
                           host: str) -> str | None:
         """Read until the peer closes (None) or something ends the connection (why)."""
         config = self.config
-        if self._tls is not None:
-            try:
-                await writer.start_tls(self._tls, ssl_handshake_timeout=config.frame_timeout)
-            except TimeoutError:
-                return "tls_handshake_timeout"
-            except (ssl.SSLError, OSError) as exc:
-                log.info("tls_handshake_failed", listener=config.name, peer=host,
-                         error=str(exc))
-                return "tls_handshake_failed"
         framer = Framer(config.max_frame)
         loop = asyncio.get_running_loop()
         frame_began = 0.0
@@ -182,6 +193,28 @@ class SyslogStreamListener:
                 batch.append((host, decoded))
         if batch:
             self._handoff.batch(batch)
+
+
+class _Protocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol that, on a TLS listener, counts a handshake that never
+    completes: asyncio runs the handshake before `connection_made` and, when it fails,
+    closes the connection without a word to the protocol. (Upgrading with `start_tls`
+    instead would tell, but lost ClientHellos under concurrent connects: bench/syslog.py
+    showed handshakes hanging.)"""
+
+    _timer: asyncio.TimerHandle | None = None
+
+    def watch_handshake(self, within: float, failed: Callable[[], None]) -> None:
+        """Call `failed` unless the connection is made within `within` seconds (asyncio's
+        handshake timeout is shorter)."""
+        self._timer = asyncio.get_running_loop().call_later(within, failed)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The handshake (if any) completed: no failure to count."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_made(transport)
 
 
 async def start_syslog_stream(config: ListenerConfig, ingest: Ingest) -> SyslogStreamListener:
