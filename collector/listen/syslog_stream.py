@@ -12,10 +12,9 @@ closed, `frame_timeout`), a connection silent for `idle-timeout` is closed.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from typing import cast
 
 import structlog
 
@@ -31,9 +30,6 @@ from collector.listen.tls import server_context
 
 log = structlog.get_logger("collector.listen")
 
-READ_SIZE = 1 << 16
-
-
 class SyslogStreamListener:
     """A TCP or TLS syslog server for one listener config."""
 
@@ -46,37 +42,20 @@ class SyslogStreamListener:
                                                config.source), ingest, self.stats)
         self._tls = server_context(config) if config.transport == "tls" else None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[SyslogConnection] = set()
 
     async def start(self) -> None:
-        """Bind and accept connections."""
+        """Bind and accept connections (TLS: asyncio runs the handshake first)."""
         config = self.config
+        tls = self._tls
         try:
-            loop = asyncio.get_running_loop()
-            tls = self._tls
-
-            def protocol() -> asyncio.StreamReaderProtocol:
-                reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
-                made = _Protocol(reader, self._serve, loop=loop)
-                if tls is not None:
-                    made.watch_handshake(config.frame_timeout + 1.0, self._handshake_failed)
-                return made
-
-            self._server = await loop.create_server(
-                protocol, config.host, config.port, reuse_address=True, ssl=tls,
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: SyslogConnection(self), config.host, config.port,
+                reuse_address=True, ssl=tls,
                 ssl_handshake_timeout=config.frame_timeout if tls is not None else None)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {config.transport} {config.host}:"
                               f"{config.port}: {exc.strerror}", config.location) from None
-
-    def _handshake_failed(self) -> None:
-        """A TLS connection accepted never finished its handshake (refused certificate,
-        not TLS, or too slow): asyncio closed it without telling the protocol."""
-        if self._server is None:
-            return  # closed meanwhile: the listener's close ended it
-        self.stats.dropped["tls_handshake_failed"] += 1
-        log.info("connection_closed", listener=self.config.name,
-                 reason="tls_handshake_failed")
 
     def reconfigure(self, config: ListenerConfig, decoder: Decoder) -> None:
         """Take reloaded settings for frames from now on, on the same socket."""
@@ -91,8 +70,8 @@ class SyslogStreamListener:
         if server is None:
             return False
         server.close()
-        for task in list(self._tasks):
-            task.cancel()
+        for connection in list(self._connections):
+            connection.end(None)
         return True
 
     def evictions(self) -> Counter[str]:
@@ -101,79 +80,51 @@ class SyslogStreamListener:
 
     def held(self) -> dict[str, int]:
         """Connections open now."""
-        return {"connections": len(self._tasks)}
+        return {"connections": len(self._connections)}
 
     def inode(self) -> int | None:
         """No UDP socket, so no kernel drop figures."""
         return None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                     ) -> None:
-        """One connection, from accept to close."""
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        host = str(peer[0]) if peer else ""
-        dropped = self.stats.dropped
-        if len(self._tasks) >= self.config.max_connections:
-            dropped["too_many_connections"] += 1
+    @property
+    def tls(self) -> bool:
+        """Whether connections speak TLS."""
+        return self._tls is not None
+
+    @property
+    def open(self) -> bool:
+        """Whether the listener still accepts."""
+        return self._server is not None
+
+    def admit(self, connection: SyslogConnection, host: str) -> str | None:
+        """Take a new connection in; the reason it is refused, if it is."""
+        if len(self._connections) >= self.config.max_connections:
             log.warning("connection_refused", listener=self.config.name, peer=host,
                         reason="too_many_connections")
-            writer.transport.abort()
-            return
+            return "too_many_connections"
         if not self._decoder.allowed(host):
-            dropped["not_allowed"] += 1
-            writer.transport.abort()
-            return
-        self._tasks.add(task)
-        try:
-            reason = await self._connection(reader, writer, host)
-        except asyncio.CancelledError:
-            reason = None
-        except Exception:
-            reason = "internal_error"
-            log.exception("connection_failed", listener=self.config.name, peer=host)
-        finally:
-            self._tasks.discard(task)
-            writer.transport.abort()
+            return "not_allowed"
+        self._connections.add(connection)
+        return None
+
+    def ended(self, connection: SyslogConnection, host: str, reason: str | None) -> None:
+        """A connection is over: count why, unless it simply closed."""
+        self._connections.discard(connection)
         if reason is not None:
-            dropped[reason] += 1
-            log.info("connection_closed", listener=self.config.name, peer=host, reason=reason)
+            self.stats.dropped[reason] += 1
+            log.info("connection_closed", listener=self.config.name, peer=host,
+                     reason=reason)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          host: str) -> str | None:
-        """Read until the peer closes (None) or something ends the connection (why)."""
-        config = self.config
-        framer = Framer(config.max_frame)
-        loop = asyncio.get_running_loop()
-        frame_began = 0.0
-        while True:
-            if framer.pending:
-                timeout, why = frame_began + config.frame_timeout - loop.time(), "frame_timeout"
-            else:
-                timeout, why = config.idle_timeout, "idle_timeout"
-            try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), max(timeout, 0.0))
-            except TimeoutError:
-                self._count(framer.close())
-                return why
-            except (ssl.SSLError, ConnectionError, OSError):
-                self._count(framer.close())
-                return "connection_error"
-            if not data:
-                self._count(framer.close())
-                return None
-            was_pending = framer.pending
-            out = framer.feed(data)
-            if framer.pending and (out.frames or out.dropped or not was_pending):
-                # The frame still open began within this read.
-                frame_began = loop.time()
-            self._count(out, host)
-            if out.error is not None:
-                log.info("frame_error", listener=config.name, peer=host, reason=out.error)
-                return out.error
+    def handshake_failed(self) -> None:
+        """A TLS connection accepted never finished its handshake (refused certificate,
+        not TLS, or too slow): asyncio closed it without telling the protocol."""
+        if self._server is None:
+            return  # closed meanwhile: the listener's close ended it
+        self.stats.dropped["tls_handshake_failed"] += 1
+        log.info("connection_closed", listener=self.config.name,
+                 reason="tls_handshake_failed")
 
-    def _count(self, out: Framed, host: str = "") -> None:
+    def count(self, out: Framed, host: str) -> None:
         """Parse and hand on the frames of one read; count what was dropped."""
         stats = self.stats
         for reason, count in out.dropped.items():
@@ -195,26 +146,112 @@ class SyslogStreamListener:
             self._handoff.batch(batch)
 
 
-class _Protocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol that, on a TLS listener, counts a handshake that never
-    completes: asyncio runs the handshake before `connection_made` and, when it fails,
-    closes the connection without a word to the protocol. (Upgrading with `start_tls`
-    instead would tell, but lost ClientHellos under concurrent connects: bench/syslog.py
-    showed handshakes hanging.)"""
+class SyslogConnection(asyncio.Protocol):
+    """One connection: bytes to the framer, frames to the listener; a timer for the
+    idle and frame timeouts (and, on TLS, for a handshake that never completes: asyncio
+    runs it before `connection_made` and on failure closes without telling us).
 
-    _timer: asyncio.TimerHandle | None = None
+    Frames are handed on as each read completes them, in `data_received`, so nothing
+    read is held back: a peer that resets or leaves loses only its unfinished frame.
+    """
 
-    def watch_handshake(self, within: float, failed: Callable[[], None]) -> None:
-        """Call `failed` unless the connection is made within `within` seconds (asyncio's
-        handshake timeout is shorter)."""
-        self._timer = asyncio.get_running_loop().call_later(within, failed)
+    def __init__(self, listener: SyslogStreamListener) -> None:
+        self._listener = listener
+        config = listener.config
+        self._framer = Framer(config.max_frame)
+        self._transport: asyncio.Transport | None = None
+        self._host = ""
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._frame_began = 0.0
+        self._done = False
+        self._timer: asyncio.TimerHandle | None = None
+        if listener.tls:
+            self._timer = self._loop.call_later(config.frame_timeout + 1.0,
+                                                listener.handshake_failed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """The handshake (if any) completed: no failure to count."""
+        """Admit the peer (or close at once) and start the timeouts."""
+        # uvloop's transports are not asyncio.Transport subclasses; a stream's is one.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
-        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self._host = str(peer[0]) if peer else ""
+        refused = self._listener.admit(self, self._host) if self._listener.open else "closed"
+        if refused is not None:
+            self._done = True
+            if refused != "closed":
+                self._listener.stats.dropped[refused] += 1
+            transport.abort()
+            return
+        self._last = self._loop.time()
+        self._arm(self._listener.config.idle_timeout)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = self._loop.call_at(self._loop.time() + max(delay, 0.0), self._check)
+
+    def _check(self) -> None:
+        """Close a connection past its idle or frame deadline; else look again then."""
+        config = self._listener.config
+        now = self._loop.time()
+        if self._framer.pending:
+            left, why = self._frame_began + config.frame_timeout - now, "frame_timeout"
+        else:
+            left, why = self._last + config.idle_timeout - now, "idle_timeout"
+        if left <= 0:
+            self.end(why)
+        else:
+            self._arm(left)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the framer; hand on the frames; end the connection on a framing error."""
+        if self._done:
+            return
+        framer = self._framer
+        was_pending = framer.pending
+        out = framer.feed(data)
+        now = self._loop.time()
+        self._last = now
+        if framer.pending and (out.frames or out.dropped or not was_pending):
+            # The frame still open began within this read: its deadline is sooner than
+            # the idle one the timer may be set for.
+            self._frame_began = now
+            if not was_pending:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._arm(self._listener.config.frame_timeout)
+        try:
+            self._listener.count(out, self._host)
+        except Exception:
+            log.exception("connection_failed", listener=self._listener.config.name,
+                          peer=self._host)
+            self.end("internal_error")
+            return
+        if out.error is not None:
+            self.end(out.error)
+
+    def eof_received(self) -> bool:
+        """The peer is done sending: what is left of a frame is lost; close."""
+        self.end(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Gone: a reset or TLS error is counted (`connection_error`)."""
+        self.end(None if exc is None else "connection_error")
+
+    def end(self, reason: str | None) -> None:
+        """Close once: count the unfinished frame and the reason."""
+        if self._done:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._listener.count(self._framer.close(), self._host)
+        self._listener.ended(self, self._host, reason)
+        if self._transport is not None:
+            self._transport.abort()
 
 
 async def start_syslog_stream(config: ListenerConfig, ingest: Ingest) -> SyslogStreamListener:
