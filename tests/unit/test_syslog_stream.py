@@ -1,5 +1,5 @@
-"""The TCP/TLS syslog listener in-process over loopback sockets (the store is a list):
-TLS clients that send their ClientHello at once are all served, whatever the timing."""
+"""The TCP/TLS syslog listener in-process (the store is a list): many TLS clients at once
+over loopback, and a connection fed bytes directly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from typing import Any
 
 from collector.config.model import ListenerConfig
 from collector.ingest import Ids, Ingest
-from collector.listen.syslog_stream import start_syslog_stream
+from collector.listen.syslog_stream import (
+    SyslogConnection,
+    SyslogStreamListener,
+    start_syslog_stream,
+)
 from tests.support.net import free_port
 from tests.support.pki import make_pki
 
@@ -64,3 +68,38 @@ async def test_many_tls_clients_at_once_are_all_served(tmp_path: Path) -> None:
     assert sorted(r.line for r in store.records) == sorted(f"line {i}" for i in range(40))
     assert {r.app for r in store.records} == {"app"}
     assert listener.stats.dropped.get("tls_handshake_failed", 0) == 0
+
+
+class _Transport:
+    """The parts of a transport a connection uses: its peer, and abort."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def get_extra_info(self, name: str) -> Any:
+        """The peer's address."""
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def abort(self) -> None:
+        """Note the abort."""
+        self.aborted = True
+
+
+async def test_a_reset_loses_only_the_unfinished_frame() -> None:
+    """Bytes fed in two reads, then a reset: every complete frame was stored as it was
+    read, the cut one is counted `truncated_frame`, the reset `connection_error`."""
+    config = ListenerConfig(name="s/tcp", host="127.0.0.1", port=0, format="syslog",
+                            app="d", source="d", transport="tcp")
+    store = _ListStore()
+    listener = SyslogStreamListener(config, Ingest(Ids(), store))  # type: ignore[arg-type]
+    listener._server = object()  # type: ignore[assignment]  # as if accepting
+    connection = SyslogConnection(listener)
+    transport = _Transport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.data_received(b"<13>1 - h app - - - one\n<13>1 - h app - - - tw")
+    connection.data_received(b"o\n<13>1 - h app - - - cut sho")
+    connection.connection_lost(ConnectionResetError())
+    assert [r.line for r in store.records] == ["one", "two"]
+    assert listener.stats.dropped == {"truncated_frame": 1, "connection_error": 1}
+    assert transport.aborted
+    assert listener.held() == {"connections": 0}
