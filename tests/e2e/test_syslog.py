@@ -134,6 +134,10 @@ def test_rsyslog_forwards_over_tcp_and_tls_with_a_client_certificate(
     metrics = collector.metrics()
     for listener in ("sys/tcp", "sys/tls"):
         assert metrics[f'collector_lines_accepted_total{{listener="{listener}"}}'] >= 20
+        # UDP-only figures are left out for stream listeners.
+        assert not any(f'listener="{listener}"' in key for key in metrics
+                       if key.startswith("collector_udp_receive_buffer"))
+    assert 'collector_udp_receive_buffer_configured_bytes{listener="sys"}' in metrics
 
 
 def _tls_client(cert: Path | None, key: Path | None, ca: Path) -> ssl.SSLContext:
