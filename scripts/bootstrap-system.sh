@@ -19,6 +19,8 @@ command -v openssl >/dev/null 2>&1 || missing+=("openssl")
 # feature, so they are installed only for a complete build.
 [ -f /usr/include/zlib.h ] || missing+=("zlib1g-dev")
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=("rsyslog")
+# rsyslog's TLS driver: tests/e2e/test_syslog_rsyslog.py forwards over TLS with it.
+ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || missing+=("rsyslog-openssl")
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

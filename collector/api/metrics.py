@@ -21,6 +21,8 @@ _HELD = {
     "partial_bytes": ("collector_native_partial_bytes",
                       "Bytes of long lines being joined, bookkeeping included "
                       "(bound: 16 MiB per listener)."),
+    "connections": ("collector_listener_connections",
+                    "Connections open on a stream listener (bound: max-connections)."),
 }
 
 
@@ -78,8 +80,9 @@ def collect(context: Context) -> Iterator[Metric]:
         lines.add_metric([name], stats.lines)
         lines_received.add_metric([name], stats.lines + sum(stats.lines_dropped.values()))
         escaped.add_metric([name], stats.escaped)
-        rcvbuf.add_metric([name], listener.rcvbuf)
-        rcvbuf_configured.add_metric([name], listener.config.rcvbuf)
+        if listener.config.transport == "udp":  # TCP/TLS listeners have no UDP buffer
+            rcvbuf.add_metric([name], listener.rcvbuf)
+            rcvbuf_configured.add_metric([name], listener.config.rcvbuf)
         for reason, count in sorted(listener.evictions().items()):
             evictions.add_metric([name, reason], count)
         for kind, value in listener.held().items():

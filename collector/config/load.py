@@ -8,6 +8,7 @@ import re
 import secrets as secrets_module
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,7 +39,7 @@ from logwire.errors import WireError
 from logwire.logcrypto import ALGORITHMS
 from logwire.native import parse_key_token
 
-_FORMATS: tuple[Format, ...] = ("crypto", "socket", "native")
+_FORMATS: tuple[Format, ...] = ("crypto", "socket", "native", "syslog")
 _SECRET_OPTIONS = ("secret", "algo", "iv", "app")
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -141,7 +142,13 @@ _LISTENER_KEYS = {
     "udp", "format", "algo", "secret", "iv", "key", "app", "source", "allow", "max-skew",
     "max-datagram", "rcvbuf", "sender-rate", "replay-window",
     "max-streams", "max-pending", "max-stream-pending", "receivers",
+    *("tcp", "tls", "tls-cert", "tls-key", "tls-client-ca", "source-from", "max-frame",
+      "max-connections", "idle-timeout", "frame-timeout"),
 }
+# Keys of stream transports (format = syslog), checked in _stream_listeners.
+_STREAM_TRANSPORTS = ("tcp", "tls")
+_STREAM_KEYS = ("tcp", "tls", "tls-cert", "tls-key", "tls-client-ca", "max-connections",
+                "idle-timeout", "frame-timeout")
 MAX_RECEIVERS = 64
 _NATIVE_BOUNDS = ("max-streams", "max-pending", "max-stream-pending")
 
@@ -178,21 +185,92 @@ def _check_algo(algo: str, location: Location) -> None:
                           location)
 
 
-def _build_listener(section: Section, name: str) -> ListenerConfig:
+def _build_listeners(section: Section, name: str) -> list[ListenerConfig]:
+    """A `[listener:NAME]` section's listeners: UDP (named NAME) and, for format = syslog,
+    one per stream transport (NAME/tcp, NAME/tls)."""
     _check_keys(section, _LISTENER_KEYS)
     e = section.entries
-    udp = _single(e, "udp")
-    if udp is None:
-        raise ConfigError(f"[{section.name}] needs udp = HOST:PORT", section.location)
-    host, port = parse_hostport(udp.value, udp.location)
     fmt_entry = _single(e, "format")
     if fmt_entry is None:
-        raise ConfigError(f"[{section.name}] needs format = crypto|socket|native",
+        raise ConfigError(f"[{section.name}] needs format = crypto|socket|native|syslog",
                           section.location)
     if fmt_entry.value not in _FORMATS:
-        raise ConfigError(f"expected crypto, socket or native; got {fmt_entry.value!r}",
-                          fmt_entry.location)
+        raise ConfigError(f"expected crypto, socket, native or syslog; got "
+                          f"{fmt_entry.value!r}", fmt_entry.location)
     fmt: Format = fmt_entry.value  # checked against _FORMATS just above
+    udp = _single(e, "udp")
+    if fmt != "syslog":
+        _only_for(fmt, "syslog", [x for x in e if x.key in (*_STREAM_KEYS, "source-from",
+                                                              "max-frame")])
+        if udp is None:
+            raise ConfigError(f"[{section.name}] needs udp = HOST:PORT", section.location)
+        return [_build_listener(section, name, fmt, udp)]
+    return _syslog_listeners(section, name, udp)
+
+
+def _syslog_listeners(section: Section, name: str, udp: Entry | None) -> list[ListenerConfig]:
+    """format = syslog: any of udp, tcp, tls; tls needs tls-cert and tls-key."""
+    e = section.entries
+    streams = {kind: entry for kind in _STREAM_TRANSPORTS
+               if (entry := _single(e, kind)) is not None}
+    if udp is None and not streams:
+        raise ConfigError(f"[{section.name}] needs udp =, tcp = or tls = HOST:PORT",
+                          section.location)
+    tls_keys = [x for x in e if x.key in ("tls-cert", "tls-key", "tls-client-ca")]
+    if "tls" not in streams and tls_keys:
+        raise ConfigError("only meaningful with tls = HOST:PORT", tls_keys[0].location)
+    if "tls" in streams:
+        for key in ("tls-cert", "tls-key"):
+            if _single(e, key) is None:
+                raise ConfigError(f"[{section.name}] has tls = but no {key} =",
+                                  streams["tls"].location)
+    if not streams:
+        stream_keys = [x for x in e if x.key in _STREAM_KEYS]
+        if stream_keys:
+            raise ConfigError("only meaningful with tcp = or tls = HOST:PORT",
+                              stream_keys[0].location)
+    base = _build_listener(section, name, "syslog", udp or streams[next(iter(streams))])
+    common = replace(
+        base,
+        source_from=_value(e, "source-from", "hostname", _choice("hostname", "procid")),
+        max_frame=_value(e, "max-frame", 65536, _frame_size),
+        max_connections=_value(e, "max-connections", 1024, _positive),
+        idle_timeout=_value(e, "idle-timeout", 600.0, _seconds),
+        frame_timeout=_value(e, "frame-timeout", 30.0, _seconds),
+        tls_cert=_value(e, "tls-cert", None, _path),
+        tls_key=_value(e, "tls-key", None, _path),
+        tls_client_ca=_value(e, "tls-client-ca", None, _path))
+    found = [common] if udp is not None else []
+    for kind, entry in streams.items():
+        host, port = parse_hostport(entry.value, entry.location)
+        # TLS is the way in from afar (with tls-client-ca, authenticated): without an
+        # allow list it admits any address; plain TCP, like UDP, only loopback.
+        allow = common.allow
+        if kind == "tls" and not any(x.key == "allow" for x in e):
+            allow = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+        found.append(replace(common, name=f"{name}/{kind}", host=host, port=port,
+                             transport=kind, allow=allow, receivers=1,
+                             location=entry.location))
+    return found
+
+
+def _frame_size(value: str, location: Location) -> int:
+    size = int(parse_size(value, location))
+    if size < 64:
+        raise ConfigError(f"must be at least 64 bytes, got {size}", location)
+    return size
+
+
+def _seconds(value: str, location: Location) -> float:
+    seconds = float(parse_duration(value, location))
+    if seconds <= 0:
+        raise ConfigError("must be more than 0s", location)
+    return seconds
+
+
+def _build_listener(section: Section, name: str, fmt: Format, udp: Entry) -> ListenerConfig:
+    e = section.entries
+    host, port = parse_hostport(udp.value, udp.location)
     app = _value(e, "app", "default", _text)
     source = _value(e, "source", "uwsgi", _text)
     algo_entry = _single(e, "algo")
@@ -345,7 +423,7 @@ def build_config(sections: list[Section], filename: str) -> Config:
                 raise ConfigError("[cluster] given twice", section.location)
             cluster = _build_cluster(section)
         elif kind == "listener" and name:
-            listeners.append(_build_listener(section, name))
+            listeners.extend(_build_listeners(section, name))
         elif kind == "app" and name:
             # Parsed here, once: the server and `check-config` get typed rules, and a bad
             # alarm line fails the load with its file, line and key.
@@ -357,12 +435,14 @@ def build_config(sections: list[Section], filename: str) -> Config:
                 "[listener:NAME], [app:NAME]", section.location)
     _check_unique([(listener.name, listener.location) for listener in listeners], "listener")
     _check_unique(app_names, "app")
-    seen: dict[tuple[str, int], str] = {}
+    seen: dict[tuple[str, str, int], str] = {}
     for listener in listeners:
-        address = (listener.host, listener.port)
+        # TCP and TLS share the kernel's TCP ports; UDP ports are another space.
+        space = "udp" if listener.transport == "udp" else "tcp"
+        address = (space, listener.host, listener.port)
         if address in seen:
-            raise ConfigError(f"udp address {listener.host}:{listener.port} is already used by "
-                              f"[listener:{seen[address]}]", listener.location)
+            raise ConfigError(f"{space} address {listener.host}:{listener.port} is already "
+                              f"used by [listener:{seen[address]}]", listener.location)
         seen[address] = listener.name
     store, http, level, fmt = _build_collector(collector)
     return Config(store=store, http=http, listeners=tuple(listeners), apps=tuple(apps),

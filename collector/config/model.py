@@ -11,7 +11,9 @@ from alarms.spec import AppRules
 from collector.config.ini import Entry
 from collector.errors import Location
 
-Format = Literal["crypto", "socket", "native"]
+Format = Literal["crypto", "socket", "native", "syslog"]
+# Where a syslog message's source comes from (the listener's `source-from`).
+SourceFrom = Literal["hostname", "procid"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK_NETWORKS: tuple[Network, ...] = (
@@ -56,6 +58,17 @@ class ListenerConfig:
     # Receiver processes sharing the port (SO_REUSEPORT); 1 receives in the main process.
     receivers: int = 1
     location: Location | None = None
+    # Stream listeners (format = syslog: `tcp =`, `tls =`): one ListenerConfig per
+    # transport of a section, named NAME/tcp, NAME/tls (UDP keeps NAME).
+    transport: str = "udp"
+    source_from: SourceFrom = "hostname"
+    max_frame: int = 65536
+    max_connections: int = 1024
+    idle_timeout: float = 600.0
+    frame_timeout: float = 30.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from collector.decode.crypto import CryptoDecoder, CryptoKey
 from collector.decode.native import NativeDecoder
 from collector.decode.result import Decoder
 from collector.decode.socket import SocketDecoder
+from collector.decode.syslog_lines import SyslogDecoder
 from logwire.native import parse_key_token
 
 
@@ -29,10 +30,15 @@ def _native(config: ListenerConfig) -> Decoder:
                          max_stream_pending=config.max_stream_pending, source=config.source)
 
 
+def _syslog(config: ListenerConfig) -> Decoder:
+    return SyslogDecoder(config.allow, config.source_from)
+
+
 FACTORIES: dict[str, Callable[[ListenerConfig], Decoder]] = {
     "crypto": _crypto,
     "socket": _socket,
     "native": _native,
+    "syslog": _syslog,
 }
 
 

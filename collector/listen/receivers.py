@@ -37,6 +37,7 @@ from collector.ingest import Ingest, Origin
 from collector.listen import receiver
 from collector.listen.handoff import Handoff
 from collector.listen.stats import ListenerStats
+from collector.listen.streams import StreamListener
 from collector.listen.udp import DatagramListener, grow_receive_buffer, receive_buffer_advice
 from collector.store.frames import FrameReader
 
@@ -391,8 +392,9 @@ async def start_receivers(config: ListenerConfig, ingest: Ingest, log_level: str
     return group
 
 
-Listener = DatagramListener | ReceiverGroup
-"""A running listener: received in the main process, or by K receiver processes."""
+Listener = DatagramListener | ReceiverGroup | StreamListener
+"""A running listener: received in the main process, or by K receiver processes, or a
+stream listener (TCP, TLS; collector/listen/streams.py)."""
 
 
 def listener_inodes(listener: Listener) -> list[int]:

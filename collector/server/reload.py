@@ -88,8 +88,9 @@ class ReloadPlan:
                 "apps": len(self.config.apps)}
 
 
-def _address(listener: ListenerConfig) -> tuple[str, int]:
-    return listener.host, listener.port
+def _address(listener: ListenerConfig) -> tuple[str, str, int]:
+    # TCP and TLS listeners share the TCP port space; UDP ports are another.
+    return "udp" if listener.transport == "udp" else "tcp", listener.host, listener.port
 
 
 def needs_restart(old: Config, new: Config) -> tuple[str, ...]:
@@ -122,7 +123,9 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             fresh.append(listener)
         elif same_settings(before, listener):
             keep.append(name)
-        elif _address(before) == _address(listener) and before.receivers == listener.receivers:
+        elif (_address(before) == _address(listener) and before.receivers == listener.receivers
+              and listener.transport == "udp"):
+            # A stream listener is closed and reopened instead (its connections with it).
             retune.append(listener)
         else:
             close.append(name)

@@ -19,6 +19,7 @@ from collector.fanout import Hub
 from collector.ingest import Ids, Ingest
 from collector.listen.decoders import make_decoder
 from collector.listen.receivers import Listener, ReceiverGroup, start_receivers
+from collector.listen.streams import start_stream
 from collector.listen.udp import start_listener
 from collector.server.components import build_cluster, build_components
 from collector.server.context import Component, Context
@@ -86,6 +87,8 @@ class Server:
         return context
 
     async def _open(self, config: ListenerConfig, ingest: Ingest) -> Listener:
+        if config.transport != "udp":
+            return await start_stream(config, ingest)
         if config.receivers > 1:
             make_decoder(config)  # the settings' errors surface here, not in a child
             return await start_receivers(config, ingest, self.config.log_level,
