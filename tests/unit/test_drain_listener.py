@@ -43,11 +43,12 @@ class QueueStore:
         return True
 
 
-def drain_config(**kwargs: int) -> DrainConfig:
+def drain_config(max_connections: int = 256) -> DrainConfig:
     """A plain-HTTP loopback drain for app `shop`."""
     here = Location("t.ini", 1)
     return DrainConfig("heroku", "127.0.0.1", free_port(),
-                       (DrainCredential("shop", TOKEN, here),), location=here, **kwargs)
+                       (DrainCredential("shop", TOKEN, here),), location=here,
+                       max_connections=max_connections)
 
 
 async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
