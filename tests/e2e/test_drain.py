@@ -7,6 +7,7 @@ import base64
 import contextlib
 import http.client
 import json
+import signal
 import ssl
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -216,3 +217,26 @@ def test_h12_from_a_drain_fires_alarm_heroku(setup: tuple[CollectorProcess, Drai
         "hook", "shop", "router", "heroku")
     assert payload["facts"] == {"code": "H12", "desc": "Request timeout", "path": "/slow",
                                 "dyno": "web.1"}
+
+
+def test_reload_rotates_the_token_on_the_same_socket(setup: tuple[CollectorProcess, Drain]
+                                                     ) -> None:
+    """SIGHUP with a new token (and a new app's drain): the old token is refused, the new
+    one and the new app taken, on the same port. Runs last: it changes the config."""
+    collector, drain = setup
+    rotated = "rotated-token-abcdefghijklmnop"
+    collector.config = collector.config.replace(
+        "drain = shop:$(SHOP_DRAIN_TOKEN)", f"drain = shop:{rotated}\ndrain = blog:{TOKEN}")
+    collector.write_config()
+    assert collector.process is not None
+    collector.process.send_signal(signal.SIGHUP)
+    body = framed(b"<190>1 2012-11-30T06:51:00Z host app web.1 - after-rotation\n")
+    wait_for(lambda: drain.post(body, "frame-rotated", count=1, token=rotated) == 204, 20,
+             "the reload to take the new token")
+    assert drain.post(body, "frame-old-token", count=1) == 401
+    assert drain.post(body, "frame-blog", count=1, user="blog") == 204
+    found = wait_for(lambda: (r if len(r := records(collector, regex="after-rotation")) >= 1
+                              else None), 20, "the line")
+    assert len(found) == 1
+    blog = collector.get("/v1/logs?app=blog&regex=after-rotation")["records"]
+    assert [r["app"] for r in blog] == ["blog"]
