@@ -119,10 +119,17 @@ def check_credentials(drains: tuple[DrainCredential, ...], header: str | None
 class DrainListener:
     """One drain address: authenticates, de-duplicates, parses and hands lines on."""
 
-    def __init__(self, config: DrainConfig, ingest: Ingest) -> None:
+    def __init__(self, config: DrainConfig, ingest: Ingest,
+                 frame_ids: FrameIds | None = None) -> None:
         self.config = config
         self.stats = DrainStats()
-        self.frame_ids = FrameIds(config.dedup_frames)
+        # Carried over when a reload reopens the listener elsewhere: a re-sent POST is
+        # still known.
+        self.frame_ids = frame_ids if frame_ids is not None else FrameIds(config.dedup_frames)
+        self.frame_ids.capacity = config.dedup_frames
+        # POSTs being taken now, by (app, frame id): a re-send that arrives meanwhile (a
+        # cluster node waits for its batch to settle) gets the first one's answer.
+        self._taking: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._ingest = ingest
         self._logged: set[str] = set()
         self._runner: web.AppRunner | None = None
@@ -210,6 +217,12 @@ class DrainListener:
         if frame_id and key in self.frame_ids:
             self.stats.requests["duplicate"] += 1
             return web.Response(status=204)
+        pending = self._taking.get(key) if frame_id else None
+        if pending is not None:
+            if await asyncio.shield(pending):
+                self.stats.requests["duplicate"] += 1
+                return web.Response(status=204)
+            return self._refuse(request, 503, "store_backlog", **{"Retry-After": "1"})
         frames = parse_body(body)
         if isinstance(frames, BodyError):
             self.stats.requests[frames.reason] += 1
@@ -218,11 +231,20 @@ class DrainListener:
         count = request.headers.get("Logplex-Msg-Count")
         if count is not None and (not count.isdigit() or int(count) != len(frames)):
             return self._refuse(request, 400, "msg_count_mismatch")
-        taken = await self._take(frames, drain.app, request.remote or "")
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if frame_id:
+            self._taking[key] = outcome
+        taken = False
+        try:
+            taken = await self._take(frames, drain.app, request.remote or "")
+        finally:
+            if frame_id:
+                if taken:
+                    self.frame_ids.add(key)
+                self._taking.pop(key, None)
+            outcome.set_result(taken)
         if not taken:
             return self._refuse(request, 503, "store_backlog", **{"Retry-After": "1"})
-        if frame_id:
-            self.frame_ids.add(key)
         self.stats.requests["ok"] += 1
         self.stats.lines += len(frames)
         return web.Response(status=204)

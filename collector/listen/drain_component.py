@@ -13,6 +13,7 @@ from collector.config.drain import DrainConfig
 from collector.config.model import Config
 from collector.ingest import Ingest
 from collector.listen.drain import DrainListener
+from collector.listen.drain_records import FrameIds
 from collector.metrics import Metric, counter, gauge
 from collector.server.context import Context
 from collector.server.reload import same_settings
@@ -45,9 +46,9 @@ class DrainComponent:
             await self.stop()
             raise
 
-    async def _open(self, drain: DrainConfig) -> None:
+    async def _open(self, drain: DrainConfig, frame_ids: FrameIds | None = None) -> None:
         assert self._ingest is not None
-        listener = DrainListener(drain, self._ingest)
+        listener = DrainListener(drain, self._ingest, frame_ids)
         await listener.start()
         self.listeners[drain.name] = listener
 
@@ -68,9 +69,11 @@ class DrainComponent:
             if running is not None and _same_socket(running.config, drain):
                 running.retune(drain)
                 continue
+            frame_ids = None
             if running is not None:
+                frame_ids = running.frame_ids
                 await self.listeners.pop(name).close()
-            await self._open(drain)
+            await self._open(drain, frame_ids)
         self._config = config
 
     def routes(self) -> Sequence[web.RouteDef]:

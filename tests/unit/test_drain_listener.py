@@ -127,3 +127,25 @@ async def test_connections_past_the_bound_are_closed() -> None:
         assert await post(config) == 204
     finally:
         await listener.close()
+
+
+async def test_resend_while_the_first_is_settling_is_stored_once() -> None:
+    """Logplex re-sends a POST it gave up waiting for: arriving while the first is being
+    settled, it gets the first one's answer and its lines are not stored twice."""
+    store = Settling()
+    config = drain_config()
+    listener = DrainListener(config, Ingest(Ids(), cast(Store, store)))
+    await listener.start()
+    try:
+        first = asyncio.ensure_future(post(config))
+        await eventually(lambda: store.pending)
+        again = asyncio.ensure_future(post(config))
+        await eventually(lambda: listener.stats.connections == 2)
+        await asyncio.sleep(0.1)  # let the re-send reach its wait on the first
+        store.pending.pop()(True)
+        assert (await first, await again) == (204, 204)
+        assert len(store.records) == 1
+        assert store.pending == []
+        assert listener.stats.requests == {"ok": 1, "duplicate": 1}
+    finally:
+        await listener.close()
