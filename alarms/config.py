@@ -5,8 +5,17 @@ Every error is a ConfigError at the entry's file, line and key.
 
 from __future__ import annotations
 
+from alarms.conditions.heroku import CODE as HEROKU_CODE
 from alarms.notifiers.registry import check_plugin
-from alarms.spec import AlarmSpec, AppRules, LogRule, RateRule, RetryPolicy, SilenceRule
+from alarms.spec import (
+    AlarmSpec,
+    AppRules,
+    HerokuRule,
+    LogRule,
+    RateRule,
+    RetryPolicy,
+    SilenceRule,
+)
 from collector.config.ini import Entry
 from collector.config.model import AppSection
 from collector.config.units import parse_duration, parse_int
@@ -19,9 +28,10 @@ BACKLOG = frozenset({"alarm-backlog", "backlog-alarm", "lq-alarm", "alarm-lq",
                      "alarm-listen-queue", "listen-queue-alarm"})
 SEGFAULT = frozenset({"alarm-segfault", "segfault-alarm"})
 HARAKIRI = frozenset({"alarm-harakiri", "harakiri-alarm"})
+HEROKU = frozenset({"alarm-heroku", "heroku-alarm"})
 SETTINGS = frozenset({"alarm-freq", "alarm-msg-size", "alarm-retries", "alarm-backoff",
                       "alarm-max-backoff", "alarm-timeout", "alarm-concurrency"})
-KNOWN = (LOG_ALARM | NOT_LOG_ALARM | BACKLOG | SEGFAULT | HARAKIRI | SETTINGS
+KNOWN = (LOG_ALARM | NOT_LOG_ALARM | BACKLOG | SEGFAULT | HARAKIRI | HEROKU | SETTINGS
          | {"alarm", "alarm-silence", "alarm-rate"})
 # uWSGI options that only make sense inside uWSGI; named so the error can say why.
 INSIDE_UWSGI_KEYS = {"alarm-fd": "watches a file descriptor of the uWSGI process",
@@ -98,6 +108,22 @@ def _rate(entry: Entry, alarms: dict[str, AlarmSpec]) -> RateRule:
     return RateRule(alarm, count, seconds, _regex(parts[2].strip(), entry), entry.location)
 
 
+def _heroku(entry: Entry, alarms: dict[str, AlarmSpec]) -> HerokuRule:
+    parts = entry.value.split(None, 1)
+    if len(parts) < 2:
+        raise ConfigError("expected 'ALARM CODE[,CODE...]', e.g. "
+                          "'alarm-heroku = page H10,H12,R14,crashed'", entry.location)
+    (alarm,) = _names(parts[0], entry, alarms)
+    codes: list[str] = []
+    for text in parts[1].replace(" ", "").split(","):
+        code = "crashed" if text.lower() == "crashed" else text.upper()
+        if not HEROKU_CODE.fullmatch(code):
+            raise ConfigError(f"unknown Heroku code {text!r}: expected H, R or L and two "
+                              "digits (H12, R14, L10) or 'crashed'", entry.location)
+        codes.append(code)
+    return HerokuRule(alarm, tuple(dict.fromkeys(codes)), entry.location)
+
+
 def parse_app(section: AppSection) -> AppRules:
     """The section's rules; alarms must be defined before the rules that name them."""
     alarms: dict[str, AlarmSpec] = {}
@@ -105,6 +131,7 @@ def parse_app(section: AppSection) -> AppRules:
     lists: dict[str, list[str]] = {"backlog": [], "segfault": [], "harakiri": []}
     silence: list[SilenceRule] = []
     rate: list[RateRule] = []
+    heroku: list[HerokuRule] = []
     settings: dict[str, Entry] = {}
     for entry in section.entries:
         key = entry.key
@@ -131,6 +158,8 @@ def parse_app(section: AppSection) -> AppRules:
             silence.append(_silence(entry, alarms))
         elif key == "alarm-rate":
             rate.append(_rate(entry, alarms))
+        elif key in HEROKU:
+            heroku.append(_heroku(entry, alarms))
         else:
             if key in settings:
                 raise ConfigError("given twice; give it once", entry.location)
@@ -139,6 +168,7 @@ def parse_app(section: AppSection) -> AppRules:
         app=section.name, alarms=alarms, log_rules=tuple(log_rules),
         backlog=tuple(lists["backlog"]), segfault=tuple(lists["segfault"]),
         harakiri=tuple(lists["harakiri"]), silence=tuple(silence), rate=tuple(rate),
+        heroku=tuple(heroku),
         freq=_setting(settings, "alarm-freq", 3.0, duration=True),
         msg_size=int(_setting(settings, "alarm-msg-size", 8192, minimum=64)),
         retry=RetryPolicy(

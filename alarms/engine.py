@@ -15,6 +15,7 @@ from operator import attrgetter
 
 from alarms.bounds import DEFAULT, Bounds, Evictions
 from alarms.conditions.event import Event
+from alarms.conditions.heroku import HerokuWatch, may_be_heroku_error
 from alarms.conditions.logrules import NEVER_ALARMS, apply_order
 from alarms.conditions.segfault import SegfaultAssembler
 from alarms.conditions.uwsgi_lines import parse_backlog, parse_harakiri
@@ -49,7 +50,9 @@ class AppEngine:
             r.regex for r in rules.rate]
         self._prefilter = (RegexSet([f"(?m:{p})" for p in positive]).match
                            if positive and all(_joinable(p) for p in positive) else None)
-        self._special = bool(rules.backlog or rules.harakiri or rules.segfault)
+        self._special = bool(rules.backlog or rules.harakiri or rules.segfault
+                             or rules.heroku)
+        self._heroku = HerokuWatch(rules.heroku) if rules.heroku else None
         self._segfault = SegfaultAssembler(rules.segfault, max_sources=bounds.sources,
                                            evictions=evictions) if rules.segfault else None
         self._silences = [SilenceWatch(rule, bounds.sources, evictions)
@@ -80,7 +83,8 @@ class AppEngine:
             if hits or (rules.backlog and "listen queue" in line) or (
                     rules.harakiri and "HARAKIRI ON WORKER" in line) or (
                     segfault is not None and ("!!!" in line or "*** backtrace of" in line
-                                              or segfault.active(source))):
+                                              or segfault.active(source))) or (
+                    self._heroku is not None and may_be_heroku_error(line)):
                 events = self._match(line, source, record.received_at, hits or [])
         recent = self._context.get(source)
         if recent is None:
@@ -148,7 +152,8 @@ class AppEngine:
                 if (rules.backlog and "listen queue" in line) or (
                         rules.harakiri and "HARAKIRI ON WORKER" in line) or (
                         segfault is not None and ("!!!" in line or "*** backtrace of" in line
-                                                  or segfault.active(source))):
+                                                  or segfault.active(source))) or (
+                        self._heroku is not None and may_be_heroku_error(line)):
                     events = self._match(line, source, record.received_at, [])
                     if events:
                         emit(self, events)
@@ -198,6 +203,10 @@ class AppEngine:
                 events.append(Event(rules.harakiri, "harakiri", source, harakiri.message, at,
                                     facts={"worker": harakiri.worker, "pid": harakiri.pid,
                                            "try": harakiri.attempt}))
+        if self._heroku is not None and may_be_heroku_error(line):
+            heroku = self._heroku.feed(line, source, at)
+            if heroku is not None:
+                events.append(heroku)
         for event in events:
             if not event.context:
                 event.context = self.context(source)

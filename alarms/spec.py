@@ -49,6 +49,15 @@ class RateRule:
 
 
 @dataclass(frozen=True)
+class HerokuRule:
+    """`alarm-heroku = NAME CODE[,CODE...]`: Heroku error codes (H12, R14, `crashed`)."""
+
+    alarm: str
+    codes: tuple[str, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How the outbox retries a failed delivery."""
 
@@ -71,6 +80,7 @@ class AppRules:
     harakiri: tuple[str, ...] = ()
     silence: tuple[SilenceRule, ...] = ()
     rate: tuple[RateRule, ...] = ()
+    heroku: tuple[HerokuRule, ...] = ()
     freq: float = 3.0
     msg_size: int = 8192
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -79,4 +89,4 @@ class AppRules:
     def has_conditions(self) -> bool:
         """Whether any line or silence can raise an alarm."""
         return bool(self.log_rules or self.backlog or self.segfault or self.harakiri
-                    or self.silence or self.rate)
+                    or self.silence or self.rate or self.heroku)

@@ -73,7 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    print(f"{args.config}: ok ({len(config.listeners)} listeners, {len(config.apps)} apps)")
+    listeners = len(config.listeners) + len(config.drains)
+    print(f"{args.config}: ok ({listeners} listeners, {len(config.apps)} apps)")
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from collector.routerlog import router_extras
+
 # Columns in storage order; `row()` and `from_row()` follow it.
 COLUMNS = ("id", "emitted_at", "app", "source", "host", "format", "kind", "line", "method",
            "path", "status", "msecs", "size", "pid", "worker")
@@ -66,6 +68,12 @@ class Record:
         if self.status is not None:
             doc.update(method=self.method, path=self.path, status=self.status,
                        msecs=self.msecs, size=self.size, pid=self.pid, worker=self.worker)
+        if self.source == "router" and self.line.startswith("at="):
+            # A Heroku router line's other fields are derived here, when a line is sent,
+            # rather than stored: only router lines pay, and only when read.
+            extras = router_extras(self.line)
+            if extras is not None:
+                doc.update(extras)
         return doc
 
     @classmethod

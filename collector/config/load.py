@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from alarms.config import parse_app
 from alarms.spec import AppRules
+from collector.config.drain import DrainConfig, build_drain
 from collector.config.ini import Entry, Section, parse_ini
 from collector.config.model import (
     LOOPBACK_NETWORKS,
@@ -410,6 +411,7 @@ def build_config(sections: list[Section], filename: str) -> Config:
     collector: Section | None = None
     cluster: ClusterConfig | None = None
     listeners: list[ListenerConfig] = []
+    drains: list[DrainConfig] = []
     apps: list[AppRules] = []
     app_names: list[tuple[str, Location | None]] = []
     for section in sections:
@@ -422,6 +424,8 @@ def build_config(sections: list[Section], filename: str) -> Config:
             if cluster is not None:
                 raise ConfigError("[cluster] given twice", section.location)
             cluster = _build_cluster(section)
+        elif kind == "listener" and name and _is_logplex(section):
+            drains.append(build_drain(section, name))
         elif kind == "listener" and name:
             listeners.extend(_build_listeners(section, name))
         elif kind == "app" and name:
@@ -433,7 +437,8 @@ def build_config(sections: list[Section], filename: str) -> Config:
             raise ConfigError(
                 f"unknown section [{section.name}]; use [collector], [cluster], "
                 "[listener:NAME], [app:NAME]", section.location)
-    _check_unique([(listener.name, listener.location) for listener in listeners], "listener")
+    _check_unique([(listener.name, listener.location) for listener in listeners]
+                  + [(drain.name, drain.location) for drain in drains], "listener")
     _check_unique(app_names, "app")
     seen: dict[tuple[str, str, int], str] = {}
     for listener in listeners:
@@ -445,9 +450,26 @@ def build_config(sections: list[Section], filename: str) -> Config:
                               f"used by [listener:{seen[address]}]", listener.location)
         seen[address] = listener.name
     store, http, level, fmt = _build_collector(collector)
+    _check_drain_addresses(drains, http)
     return Config(store=store, http=http, listeners=tuple(listeners), apps=tuple(apps),
                   log_level=level, log_format=cast(Any, fmt), source=filename,
-                  cluster=cluster)
+                  cluster=cluster, drains=tuple(drains))
+
+
+def _is_logplex(section: Section) -> bool:
+    """Whether a listener section is a Heroku drain (`format = logplex`)."""
+    return any(e.key == "format" and e.value == "logplex" for e in section.entries)
+
+
+def _check_drain_addresses(drains: list[DrainConfig], http: HttpConfig) -> None:
+    """Two drains, or a drain and the API, cannot share a TCP address."""
+    seen: dict[tuple[str, int], str] = {(http.host, http.port): "[collector] http"}
+    for drain in drains:
+        address = (drain.host, drain.port)
+        if address in seen:
+            raise ConfigError(f"http address {drain.host}:{drain.port} is already used by "
+                              f"{seen[address]}", drain.location)
+        seen[address] = f"[listener:{drain.name}]"
 
 
 def _check_unique(items: list[tuple[str, Location | None]], kind: str) -> None:

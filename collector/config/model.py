@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from alarms.spec import AppRules
+from collector.config.drain import DrainConfig
 from collector.config.ini import Entry
 from collector.errors import Location
 
@@ -131,6 +132,8 @@ class Config:
     source: str = "<embedded default>"
     notices: tuple[str, ...] = ()
     cluster: ClusterConfig | None = None
+    # Heroku HTTPS drains: `[listener:NAME]` with `format = logplex` (collector/config/drain.py).
+    drains: tuple[DrainConfig, ...] = ()
 
     def app(self, name: str) -> AppRules | None:
         """The `[app:NAME]` section's alarm rules, if one was given."""

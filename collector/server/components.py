@@ -12,6 +12,7 @@ from alarms.outbox.kv import BUCKET as OUTBOX_BUCKET
 from alarms.outbox.kv import KvOutbox
 from collector.cluster.component import ClusterComponent
 from collector.config.model import Config
+from collector.listen.drain_component import DrainComponent
 from collector.server.context import Component
 from collector.store.base import Store
 
@@ -28,8 +29,10 @@ def build_components(config: Config, cluster: ClusterComponent | None = None
                      ) -> list[Component]:
     """The parts to start, in order: today only the alarms (engine, outbox, delivery);
     in cluster mode the leader-elected ones over the shared log (alarms.cluster)."""
+    # The drains come last: they feed ingest, so the alarms must be listening before.
     if cluster is None:
-        return [AlarmsComponent(config)]
+        return [AlarmsComponent(config), DrainComponent(config)]
     connection = cluster.connection
     return [ClusterAlarmsComponent(
-        config, cluster, lambda: KvOutbox(lambda: connection.bucket(OUTBOX_BUCKET)))]
+        config, cluster, lambda: KvOutbox(lambda: connection.bucket(OUTBOX_BUCKET))),
+        DrainComponent(config)]
