@@ -81,7 +81,7 @@ async def get_sources(request: web.Request) -> web.Response:
     found: dict[tuple[str, str], _Seen] = {}
     scanned = 0
     query = LogQuery(app=parsed.app, since=since, until=None)
-    async for page in scan(context, query, MAX_SCAN):
+    async for page in scan(context.store, query, MAX_SCAN):
         scanned += len(page)
         for record in page:
             if record.kind != "log":

@@ -134,7 +134,7 @@ async def get_volume(request: web.Request) -> web.Response:
     step_us = parsed.step * 1e6
     seen = 0
     wanted = parsed.status_class
-    async for page in scan(context, parsed.query, MAX_SCAN):
+    async for page in scan(context.store, parsed.query, MAX_SCAN):
         seen += len(page)
         for record in page:
             status = record.status
