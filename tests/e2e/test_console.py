@@ -132,7 +132,7 @@ class Console:
     def rows(self) -> list[dict[str, str]]:
         """The Logs table's rows as {column: text}."""
         found: list[dict[str, str]] = self.page.evaluate("""() =>
-            [...document.querySelectorAll('#lines > tbody > tr[data-id]')].map(tr => {
+            [...document.querySelectorAll('#lines-body > .row[data-id]')].map(tr => {
               const c = [...tr.children].map(td => td.textContent);
               return {id: tr.dataset.id, time: c[0], source: c[1], method: c[2],
                       path: c[3], status: c[4], msecs: c[5], line: c[6]};
@@ -189,7 +189,7 @@ def test_token_prompt_then_logs(browser: Browser, collector: CollectorProcess,
         page.wait_for_selector("#login-error:has-text('refused')")
         page.fill("#login-token", TOKEN)
         page.click("#login button")
-        page.wait_for_selector("#lines tbody tr[data-id]")
+        page.wait_for_selector("#lines-body .row[data-id]")
         assert page.is_hidden("#login")
         assert not any(TOKEN in url for url in urls)
         assert page.evaluate("sessionStorage.getItem('logship-api-token')") == TOKEN
@@ -279,14 +279,14 @@ def test_click_shows_neighbours_from_the_same_source(console: Console,
     for n in range(5):
         say(uwsgi, f"neighbour-{n}")
     console.open(urlencode({"regex": "neighbour-2"}))
-    console.page.click("#lines > tbody > tr[data-id]")
-    console.page.wait_for_selector("tr.neighbours tr.picked")
+    console.page.click("#lines-body > .row[data-id]")
+    console.page.wait_for_selector(".neighbours .row.picked")
     # The app's lines, between uWSGI's request lines for them.
-    around = [text for text in console.page.locator("tr.neighbours td.text")
+    around = [text for text in console.page.locator(".neighbours .text")
               .all_text_contents() if text.startswith("neighbour-")]
     position = around.index("neighbour-2")
     assert around[position - 2:position + 3] == [f"neighbour-{n}" for n in range(5)]
-    assert console.page.text_content("tr.neighbours tr.picked td.text") == "neighbour-2"
+    assert console.page.text_content(".neighbours .row.picked .text") == "neighbour-2"
 
 
 def test_xss_and_ansi_lines_show_as_text_and_run_nothing(
@@ -347,7 +347,7 @@ def live_line(console: Console, uwsgi: UwsgiProcess, text: str) -> float:
     """Ship `text` and return the seconds until the Live view shows it."""
     started = time.monotonic()
     say(uwsgi, text)
-    console.until("text => [...document.querySelectorAll('#lines td.text')]"
+    console.until("text => [...document.querySelectorAll('#lines-body .text')]"
                   ".some(td => td.textContent === text)", f"{text!r} shown", text)
     return time.monotonic() - started
 

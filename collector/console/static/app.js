@@ -3,11 +3,12 @@
 "use strict";
 
 const TOKEN_KEY = "logship-api-token";
-const MAX_ROWS = 5000;          // rows kept in the Logs table; the oldest go first
+const MAX_ROWS = 5000;          // rows kept while Live appends; the oldest go first
 const MAX_QUEUED = 20000;       // live records held while paused; older ones are skipped
 const CLASSES = ["2xx", "3xx", "4xx", "5xx", "other"];
 const FILTERS = ["app", "source", "status", "regex", "since", "until", "n"];
 const SOURCE_COLOURS = 12;
+const FLUSH_MS = 100;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -17,8 +18,10 @@ const state = {
   live: null,          // the running follow: {abort, ...}
   queue: [],
   skipped: 0,
+  skippedTotal: 0,     // live lines never shown (paused or arriving too fast)
   paused: false,
   frame: 0,
+  flushedAt: 0,
   statusTimer: 0,
   volume: null,
   shown: 0,            // lines appended by Live (for the benchmark)
@@ -196,27 +199,30 @@ function query(extra) {
 }
 
 // ---- Logs: the lines ------------------------------------------------------------------
-const body = document.querySelector("#lines tbody");
+const body = $("lines-body");
 const box = $("lines-box");
 
 function row(record, cls) {
-  const tr = document.createElement("tr");
+  const tr = el("div", null, "row");
+  tr.setAttribute("role", "row");
   tr.dataset.id = record.id;
   tr.dataset.app = record.app;
   tr.dataset.source = record.source;
-  if (cls) tr.className = cls;
+  if (cls) tr.className = "row " + cls;
   if (record.kind === "marker") tr.classList.add("marker");
   const moment = record.emitted_at != null ? record.emitted_at : record.received_at;
-  tr.append(el("td", stamp(moment)));
   const origin = `${clean(record.app)}[${clean(record.source)}]`;
-  tr.append(el("td", origin, "s" + (hash(origin) % SOURCE_COLOURS)));
   const status = record.status;
-  tr.append(el("td", clean(record.method)));
-  tr.append(el("td", clean(record.path)));
-  tr.append(el("td", status == null ? "" : String(status),
-               status == null ? "num" : "num st" + Math.floor(status / 100)));
-  tr.append(el("td", record.msecs == null ? "" : String(record.msecs), "num"));
-  tr.append(el("td", clean(record.line), "text"));
+  const path = clean(record.path);
+  const pathCell = el("span", path);
+  pathCell.title = path;
+  tr.append(el("span", stamp(moment)),
+            el("span", origin, "s" + (hash(origin) % SOURCE_COLOURS)),
+            el("span", clean(record.method)), pathCell,
+            el("span", status == null ? "" : String(status),
+               status == null ? "num" : "num st" + Math.floor(status / 100)),
+            el("span", record.msecs == null ? "" : String(record.msecs), "num"),
+            el("span", clean(record.line), "text"));
   return tr;
 }
 
@@ -224,20 +230,21 @@ function atBottom() {
   return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
 }
 
-function trim() {
-  while (state.rows > MAX_ROWS && body.firstChild) {
+function trim(bound) {
+  while (state.rows > bound && body.firstChild) {
     const first = body.firstChild;
     if (first.dataset && first.dataset.id) state.rows -= 1;
     first.remove();
   }
 }
 
-function showRecords(records) {
+// A search shows all it found (at most the API's 10,000); Live keeps MAX_ROWS.
+function showRecords(records, bound) {
   const fragment = document.createDocumentFragment();
   for (const record of records) fragment.append(row(record));
   body.append(fragment);
   state.rows += records.length;
-  trim();
+  trim(bound);
 }
 
 async function loadLogs() {
@@ -245,10 +252,12 @@ async function loadLogs() {
   const answer = await apiJson("/v1/logs?" + query({}));
   body.textContent = "";
   state.rows = 0;
-  showRecords(answer.records);
+  showRecords(answer.records, answer.records.length);
   const records = answer.records;
   state.lastId = records.length ? records[records.length - 1].id : null;
   box.scrollTop = box.scrollHeight;
+  // For bench/console.py: when the rows were first painted (after the next frame).
+  requestAnimationFrame(() => setTimeout(() => { state.paintedAt = performance.now(); }));
   state.firstRows = performance.now() - started;
   $("lines-foot").textContent = `${records.length} line${records.length === 1 ? "" : "s"}` +
     (records.length >= Number(filters().n || 100) ? " (the newest; narrow the filters or the range for more)" : "");
@@ -258,7 +267,7 @@ async function loadLogs() {
 
 // Clicking a line shows its neighbours from the same source just under it.
 body.addEventListener("click", async (event) => {
-  const tr = event.target.closest("tr");
+  const tr = event.target.closest(".row");
   if (!tr || !tr.dataset.id || tr.classList.contains("context")) return;
   const open = tr.nextSibling;
   if (open && open.classList && open.classList.contains("neighbours")) {
@@ -274,18 +283,12 @@ body.addEventListener("click", async (event) => {
                                                  n: "11" })),
       apiJson("/v1/logs?" + new URLSearchParams({ ...same, after: String(id), n: "10" })),
     ]);
-    const holder = el("tr", null, "neighbours");
-    const cell = el("td");
-    cell.colSpan = 7;
-    const table = el("table", null, "lines");
-    const inner = document.createElement("tbody");
+    const holder = el("div", null, "neighbours");
+    holder.append(el("div", `${clean(same.app)}[${clean(same.source)}]: the lines around this one`,
+                     "foot"));
     for (const record of [...before.records, ...after.records]) {
-      inner.append(row(record, record.id === id ? "context picked" : "context"));
+      holder.append(row(record, record.id === id ? "context picked" : "context"));
     }
-    table.append(inner);
-    cell.append(el("div", `${same.app}[${same.source}]: the lines around this one`, "foot"),
-                table);
-    holder.append(cell);
     tr.classList.add("picked");
     tr.after(holder);
   } catch (error) { failed(error); }
@@ -379,13 +382,17 @@ async function readStream(stream, run) {
   }
 }
 
-// DOM updates are batched: one per animation frame, whatever the rate of arrival.
+// DOM updates are batched: at most one per FLUSH_MS, in an animation frame, whatever
+// the rate of arrival.
 function schedule() {
-  if (!state.frame) state.frame = requestAnimationFrame(flush);
+  if (state.frame) return;
+  const wait = Math.max(0, FLUSH_MS - (performance.now() - state.flushedAt));
+  state.frame = setTimeout(() => requestAnimationFrame(flush), wait);
 }
 
 function flush() {
   state.frame = 0;
+  state.flushedAt = performance.now();
   if (state.paused || !state.queue.length) return;
   let batch = state.queue;
   state.queue = [];
@@ -394,23 +401,27 @@ function flush() {
     batch = batch.slice(batch.length - MAX_ROWS);
   }
   if (state.skipped) {
-    const gap = el("tr", null, "gap");
-    const cell = el("td", `… ${state.skipped} lines not shown (paused or too fast); ` +
-                    "search the range to see them");
-    cell.colSpan = 7;
-    gap.append(cell);
-    body.append(gap);
+    state.skippedTotal += state.skipped;
+    body.append(el("div", `… ${state.skipped} lines not shown (paused or too fast); ` +
+                   "search the range to see them", "gap"));
     state.skipped = 0;
   }
-  showRecords(batch);
+  showRecords(batch, MAX_ROWS);
   state.shown += batch.length;
   box.scrollTop = box.scrollHeight;
   liveState(`● live · ${state.rows} rows`);
 }
 
 // Scrolling up pauses the view (the stream keeps being read); back at the bottom resumes.
+// Only a scroll the user made pauses: rows growing to their real height as they come
+// into view also move the scroll position.
+let userScrolled = -Infinity;
+for (const kind of ["wheel", "keydown", "pointerdown", "touchstart"]) {
+  box.addEventListener(kind, () => { userScrolled = performance.now(); }, { passive: true });
+}
 box.addEventListener("scroll", () => {
-  const paused = !atBottom();
+  const bottom = atBottom();
+  const paused = bottom ? false : (performance.now() - userScrolled < 1500 || state.paused);
   if (paused === state.paused) return;
   state.paused = paused;
   if (state.live) liveState(paused ? "❚❚ paused (scroll down to resume)" : "● live");
