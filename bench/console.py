@@ -44,7 +44,8 @@ LONG_TASKS = """() => {
 }"""
 LIVE_FIGURES = """() => ({shown: window.__console.shown, skipped: window.__console.skippedTotal,
   rows: window.__console.rows, longTasks: window.__longTasks,
-  last: (document.querySelector('#lines-body > .row:last-child .text') || {}).textContent
+  last: (document.querySelector('#lines-body > .chunk:last-child > .row:last-child .text')
+         || {}).textContent
 })"""
 
 

@@ -132,7 +132,7 @@ class Console:
     def rows(self) -> list[dict[str, str]]:
         """The Logs table's rows as {column: text}."""
         found: list[dict[str, str]] = self.page.evaluate("""() =>
-            [...document.querySelectorAll('#lines-body > .row[data-id]')].map(tr => {
+            [...document.querySelectorAll('#lines-body > .chunk > .row[data-id]')].map(tr => {
               const c = [...tr.children].map(td => td.textContent);
               return {id: tr.dataset.id, time: c[0], source: c[1], method: c[2],
                       path: c[3], status: c[4], msecs: c[5], line: c[6]};
@@ -279,7 +279,7 @@ def test_click_shows_neighbours_from_the_same_source(console: Console,
     for n in range(5):
         say(uwsgi, f"neighbour-{n}")
     console.open(urlencode({"regex": "neighbour-2"}))
-    console.page.click("#lines-body > .row[data-id]")
+    console.page.click("#lines-body > .chunk > .row[data-id]")
     console.page.wait_for_selector(".neighbours .row.picked")
     # The app's lines, between uWSGI's request lines for them.
     around = [text for text in console.page.locator(".neighbours .text")

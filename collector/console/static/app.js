@@ -9,6 +9,7 @@ const CLASSES = ["2xx", "3xx", "4xx", "5xx", "other"];
 const FILTERS = ["app", "source", "status", "regex", "since", "until", "n"];
 const SOURCE_COLOURS = 12;
 const FLUSH_MS = 100;
+const CHUNK = 100;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -230,21 +231,39 @@ function atBottom() {
   return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
 }
 
+// Rows go in chunks of CHUNK: the browser skips laying out and painting chunks out of
+// view (content-visibility), and Live drops the oldest rows a chunk at a time.
 function trim(bound) {
-  while (state.rows > bound && body.firstChild) {
-    const first = body.firstChild;
-    if (first.dataset && first.dataset.id) state.rows -= 1;
-    first.remove();
+  while (state.rows > bound && body.firstElementChild) {
+    state.rows -= body.firstElementChild.rowCount || 0;
+    body.firstElementChild.remove();
   }
 }
 
-// A search shows all it found (at most the API's 10,000); Live keeps MAX_ROWS.
+function lastChunk() {
+  let chunk = body.lastElementChild;
+  if (!chunk || chunk.rowCount >= CHUNK) {
+    chunk = el("div", null, "chunk");
+    chunk.rowCount = 0;
+    body.append(chunk);
+  }
+  return chunk;
+}
+
+// A search shows all it found (at most the API's 10,000); Live keeps about MAX_ROWS.
 function showRecords(records, bound) {
-  const fragment = document.createDocumentFragment();
-  for (const record of records) fragment.append(row(record));
-  body.append(fragment);
+  let start = 0;
+  while (start < records.length) {
+    const chunk = lastChunk();
+    const take = Math.min(CHUNK - chunk.rowCount, records.length - start);
+    const fragment = document.createDocumentFragment();
+    for (let i = start; i < start + take; i++) fragment.append(row(records[i]));
+    chunk.append(fragment);
+    chunk.rowCount += take;
+    start += take;
+  }
   state.rows += records.length;
-  trim(bound);
+  trim(bound + CHUNK - 1);
 }
 
 async function loadLogs() {
@@ -402,8 +421,8 @@ function flush() {
   }
   if (state.skipped) {
     state.skippedTotal += state.skipped;
-    body.append(el("div", `… ${state.skipped} lines not shown (paused or too fast); ` +
-                   "search the range to see them", "gap"));
+    lastChunk().append(el("div", `… ${state.skipped} lines not shown (paused or too fast); ` +
+                          "search the range to see them", "gap"));
     state.skipped = 0;
   }
   showRecords(batch, MAX_ROWS);
