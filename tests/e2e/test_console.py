@@ -175,8 +175,10 @@ def say(uwsgi: UwsgiProcess, text: str) -> None:
 def test_token_prompt_then_logs(browser: Browser, collector: CollectorProcess,
                                 uwsgi: UwsgiProcess, shots: Path) -> None:
     """With api-token set, a new tab asks for the token (a wrong one is refused), then
-    shows the lines; the token is in no URL the page requested."""
-    context = browser.new_context()
+    shows the lines; the token is in no URL the page requested. (This tab prefers the
+    dark theme: its screenshot shows that one.)"""
+    context = browser.new_context(color_scheme="dark", viewport={"width": 1366,
+                                                                  "height": 800})
     page = context.new_page()
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
@@ -193,6 +195,8 @@ def test_token_prompt_then_logs(browser: Browser, collector: CollectorProcess,
         assert page.is_hidden("#login")
         assert not any(TOKEN in url for url in urls)
         assert page.evaluate("sessionStorage.getItem('logship-api-token')") == TOKEN
+        page.wait_for_selector("#volume-legend span")
+        page.screenshot(path=str(shots / "logs-dark.png"))
     finally:
         context.close()
 
@@ -341,6 +345,30 @@ def test_live_follows_new_lines_and_resumes_after_restart(
     assert len(ids) == len(set(ids))
     assert [r["line"] for r in console.rows()].count("live-before-restart") == 1
     console.shot(shots, "logs-live")
+
+
+def test_live_pauses_while_scrolled_up(console: Console, uwsgi: UwsgiProcess) -> None:
+    """Scrolling up pauses Live (a new line is held back, the view stays put); scrolling
+    back to the bottom shows what arrived meanwhile."""
+    for n in range(60):
+        say(uwsgi, f"filler {n}")
+    console.open(urlencode({"since": "10m"}))
+    console.page.check("#live")
+    console.until("() => document.querySelector('#live-state').textContent"
+                  ".startsWith('● live')", "Live to connect")
+    console.page.hover("#lines-box")
+    console.page.mouse.wheel(0, -3000)
+    console.until("() => document.querySelector('#live-state').textContent"
+                  ".includes('paused')", "Live to pause")
+    say(uwsgi, "held while paused")
+    console.until("() => window.__console.queue.some(r => r.line === 'held while paused')",
+                  "the line received")
+    assert "held while paused" not in [r["line"] for r in console.rows()]
+    console.page.mouse.wheel(0, 100_000)
+    live_text = "text => [...document.querySelectorAll('#lines-body .text')]" \
+        ".some(td => td.textContent === text)"
+    console.until(live_text, "the held line shown", "held while paused")
+    assert console.errors == []
 
 
 def live_line(console: Console, uwsgi: UwsgiProcess, text: str) -> float:
