@@ -138,6 +138,7 @@ function route() {
     link.classList.toggle("current", link.dataset.page === state.page);
   }
   clearInterval(state.statusTimer);
+  if (state.page !== "logs") stopLive();  // no stream left running behind another page
   notice("");
   const load = { logs: loadLogs, alarms: loadAlarms, sources: loadSources,
                  status: loadStatus }[state.page];
@@ -508,9 +509,12 @@ function drawVolume() {
   }
   g.fillStyle = colour("--muted");
   const labels = Math.min(6, n);
+  const span = volume.until - volume.since;
+  // Seconds on a short range, the date on a long one.
+  const [from, to] = span <= 1800 ? [11, 19] : span <= 86400 ? [11, 16] : [5, 16];
   for (let k = 0; k < labels; k++) {
     const i = Math.floor((k * n) / labels);
-    const text = stamp(volume.times[i]).slice(5, 16);
+    const text = stamp(volume.times[i]).slice(from, to);
     g.fillText(text, plot.left + i * barWidth, height - 3);
   }
   if (drag.from != null && drag.to != null) {
