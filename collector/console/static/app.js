@@ -103,7 +103,6 @@ async function apiJson(path, options) {
   return body;
 }
 
-let tokenWaiters = [];
 function askToken(error) {
   $("login").hidden = false;
   $("login-error").textContent = error;
@@ -268,7 +267,6 @@ function showRecords(records, bound) {
 }
 
 async function loadLogs() {
-  const started = performance.now();
   const answer = await apiJson("/v1/logs?" + query({}));
   body.textContent = "";
   state.rows = 0;
@@ -278,11 +276,14 @@ async function loadLogs() {
   box.scrollTop = box.scrollHeight;
   // For bench/console.py: when the rows were first painted (after the next frame).
   requestAnimationFrame(() => setTimeout(() => { state.paintedAt = performance.now(); }));
-  state.firstRows = performance.now() - started;
   $("lines-foot").textContent = `${records.length} line${records.length === 1 ? "" : "s"}` +
-    (records.length >= Number(filters().n || 100) ? " (the newest; narrow the filters or the range for more)" : "");
-  document.body.dataset.loaded = String(Date.now());
-  await loadVolume();
+    (records.length >= Number(filters().n || 100) ?
+      " (the newest; narrow the filters or the range for more)" : "");
+  try {
+    await loadVolume();
+  } finally {
+    document.body.dataset.loaded = String(Date.now());  // lines and chart are in
+  }
 }
 
 // Clicking a line shows its neighbours from the same source just under it.
