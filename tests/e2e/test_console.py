@@ -201,6 +201,23 @@ def test_token_prompt_then_logs(browser: Browser, collector: CollectorProcess,
         context.close()
 
 
+def test_no_login_without_a_token(browser: Browser, tmp_path: Path) -> None:
+    """A collector without api-token (loopback only) shows its pages with no prompt."""
+    plain = CollectorProcess(tmp_path, config="[listener:plain]\nudp = 127.0.0.1:"
+                             "{port:plain}\nformat = socket\napp = solo\n")
+    plain.start()
+    context = browser.new_context()
+    try:
+        page = Console(context.new_page(), plain.url)
+        page.open()
+        assert page.page.is_hidden("#login")
+        assert page.page.text_content("#lines-foot") == "0 lines"
+        assert page.errors == []
+    finally:
+        context.close()
+        plain.close()
+
+
 def test_logs_show_requests_with_fields_and_filters_match_url(
         console: Console, collector: CollectorProcess, uwsgi: UwsgiProcess,
         shots: Path) -> None:
