@@ -3,7 +3,8 @@
 # venv support, a C compiler and the Python and OpenSSL headers (uWSGI with logcrypto is
 # built from source in the virtual environment), and the openssl command (the bf-cbc test
 # vectors), and rsyslog (bench/peers.py measures the collector beside it; a test runs it
-# with a config of its own, never the system's). Installs nothing that is already there.
+# with a config of its own, never the system's), and chromium (the web console's browser
+# tests, driven by Playwright). Installs nothing that is already there.
 set -euo pipefail
 PYTHON=${1:-python3}
 
@@ -21,6 +22,7 @@ command -v openssl >/dev/null 2>&1 || missing+=("openssl")
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=("rsyslog")
 # rsyslog's TLS driver: tests/e2e/test_syslog_rsyslog.py forwards over TLS with it.
 ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || missing+=("rsyslog-openssl")
+[ -x /usr/bin/chromium ] || missing+=("chromium")  # the web console's browser tests
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

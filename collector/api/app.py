@@ -11,10 +11,14 @@ from aiohttp.typedefs import Middleware
 from collector.api.logs import get_logs
 from collector.api.metrics import get_metrics
 from collector.api.params import names_problem
+from collector.api.sources import get_sources
+from collector.api.volume import get_volume
+from collector.console import routes as console
 from collector.errors import StoreError
 from collector.server.context import CONTEXT, Context
 
-_OPEN_PATHS = frozenset({"/healthz"})
+# The console's static files are open: the page must load to ask for the token.
+_OPEN_PATHS = frozenset({"/healthz"}) | console.OPEN_PATHS
 # Endpoints that take no query parameters (the others check their own).
 _NO_PARAMS = frozenset({"/healthz", "/metrics"})
 # A request line may be this long (aiohttp's default is 8190 bytes), so that a long query
@@ -71,6 +75,9 @@ def create_app(context: Context) -> web.Application:
     app.router.add_get("/healthz", get_health)
     app.router.add_get("/v1/logs", get_logs)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/v1/stats/volume", get_volume)
+    app.router.add_get("/v1/sources", get_sources)
+    app.router.add_routes(console.routes())
     served: set[str] = set()
     for component in context.components:
         routes = component.routes()
