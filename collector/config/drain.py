@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.config.ini import Entry, Section
-from collector.config.units import parse_hostport, parse_int, parse_size
+from collector.config.units import is_loopback, parse_hostport, parse_int, parse_size
 from collector.errors import ConfigError, Location
 
 DRAIN_KEYS = frozenset({"http", "format", "tls-cert", "tls-key", "drain", "behind-proxy",
@@ -88,15 +87,6 @@ def _bool(entry: Entry | None) -> bool:
     raise ConfigError(f"expected yes or no; got {entry.value!r}", entry.location)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build_drain(section: Section, name: str) -> DrainConfig:
     """Check a `format = logplex` listener section; errors name file, line and key."""
     for entry in section.entries:
@@ -125,7 +115,7 @@ def build_drain(section: Section, name: str) -> DrainConfig:
         raise ConfigError("give both tls-cert and tls-key", given.location)
     proxy_entry = _single(section, "behind-proxy")
     behind_proxy = _bool(proxy_entry)
-    if cert is None and not behind_proxy and not _is_loopback(host):
+    if cert is None and not behind_proxy and not is_loopback(host):
         raise ConfigError(
             f"http = {host}:{port} is not a loopback address and no tls-cert/tls-key is "
             "set: drain tokens would cross the network in clear; set tls-cert and tls-key, "

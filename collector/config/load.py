@@ -29,6 +29,7 @@ from collector.config.model import (
     StoreConfig,
 )
 from collector.config.units import (
+    is_loopback,
     parse_duration,
     parse_hostport,
     parse_int,
@@ -108,7 +109,7 @@ def _build_collector(section: Section | None) -> tuple[StoreConfig, HttpConfig, 
     host, port = _value(e, "http", ("127.0.0.1", 8080), parse_hostport)
     token_entry = _single(e, "api-token")
     token = token_entry.value if token_entry and token_entry.value else None
-    if token is None and not _is_loopback(host):
+    if token is None and not is_loopback(host):
         raise ConfigError(
             f"http = {host}:{port} is not a loopback address and no api-token is set; "
             "set api-token (e.g. api-token = $(COLLECTOR_TOKEN)) or bind to 127.0.0.1",
@@ -128,15 +129,6 @@ def _choice(*options: str) -> Callable[[str, Location], str]:
 
 def _location(entries: list[Entry], key: str) -> Location | None:
     return next((entry.location for entry in entries if entry.key == key), None)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _LISTENER_KEYS = {

@@ -57,3 +57,13 @@ def parse_network(value: str, location: Location) -> ipaddress.IPv4Network | ipa
     except ValueError:
         raise ConfigError(f"expected a network such as 10.0.0.0/8, got {value!r}",
                           location) from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) can only be reached from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
