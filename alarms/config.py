@@ -65,6 +65,15 @@ def _names(text: str, entry: Entry, alarms: dict[str, AlarmSpec]) -> tuple[str, 
     return names
 
 
+def _one_name(text: str, entry: Entry, alarms: dict[str, AlarmSpec]) -> str:
+    """One alarm name: these rules keep per-alarm state (a window, a quiet period)."""
+    names = _names(text, entry, alarms)
+    if len(names) > 1:
+        raise ConfigError(f"expected one alarm name, got {len(names)} ({text}); give one "
+                          f"{entry.key} line per alarm", entry.location)
+    return names[0]
+
+
 def _regex(pattern: str, entry: Entry) -> str:
     problem = regex_error(pattern)
     if problem:
@@ -85,7 +94,7 @@ def _silence(entry: Entry, alarms: dict[str, AlarmSpec]) -> SilenceRule:
     parts = entry.value.split(None, 2)
     if len(parts) < 2:
         raise ConfigError("expected 'ALARM SECONDS [SOURCE-REGEX]'", entry.location)
-    (alarm,) = _names(parts[0], entry, alarms)
+    alarm = _one_name(parts[0], entry, alarms)
     seconds = parse_duration(parts[1], entry.location)
     if seconds <= 0:
         raise ConfigError("the silence must last more than 0 seconds", entry.location)
@@ -100,7 +109,7 @@ def _rate(entry: Entry, alarms: dict[str, AlarmSpec]) -> RateRule:
     if len(parts) < 3 or not slash:
         raise ConfigError("expected 'ALARM COUNT/SECONDS REGEX', e.g. "
                           "'alarm-rate = page 50/60 HTTP/1\\.[01] 5\\d\\d'", entry.location)
-    (alarm,) = _names(parts[0], entry, alarms)
+    alarm = _one_name(parts[0], entry, alarms)
     count = parse_int(count_text, entry.location, minimum=1)
     seconds = parse_duration(seconds_text, entry.location)
     if seconds <= 0:
@@ -111,9 +120,9 @@ def _rate(entry: Entry, alarms: dict[str, AlarmSpec]) -> RateRule:
 def _heroku(entry: Entry, alarms: dict[str, AlarmSpec]) -> HerokuRule:
     parts = entry.value.split(None, 1)
     if len(parts) < 2:
-        raise ConfigError("expected 'ALARM CODE[,CODE...]', e.g. "
+        raise ConfigError("expected 'ALARM[,ALARM...] CODE[,CODE...]', e.g. "
                           "'alarm-heroku = page H10,H12,R14,crashed'", entry.location)
-    (alarm,) = _names(parts[0], entry, alarms)
+    names = _names(parts[0], entry, alarms)
     codes: list[str] = []
     for text in parts[1].replace(" ", "").split(","):
         code = "crashed" if text.lower() == "crashed" else text.upper()
@@ -121,7 +130,7 @@ def _heroku(entry: Entry, alarms: dict[str, AlarmSpec]) -> HerokuRule:
             raise ConfigError(f"unknown Heroku code {text!r}: expected H, R or L and two "
                               "digits (H12, R14, L10) or 'crashed'", entry.location)
         codes.append(code)
-    return HerokuRule(alarm, tuple(dict.fromkeys(codes)), entry.location)
+    return HerokuRule(names, tuple(dict.fromkeys(codes)), entry.location)
 
 
 def parse_app(section: AppSection) -> AppRules:

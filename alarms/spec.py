@@ -50,9 +50,10 @@ class RateRule:
 
 @dataclass(frozen=True)
 class HerokuRule:
-    """`alarm-heroku = NAME CODE[,CODE...]`: Heroku error codes (H12, R14, `crashed`)."""
+    """`alarm-heroku = NAME[,NAME...] CODE[,CODE...]`: Heroku error codes (H12, R14,
+    `crashed`)."""
 
-    alarm: str
+    alarms: tuple[str, ...]
     codes: tuple[str, ...]
     location: Location
 

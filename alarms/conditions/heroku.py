@@ -65,8 +65,7 @@ class HerokuWatch:
         for rule in rules:
             for code in rule.codes:
                 alarms = self._by_code.get(code, ())
-                if rule.alarm not in alarms:
-                    self._by_code[code] = (*alarms, rule.alarm)
+                self._by_code[code] = (*alarms, *(a for a in rule.alarms if a not in alarms))
 
     def feed(self, line: str, source: str, at: float) -> Event | None:
         """The event this line raises, if its code has an alarm."""

@@ -25,13 +25,13 @@ def test_config_line() -> None:
     """Codes are upper-cased (`crashed` kept), repeated ones once; lines may repeat."""
     rules = rules_from(ALARMS + "alarm-heroku = page h12, H12,R14,Crashed\n"
                                 "heroku-alarm = hook H10\n")
-    assert [(r.alarm, r.codes) for r in rules.heroku] == [
-        ("page", ("H12", "R14", "crashed")), ("hook", ("H10",))]
+    assert [(r.alarms, r.codes) for r in rules.heroku] == [
+        (("page",), ("H12", "R14", "crashed")), (("hook",), ("H10",))]
     assert rules.has_conditions
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("alarm-heroku = page", "ALARM CODE"),
+    ("alarm-heroku = page", "expected .ALARM"),
     ("alarm-heroku = page H1", "unknown Heroku code"),
     ("alarm-heroku = page X12", "unknown Heroku code"),
     ("alarm-heroku = nobody H12", "unknown alarm"),
@@ -107,3 +107,24 @@ def test_repeats_on_one_path_are_one_message_to_alarm_freq() -> None:
     engine.consume([record(H12, 1000.0, source="router"),
                     record(other, 1000.5, source="router")])
     assert len(fired) == 1
+
+
+def test_several_alarms_on_one_line_each_get_the_event() -> None:
+    """`alarm-heroku = page,hook CODE` sends to both alarms, as `log-alarm = a,b REGEX`
+    does; a code named again for one of them is not sent to it twice."""
+    rules = rules_from(ALARMS + "alarm-heroku = page,hook H12\nalarm-heroku = hook H12,R14\n")
+    assert [(r.alarms, r.codes) for r in rules.heroku] == [
+        (("page", "hook"), ("H12",)), (("hook",), ("H12", "R14"))]
+    engine, fired = engine_for("alarm-heroku = page,hook H12\nalarm-heroku = hook H12,R14\n")
+    engine.consume([record(H12, 1000.0, source="router")])
+    assert sorted(n.alarm for n in fired) == ["hook", "page"]
+
+
+@pytest.mark.parametrize("line", ["alarm-silence = page,hook 60",
+                                  "alarm-rate = page,hook 5/60 x"])
+def test_one_alarm_rules_refuse_several_names_with_the_line(line: str) -> None:
+    """Rules that keep per-alarm state take one name: a comma list is a ConfigError that
+    names the line (it was a traceback)."""
+    with pytest.raises(ConfigError, match="expected one alarm name") as caught:
+        rules_from(ALARMS + line + "\n")
+    assert caught.value.location is not None
