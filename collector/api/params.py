@@ -31,6 +31,7 @@ STATUS_RANGE = (100, 999)
 LOGS_PARAMS = frozenset({"app", "source", "since", "until", "regex", "status", "after",
                          "limit", "n", "follow"})
 _WHOLE = re.compile(r"-?[0-9]{1,20}")
+_STATUS_CLASS = re.compile(r"([1-9])xx")
 _YES = frozenset({"1", "true", "yes"})
 _NO = frozenset({"0", "false", "no"})
 _SHOWN = 40
@@ -103,6 +104,18 @@ def regex(name: str, raw: str) -> str | None:
     return f"{name}: {error}" if error else None
 
 
+def status_filter(raw: str) -> tuple[int | None, int | None] | str:
+    """`status=` as (exact code, class digit): `503` is (503, None), `5xx` (None, 5); or
+    the text of a 400 answer."""
+    found = _STATUS_CLASS.fullmatch(raw.lower())
+    if found is not None:
+        return None, int(found.group(1))
+    number = whole_number("status", raw, *STATUS_RANGE)
+    if isinstance(number, str):
+        return f"{number} or a class such as 5xx"
+    return number, None
+
+
 def given_values(params: Mapping[str, str], allowed: Collection[str]) -> dict[str, str] | str:
     """The parameters given a value (an empty one counts as not given), or the text of a
     400 answer: an unknown or repeated name, or both `n` and `limit`."""
@@ -127,9 +140,8 @@ def parse_logs_params(params: Mapping[str, str]) -> LogsRequest | str:
             if isinstance(parsed, str):
                 return parsed
             times[name] = parsed
-    ranges = {"status": STATUS_RANGE, "after": (0, MAX_ID), "limit": (0, MAX_LIMIT),
-              "n": (0, MAX_LIMIT)}
-    numbers: dict[str, int | None] = {"status": None, "after": None, "limit": None, "n": None}
+    ranges = {"after": (0, MAX_ID), "limit": (0, MAX_LIMIT), "n": (0, MAX_LIMIT)}
+    numbers: dict[str, int | None] = {"after": None, "limit": None, "n": None}
     for name, (low, high) in ranges.items():
         if name in given:
             number = whole_number(name, given[name], low, high)
@@ -137,6 +149,9 @@ def parse_logs_params(params: Mapping[str, str]) -> LogsRequest | str:
                 return number
             numbers[name] = number
     limit = next((n for n in (numbers["limit"], numbers["n"]) if n is not None), 100)
+    status = status_filter(given["status"]) if "status" in given else (None, None)
+    if isinstance(status, str):
+        return status
     pattern = given.get("regex")
     if pattern is not None:
         problem = regex("regex", pattern)
@@ -147,5 +162,6 @@ def parse_logs_params(params: Mapping[str, str]) -> LogsRequest | str:
         return follow
     query = LogQuery(app=given.get("app"), source=given.get("source"),
                      since=times["since"], until=times["until"], regex=pattern,
-                     status=numbers["status"], after=numbers["after"], limit=limit)
+                     status=status[0], status_class=status[1], after=numbers["after"],
+                     limit=limit)
     return LogsRequest(query, follow)

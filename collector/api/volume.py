@@ -8,7 +8,6 @@ else. `status` takes an exact code (`503`) or a class (`5xx`); a line without a 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,12 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from collector.api.params import (
-    STATUS_RANGE,
     given_values,
     moment,
     regex,
     shown,
-    whole_number,
+    status_filter,
 )
 from collector.api.scan import capped, scan
 from collector.query import LogQuery
@@ -39,7 +37,6 @@ TARGET_BUCKETS = 60
 DEFAULT_RANGE = 3600.0
 # A volume request reads at most this many records; past it the answer says `truncated`.
 MAX_SCAN = 200_000
-_CLASS = re.compile(r"([1-9])xx")
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,6 @@ class VolumeRequest:
     since: float
     until: float
     step: float
-    status_class: int | None
 
 
 def status_class(status: int | None) -> str:
@@ -100,26 +96,17 @@ def parse_volume_params(params: Mapping[str, str], now: float | None = None
                     f"intervals over the range; at most {MAX_BUCKETS}")
     else:
         step = auto_step(span)
-    exact: int | None = None
-    wanted_class: int | None = None
-    if "status" in given:
-        raw = given["status"]
-        found = _CLASS.fullmatch(raw.lower())
-        if found is not None:
-            wanted_class = int(found.group(1))
-        else:
-            number = whole_number("status", raw, *STATUS_RANGE)
-            if isinstance(number, str):
-                return f"{number} or a class such as 5xx"
-            exact = number
+    status = status_filter(given["status"]) if "status" in given else (None, None)
+    if isinstance(status, str):
+        return status
     pattern = given.get("regex")
     if pattern is not None:
         problem = regex("regex", pattern)
         if problem:
             return problem
     query = LogQuery(app=given.get("app"), source=given.get("source"), since=since,
-                     until=until, regex=pattern, status=exact)
-    return VolumeRequest(query, since, until, step, wanted_class)
+                     until=until, regex=pattern, status=status[0], status_class=status[1])
+    return VolumeRequest(query, since, until, step)
 
 
 async def get_volume(request: web.Request) -> web.Response:
@@ -133,15 +120,11 @@ async def get_volume(request: web.Request) -> web.Response:
     start_us = int(parsed.since * 1e6)
     step_us = parsed.step * 1e6
     seen = 0
-    wanted = parsed.status_class
     async for page in scan(context.store, parsed.query, MAX_SCAN):
         seen += len(page)
         for record in page:
-            status = record.status
-            if wanted is not None and (status is None or status // 100 != wanted):
-                continue
             index = min(int((record.id - start_us) // step_us), buckets - 1)
-            series[status_class(status)][index] += 1
+            series[status_class(record.status)][index] += 1
     body: dict[str, Any] = {
         "since": parsed.since, "until": parsed.until, "step": parsed.step,
         "times": [parsed.since + i * parsed.step for i in range(buckets)],

@@ -174,6 +174,7 @@ def prefilter(pattern: str, compile_regex: Callable[[str], Any]) -> Any | None:
 
 def scan_block(app: str, source: str, lines_blob: bytes, columns_blob: bytes, *,
                status: int | None, low: int | None, high: int | None,
+               status_class: int | None = None,
                search: Callable[[str], Any] | None, joined_search: Callable[[str], Any] | None
                ) -> list[Record]:
     """The block's records that match (filters other than app/source), in row order."""
@@ -192,7 +193,9 @@ def scan_block(app: str, source: str, lines_blob: bytes, columns_blob: bytes, *,
     for i in candidates:
         record_id = ids[i]
         if ((low is not None and record_id < low) or (high is not None and record_id >= high)
-                or (status is not None and statuses[i] != status)):
+                or (status is not None and statuses[i] != status)
+                or (status_class is not None
+                    and (statuses[i] is None or statuses[i] // 100 != status_class))):
             continue
         found.append(record_at(app, source, lines, columns, i))
     return found

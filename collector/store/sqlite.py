@@ -526,8 +526,9 @@ def _query_blocks(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
             break
         lines, columns = conn.execute("SELECT lines, columns FROM blocks WHERE rowid = ?",
                                       (rowid,)).fetchone()
-        found.extend(scan_block(app, source, lines, columns, status=query.status, low=low,
-                                high=high, search=search, joined_search=joined))
+        found.extend(scan_block(app, source, lines, columns, status=query.status,
+                                status_class=query.status_class, low=low, high=high,
+                                search=search, joined_search=joined))
         if len(found) >= limit:
             found.sort(key=_by_id, reverse=not ascending)
             del found[limit:]
@@ -546,6 +547,9 @@ def _query_legacy(conn: sqlite3.Connection, query: LogQuery, *, low: int | None,
         conn.create_function("matches", 1, lambda line: pattern.search(line) is not None,
                              deterministic=True)
         clauses.append("matches(line)")
+    if query.status_class is not None:
+        clauses.append("status >= ? AND status < ?")
+        params.extend((query.status_class * 100, query.status_class * 100 + 100))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     order = "ASC" if ascending else "DESC"
     sql = f"{SELECT}{where} ORDER BY id {order} LIMIT ?"

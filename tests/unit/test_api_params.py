@@ -39,6 +39,31 @@ def test_logs_params_parse_or_name_the_parameter(params: dict[str, str]) -> None
     assert result.query.after is None or 0 <= result.query.after <= MAX_ID
 
 
+@pytest.mark.parametrize(("raw", "exact", "klass", "hits"), [
+    ("503", 503, None, [503]), ("5xx", None, 5, [500, 503, 599]), ("2XX", None, 2, [200, 204]),
+])
+def test_status_is_a_code_or_a_class(raw: str, exact: int | None, klass: int | None,
+                                     hits: list[int]) -> None:
+    """`status=503` filters one code and `status=5xx` a class (the console's 5xx button);
+    a line without a status is in no class."""
+    result = parse_logs_params({"status": raw})
+    assert isinstance(result, LogsRequest)
+    assert (result.query.status, result.query.status_class) == (exact, klass)
+    match = matcher(result.query)
+    for status in (None, 200, 204, 404, 500, 503, 599):
+        line = Record(1, None, "a", "s", "h", "socket", "x", status=status)
+        assert match(line) == (status in hits), status
+
+
+@pytest.mark.parametrize("raw", ["5yy", "xx", "0xx", "55xx"])
+def test_a_bad_status_names_the_parameter(raw: str) -> None:
+    """Neither a code nor a class: a 400 that says what is expected."""
+    result = parse_logs_params({"status": raw})
+    assert isinstance(result, str)
+    assert result.startswith("status:")
+    assert "5xx" in result
+
+
 @settings(deadline=None)  # a loaded machine must not fail a pure function
 @given(st.dictionaries(NAMES, st.text(max_size=40) | st.integers().map(str), max_size=6))
 def test_alarm_list_params_parse_or_name_the_parameter(params: dict[str, str]) -> None:

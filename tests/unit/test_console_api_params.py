@@ -27,17 +27,17 @@ def test_volume_defaults_to_the_last_hour_by_minute() -> None:
     assert isinstance(parsed, VolumeRequest)
     assert (parsed.since, parsed.until, parsed.step) == (NOW - 3600, NOW, 60.0)
     assert parsed.query.status is None
-    assert parsed.status_class is None
+    assert parsed.query.status_class is None
 
 
 def test_volume_status_takes_a_code_or_a_class() -> None:
     """`503` filters exactly in the store; `5xx` (any case) is a class."""
     exact = volume(status="503")
     assert isinstance(exact, VolumeRequest)
-    assert (exact.query.status, exact.status_class) == (503, None)
+    assert (exact.query.status, exact.query.status_class) == (503, None)
     wide = volume(status="5XX")
     assert isinstance(wide, VolumeRequest)
-    assert (wide.query.status, wide.status_class) == (None, 5)
+    assert (wide.query.status, wide.query.status_class) == (None, 5)
     assert volume(status="5x") == ("status: expected a whole number from 100 to 999, got "
                                    "'5x' or a class such as 5xx")
 

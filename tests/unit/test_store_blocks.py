@@ -74,6 +74,7 @@ queries = st.builds(
     until=st.one_of(st.none(), st.integers(min_value=0, max_value=30_000).map(lambda v: v / 1e6)),
     regex=st.one_of(st.none(), st.sampled_from(REGEXES)),
     status=st.one_of(st.none(), st.sampled_from([200, 404])),
+    status_class=st.one_of(st.none(), st.sampled_from([2, 4, 5])),
     after=st.one_of(st.none(), st.integers(min_value=0, max_value=30_000)),
     limit=st.integers(min_value=1, max_value=70))
 
@@ -146,7 +147,8 @@ async def test_partitions_of_the_previous_version_stay_readable(tmp_path: Path) 
     everything = old[:30] + [old_record(hour + i) for i in range(1, 11)] + new
     for query in (LogQuery(limit=1000), LogQuery(app="a", limit=5),
                   LogQuery(after=25, limit=12), LogQuery(regex="^old 1", limit=100),
-                  LogQuery(status=200, until=(hour + 15) / 1e6, limit=8)):
+                  LogQuery(status=200, until=(hour + 15) / 1e6, limit=8),
+                  LogQuery(status_class=2, limit=7), LogQuery(status_class=5, limit=7)):
         assert await store.query(query) == model_answer(everything, query), query
     await store.close()
     with closing(sqlite3.connect(partition_path(tmp_path / "logs", hour))) as conn:
