@@ -13,7 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -111,18 +111,7 @@ class Rsyslog:
     def settle(self, expected: int, timeout: float = 30.0) -> int:
         """Wait until `expected` lines are in the output file or it stops growing for a
         second; the count then."""
-        deadline = time.monotonic() + timeout
-        last, since = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            count = count_lines(self.output)
-            if count >= expected:
-                return count
-            if count != last:
-                last, since = count, time.monotonic()
-            elif time.monotonic() - since > 1.0:
-                return count
-            time.sleep(0.1)
-        return count_lines(self.output)
+        return settle(lambda: count_lines(self.output), expected, timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in `timeout` seconds."""
@@ -146,3 +135,20 @@ def running_rsyslog(executable: str) -> Iterator[Rsyslog]:
             yield server
         finally:
             server.stop()
+
+
+def settle(count: Callable[[], int], expected: int, timeout: float = 30.0) -> int:
+    """Wait until `count()` reaches `expected` or stops growing for a second (bounded by
+    `timeout`); the count then."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = count()
+        if now >= expected:
+            return now
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            return now
+        time.sleep(0.1)
+    return count()

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,22 +214,6 @@ def _send(target: Target, rate: float, count: int, *, connections: int, seconds:
     return send_streams(target, rate, count, connections, seconds * 2 + 5)
 
 
-def _settle(count: Callable[[], int], expected: int, timeout: float = 30.0) -> int:
-    """Wait until `expected` lines arrived or the count stopped growing for a second."""
-    deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = count()
-        if now >= expected:
-            return now
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > 1.0:
-            return now
-        time.sleep(0.1)
-    return count()
-
-
 def trial(who: str, transport: str, rate: float, *, connections: int,
           args: argparse.Namespace, pki: Pki, binary: Path, pool: Path
           ) -> tuple[Verdict, float]:
@@ -242,7 +226,7 @@ def trial(who: str, transport: str, rate: float, *, connections: int,
             before = cpu_seconds(procs)
             sent, took = _send(target, rate, count, connections=connections, seconds=seconds,
                                binary=binary, pool=pool)
-            arrived = _settle(lambda: rsyslog.count_lines(output), sent)
+            arrived = rsyslog.settle(lambda: rsyslog.count_lines(output), sent)
             cpu = cpu_seconds(procs) - before
     else:
         with collector_receiver(transport, pki) as (target, collector):
@@ -256,7 +240,7 @@ def trial(who: str, transport: str, rate: float, *, connections: int,
             def committed() -> int:
                 return metric_sum(collector.metrics(), "collector_store_lines_committed_total")
 
-            arrived = _settle(committed, sent)
+            arrived = rsyslog.settle(committed, sent)
             cpu = cpu_seconds(procs) - before
     verdict = Verdict(rate, sent, arrived, took, args.tolerance)
     print(f"  {who:8} {transport:3} x{connections:<3} {rate:>9.0f}/s sent {sent:>8} "

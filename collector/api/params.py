@@ -116,6 +116,28 @@ def status_filter(raw: str) -> tuple[int | None, int | None] | str:
     return number, None
 
 
+@dataclass(frozen=True)
+class LineFilters:
+    """The filters on a line's status and text that /v1/logs and /v1/stats/volume share."""
+
+    status: int | None = None
+    status_class: int | None = None
+    regex: str | None = None
+
+
+def line_filters(given: Mapping[str, str]) -> LineFilters | str:
+    """`status` (a code or a class) and `regex` checked, or the text of a 400 answer."""
+    status = status_filter(given["status"]) if "status" in given else (None, None)
+    if isinstance(status, str):
+        return status
+    pattern = given.get("regex")
+    if pattern is not None:
+        problem = regex("regex", pattern)
+        if problem:
+            return problem
+    return LineFilters(status[0], status[1], pattern)
+
+
 def given_values(params: Mapping[str, str], allowed: Collection[str]) -> dict[str, str] | str:
     """The parameters given a value (an empty one counts as not given), or the text of a
     400 answer: an unknown or repeated name, or both `n` and `limit`."""
@@ -149,19 +171,15 @@ def parse_logs_params(params: Mapping[str, str]) -> LogsRequest | str:
                 return number
             numbers[name] = number
     limit = next((n for n in (numbers["limit"], numbers["n"]) if n is not None), 100)
-    status = status_filter(given["status"]) if "status" in given else (None, None)
-    if isinstance(status, str):
-        return status
-    pattern = given.get("regex")
-    if pattern is not None:
-        problem = regex("regex", pattern)
-        if problem:
-            return problem
+    filters = line_filters(given)
+    if isinstance(filters, str):
+        return filters
     follow = flag("follow", given["follow"]) if "follow" in given else False
     if isinstance(follow, str):
         return follow
     query = LogQuery(app=given.get("app"), source=given.get("source"),
-                     since=times["since"], until=times["until"], regex=pattern,
-                     status=status[0], status_class=status[1], after=numbers["after"],
+                     since=times["since"], until=times["until"], regex=filters.regex,
+                     status=filters.status, status_class=filters.status_class,
+                     after=numbers["after"],
                      limit=limit)
     return LogsRequest(query, follow)

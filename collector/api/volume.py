@@ -15,13 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.api.params import (
-    given_values,
-    moment,
-    regex,
-    shown,
-    status_filter,
-)
+from collector.api.params import given_values, line_filters, moment, shown
 from collector.api.scan import capped, scan
 from collector.query import LogQuery
 from collector.server.context import CONTEXT
@@ -96,16 +90,12 @@ def parse_volume_params(params: Mapping[str, str], now: float | None = None
                     f"intervals over the range; at most {MAX_BUCKETS}")
     else:
         step = auto_step(span)
-    status = status_filter(given["status"]) if "status" in given else (None, None)
-    if isinstance(status, str):
-        return status
-    pattern = given.get("regex")
-    if pattern is not None:
-        problem = regex("regex", pattern)
-        if problem:
-            return problem
+    filters = line_filters(given)
+    if isinstance(filters, str):
+        return filters
     query = LogQuery(app=given.get("app"), source=given.get("source"), since=since,
-                     until=until, regex=pattern, status=status[0], status_class=status[1])
+                     until=until, regex=filters.regex, status=filters.status,
+                     status_class=filters.status_class)
     return VolumeRequest(query, since, until, step)
 
 
