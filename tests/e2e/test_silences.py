@@ -105,6 +105,9 @@ alarm-freq = 0.1
     wait_for(lambda: messages(hook) == [ORDER, ORDER, FIVE], 10, "a 5xx alarm delivered")
     assert len(alarms(collector, "state=silenced")) == 3
     assert collector.get("/v1/silences")["silences"] == []
+    # This process's count: two since the restart.
+    assert collector.metrics()['collector_alarms_silenced_total{alarm="five",app="shop",'
+                               'plugin="webhook"}'] == 2
     everything = collector.cli("silence", "list", "--all", "--json")
     ended = {d["id"]: d for d in map(json.loads, everything.stdout.splitlines())}
     assert set(ended) == {long_id, short_id}
@@ -141,3 +144,10 @@ def test_silences_api_validates_and_answers_404(
     assert [s["id"] for s in collector.get("/v1/silences")["silences"]] == [made["id"]]
     status, _ = collector.request("/v1/silences?all=maybe")
     assert status == 400
+    refused = collector.cli("silence", "add", "--app", "shop", "--for", "soon",
+                            "--comment", "x")
+    assert refused.returncode != 0
+    assert "collector answered 400: for:" in refused.stderr
+    unknown = collector.cli("silence", "expire", "sil_nope")
+    assert unknown.returncode != 0
+    assert "404" in unknown.stderr
