@@ -19,6 +19,7 @@ from alarms.notifiers.webhook import WebhookNotifier
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.silence_store import JsonSilenceFile, SilenceRegistry
 from alarms.silences import Silence, first_match, parse_body
+from alarms.spec import RetryPolicy
 from collector.errors import StoreError
 from tests.unit.alarm_support import Receiver
 from tests.unit.test_alarm_delivery import FAST, settle
@@ -201,5 +202,31 @@ async def test_dispatcher_records_a_silenced_notification_and_sends_it_not(
     (entry,) = await outbox.recent("silenced")
     assert (entry.id, entry.outcome, entry.attempts) == (held.id, made.id, 0)
     assert entry.to_json()["silence"] == made.id
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_a_silence_made_while_an_alarm_waits_for_a_retry_holds_it(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """The silence is checked at each attempt: an alarm whose first attempt failed, then
+    silenced before its retry (at least 0.5 s later), is recorded as silenced, sent once."""
+    receiver.statuses = [500]
+    holding: list[str] = []
+    outbox = SqliteOutbox(tmp_path / "alarms.db")
+    slow = RetryPolicy(attempts=4, backoff=1.0, max_backoff=1.0, timeout=5.0,
+                       concurrency=1)
+    dispatcher = Dispatcher(outbox, {("shop", "hook"): WebhookNotifier(
+        receiver.url, session, 5.0)}, {"shop": slow},
+        silencer=lambda n, now: holding[0] if holding else None)
+    dispatcher.start(await outbox.open())
+    waiting = note()
+    dispatcher.submit(waiting)
+    await settle(lambda: dispatcher.figures.get(("shop", "hook")) is not None
+                 and dispatcher.figures[("shop", "hook")].retried == 1)
+    holding.append("sil_test")
+    await settle(lambda: dispatcher.silenced[("shop", "hook")] == 1)
+    assert receiver.ids == [waiting.id]
+    (entry,) = await outbox.recent()
+    assert (entry.state, entry.outcome, entry.attempts) == ("silenced", "sil_test", 1)
     await dispatcher.stop()
     await outbox.close()
