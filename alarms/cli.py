@@ -26,7 +26,8 @@ def _stamp(moment: float | None) -> str:
 def format_entry(doc: dict[str, Any]) -> str:
     """One alarm as `collector alarms` prints it: a summary line, then the message."""
     state = doc["state"]
-    detail = doc.get("outcome") if state == "delivered" else doc.get("last_error")
+    detail = (doc.get("outcome") if state == "delivered" else
+              f"silence {doc.get('silence')}" if state == "silenced" else doc.get("last_error"))
     when = ""
     if state == "pending" and doc.get("next_attempt"):
         when = f" next try {_stamp(doc['next_attempt'])}"
@@ -44,7 +45,7 @@ def format_entry(doc: dict[str, Any]) -> str:
 async def _list(args: argparse.Namespace, out: TextIO) -> None:
     url, token = resolve(args.url, args.token)
     params = {"limit": str(args.num)}
-    for flag in ("pending", "dead", "delivered"):
+    for flag in ("pending", "dead", "delivered", "silenced"):
         if getattr(args, flag):
             params["state"] = flag
     if args.app:
@@ -139,6 +140,8 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
     state.add_argument("--pending", action="store_true", help="only those not yet delivered")
     state.add_argument("--dead", action="store_true", help="only dead letters")
     state.add_argument("--delivered", action="store_true", help="only delivered ones")
+    state.add_argument("--silenced", action="store_true",
+                       help="only those a silence held back")
     parser.add_argument("--app", help="only this app")
     parser.add_argument("-n", "--num", type=int, default=50, help="at most this many (50)")
     parser.add_argument("--json", action="store_true", help="one JSON document per line")

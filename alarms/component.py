@@ -20,9 +20,12 @@ from alarms.api import AlarmsApi
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
 from alarms.metrics import families
+from alarms.notification import Notification
 from alarms.notifiers.base import Notifier, Services
 from alarms.notifiers.registry import build_all
 from alarms.outbox.sqlite import SqliteOutbox
+from alarms.silence_api import SilencesApi
+from alarms.silence_store import JsonSilenceFile, SilenceRegistry
 from alarms.spec import AppRules
 from alarms.ticker import tick_forever
 from collector.config.model import Config
@@ -33,6 +36,7 @@ from collector.server.reload import same_settings
 log = structlog.get_logger("alarms")
 
 OUTBOX_FILE = "alarms.db"
+SILENCES_FILE = "silences.json"
 
 
 class AlarmsComponent:
@@ -43,6 +47,8 @@ class AlarmsComponent:
         self._rules: list[AppRules] = list(config.apps)
         self._services: Services | None = None
         self._outbox = SqliteOutbox(config.store.data_dir / OUTBOX_FILE)
+        self._silences = SilenceRegistry(
+            JsonSilenceFile(config.store.data_dir / SILENCES_FILE))
         self._session: aiohttp.ClientSession | None = None
         self._dispatcher: Dispatcher | None = None
         self._engine: AlarmEngine | None = None
@@ -50,19 +56,25 @@ class AlarmsComponent:
 
     async def start(self, context: Context) -> None:
         """Open the outbox, resume what it holds, and start seeing records."""
+        await self._silences.open()
         pending = await self._outbox.open()
         self._session = aiohttp.ClientSession()
         self._services = Services(publish=context.ingest.publish,
                                   next_ids=context.ingest.next_ids)
         notifiers = self._notifiers(self._rules)
         self._dispatcher = Dispatcher(self._outbox, notifiers,
-                                      {rules.app: rules.retry for rules in self._rules})
+                                      {rules.app: rules.retry for rules in self._rules},
+                                      silencer=self._silence_of)
         self._engine = AlarmEngine(self._rules, self._dispatcher.submit)
         self._dispatcher.start(pending)
         context.ingest.add_consumer(self._engine)
         self._ticker = asyncio.create_task(self._tick(), name="alarm-ticker")
         log.info("alarms_started", apps=len(self._rules), alarms=len(notifiers),
                  pending=len(pending))
+
+    def _silence_of(self, notification: Notification, now: float) -> str | None:
+        silence = self._silences.match(notification, now)
+        return silence.id if silence is not None else None
 
     def _notifiers(self, rules: list[AppRules]) -> dict[tuple[str, str], Notifier]:
         assert self._services is not None
@@ -107,9 +119,10 @@ class AlarmsComponent:
         await self._outbox.close()
 
     def routes(self) -> list[web.RouteDef]:
-        """`/v1/alarms` and `/v1/alarms/retry`."""
+        """`/v1/alarms`, `/v1/alarms/retry` and `/v1/silences`."""
         assert self._dispatcher is not None
-        return AlarmsApi(self._outbox, self._dispatcher).routes()
+        return [*AlarmsApi(self._outbox, self._dispatcher).routes(),
+                *SilencesApi(self._silences).routes()]
 
     def metric_families(self) -> Iterable[Metric]:
         """Fired, suppressed, delivered, retried, dead, pending."""

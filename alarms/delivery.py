@@ -53,6 +53,8 @@ from collector.metrics import DELIVERY_BUCKETS, histogram
 log = structlog.get_logger("alarms.delivery")
 
 Key = tuple[str, str]  # (app, alarm)
+# The id of the active silence holding a notification back at a time, or None.
+Silencer = Callable[[Notification, float], str | None]
 _STORE_RETRY = 1.0
 # Dead letters are trimmed at most this often, and at least this often for their age.
 TRIM_EVERY = 5.0
@@ -74,13 +76,16 @@ class Dispatcher:
     def __init__(self, outbox: Outbox, notifiers: Mapping[Key, Notifier],
                  policies: Mapping[str, RetryPolicy], *, max_in_flight: int = 64,
                  clock: Callable[[], float] = time.time,
-                 draw: Callable[[], float] = random.random, bounds: Bounds = DEFAULT) -> None:
+                 draw: Callable[[], float] = random.random, bounds: Bounds = DEFAULT,
+                 silencer: Silencer | None = None) -> None:
         self._outbox = outbox
         self._notifiers = dict(notifiers)
         self._policies = dict(policies)
         self._default_policy = RetryPolicy()
         self._clock = clock
         self._draw = draw
+        self._silencer = silencer
+        self.silenced: Counter[Key] = Counter()
         self._global = asyncio.Semaphore(max_in_flight)
         self._lanes: dict[Key, asyncio.Semaphore] = {}
         self._incoming: list[Notification] = []
@@ -404,6 +409,13 @@ class Dispatcher:
         policy = self._policies.get(notification.app, self._default_policy)
         figures = self.figures.setdefault(key, LaneFigures())
         try:
+            # Checked at each attempt, not at intake: a silence made while an alarm waits
+            # for a retry (or for a restart) holds it too, and one that has ended does not.
+            silence = (self._silencer(notification, self._clock())
+                       if self._silencer is not None else None)
+            if silence is not None:
+                await self._silence(entry, silence)
+                return
             notifier = self._notifiers.get(key)
             if notifier is None:
                 await self._fail(entry, policy, figures, NotifierError(
@@ -440,6 +452,16 @@ class Dispatcher:
                               app=notification.app)
         finally:
             self._in_flight.discard(entry.id)
+
+    async def _silence(self, entry: Entry, silence_id: str) -> None:
+        now = self._clock()
+        entry.state, entry.outcome, entry.updated_at = "silenced", silence_id, now
+        self._pending.pop(entry.id, None)
+        notification = entry.notification
+        self.silenced[(notification.app, notification.alarm)] += 1
+        log.info("alarm_silenced", id=entry.id, alarm=notification.alarm,
+                 app=notification.app, silence=silence_id)
+        await self._save(entry)
 
     async def _delivered(self, entry: Entry, outcome: str, figures: LaneFigures) -> None:
         now = self._clock()

@@ -12,7 +12,8 @@ _LANE = ["app", "alarm", "plugin"]
 
 
 def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
-    """Fired, suppressed, delivered, retried, dead and pending alarms per notifier."""
+    """Fired, suppressed, delivered, retried, dead, silenced and pending alarms per
+    notifier."""
     plugins = dispatcher.plugins
     fired = counter("collector_alarms_fired_total",
                     "Notifications raised, by app, alarm, plugin and condition.",
@@ -34,6 +35,10 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
         delivered.add_metric(lane, figures.delivered)
         retried.add_metric(lane, figures.retried)
         dead.add_metric(lane, figures.dead)
+    silenced = counter("collector_alarms_silenced_total",
+                       "Notifications a silence held back (recorded, not sent).", _LANE)
+    for (app, alarm), count in sorted(dispatcher.silenced.items()):
+        silenced.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
     pending = gauge("collector_alarms_pending",
                     "Notifications in the outbox waiting to be delivered.", _LANE)
     for (app, alarm), count in sorted(dispatcher.pending_counts().items()):
@@ -59,6 +64,6 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
                  "outbox, as of the last trim).", ["structure"])
     for structure, count in sorted({**engine.sizes(), **dispatcher.sizes()}.items()):
         size.add_metric([structure], count)
-    yield from (fired, suppressed, delivered, retried, dead, pending)
+    yield from (fired, suppressed, delivered, retried, dead, silenced, pending)
     yield from histogram_families(dispatcher.latency)
     yield from (errors, task_errors, evicted, size)

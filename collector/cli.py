@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from alarms.cli import add_commands as add_alarms_commands
+from alarms.silence_cli import add_commands as add_silence_commands
 from collector.cli_support import add_client_options
 from collector.client.api import resolve
 from collector.client.cluster import run_status
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_cluster_status)
 
     add_alarms_commands(commands)
+    add_silence_commands(commands)
     return parser
 
 

@@ -8,8 +8,9 @@ from typing import Any, Literal, Protocol
 
 from alarms.notification import Notification
 
-State = Literal["pending", "delivered", "dead"]
-STATES: tuple[State, ...] = ("pending", "delivered", "dead")
+# `silenced`: held back by a silence (whose id is the outcome) and never sent.
+State = Literal["pending", "delivered", "dead", "silenced"]
+STATES: tuple[State, ...] = ("pending", "delivered", "dead", "silenced")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Entry:
             "next_attempt": self.next_attempt if self.state == "pending" else None,
             "last_error": self.last_error, "outcome": self.outcome,
             "delivered_at": self.delivered_at,
+            "silence": self.outcome if self.state == "silenced" else None,
         }
 
 

@@ -209,9 +209,10 @@ class SqliteOutbox:
                                   (*args, limit))
 
     async def prune(self, before: float) -> int:
-        """Delete delivered entries created before `before`."""
+        """Delete delivered and silenced entries created before `before`."""
         def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM outbox WHERE state = 'delivered' AND "
+            return conn.execute("DELETE FROM outbox WHERE state IN ('delivered', "
+                                "'silenced') AND "
                                 "created_at < ?", (before,)).rowcount
 
         return await self._run(delete)
