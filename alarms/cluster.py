@@ -41,7 +41,7 @@ from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
 from alarms.metrics import families
 from alarms.notification import Notification
-from alarms.notifiers.base import Notifier, Services
+from alarms.notifiers.base import Notifier, Services, api_url
 from alarms.notifiers.registry import build_all
 from alarms.outbox.base import Entry
 from alarms.outbox.kv import KvOutbox
@@ -140,7 +140,9 @@ class ClusterAlarmsComponent:
         materializer and join the lease."""
         self._session = aiohttp.ClientSession()
         self._services = Services(publish=context.ingest.publish,
-                                  next_ids=context.ingest.next_ids)
+                                  next_ids=context.ingest.next_ids,
+                                  api_url=api_url(self._config.http.host,
+                                                  self._config.http.port))
         self._notifiers = self._build_notifiers(self._rules)
         context.health["alarms"] = self.health
         self._cluster.alarms_leader = lambda: self.is_leader

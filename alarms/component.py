@@ -21,7 +21,7 @@ from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
 from alarms.metrics import families
 from alarms.notification import Notification
-from alarms.notifiers.base import Notifier, Services
+from alarms.notifiers.base import Notifier, Services, api_url
 from alarms.notifiers.registry import build_all
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.silence_api import SilencesApi
@@ -60,7 +60,9 @@ class AlarmsComponent:
         pending = await self._outbox.open()
         self._session = aiohttp.ClientSession()
         self._services = Services(publish=context.ingest.publish,
-                                  next_ids=context.ingest.next_ids)
+                                  next_ids=context.ingest.next_ids,
+                                  api_url=api_url(self._config.http.host,
+                                                  self._config.http.port))
         notifiers = self._notifiers(self._rules)
         self._dispatcher = Dispatcher(self._outbox, notifiers,
                                       {rules.app: rules.retry for rules in self._rules},

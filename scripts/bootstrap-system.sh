@@ -23,6 +23,9 @@ command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=("r
 # rsyslog's TLS driver: tests/e2e/test_syslog_rsyslog.py forwards over TLS with it.
 ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || missing+=("rsyslog-openssl")
 [ -x /usr/bin/chromium ] || missing+=("chromium")  # the web console's browser tests
+# A real Alertmanager for the alertmanager: notifier's tests (tests/e2e/test_alertmanager.py
+# starts its own on a loopback port with its own config; the packaged service is not used).
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=("prometheus-alertmanager")
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -6,14 +6,14 @@ from collections.abc import Callable, Iterable
 
 import aiohttp
 
-from alarms.notifiers import cmd, curl, log, mail, webhook
+from alarms.notifiers import alertmanager, cmd, curl, log, mail, webhook
 from alarms.notifiers.base import Notifier, Services
 from alarms.options import parse_target
 from alarms.spec import AlarmSpec, AppRules, RetryPolicy
 
 CHECKS: dict[str, Callable[[str], str | None]] = {
     "cmd": cmd.check, "log": log.check, "mail": mail.check, "curl": curl.check,
-    "webhook": webhook.check,
+    "webhook": webhook.check, "alertmanager": alertmanager.check,
 }
 INSIDE_UWSGI = {
     "signal": "raises a uWSGI signal inside the uWSGI instance",
@@ -25,8 +25,8 @@ def check_plugin(plugin: str, arg: str) -> str | None:
     """Why `PLUGIN:ARG` cannot be used on the collector, or None."""
     if plugin in INSIDE_UWSGI:
         return (f"the {plugin}: alarm {INSIDE_UWSGI[plugin]}; the collector runs outside "
-                f"uWSGI, so keep that alarm in uwsgi.ini (use cmd:, mail:, curl:, webhook: "
-                f"or log: here)")
+                f"uWSGI, so keep that alarm in uwsgi.ini (use cmd:, mail:, curl:, webhook:, "
+                f"alertmanager: or log: here)")
     checker = CHECKS.get(plugin)
     if checker is None:
         return f"unknown alarm plugin {plugin!r}; use one of {', '.join(sorted(CHECKS))}"
@@ -43,6 +43,8 @@ def build(spec: AlarmSpec, policy: RetryPolicy, services: Services,
         return log.LogNotifier(spec.arg, services)
     if spec.plugin == "webhook":
         return webhook.WebhookNotifier(spec.arg, session, timeout)
+    if spec.plugin == "alertmanager":
+        return alertmanager.AlertmanagerNotifier(spec.arg, session, timeout, services.api_url)
     target = parse_target(spec.arg, curl.OPTIONS if spec.plugin == "curl" else mail.OPTIONS)
     assert not isinstance(target, str)
     if target.url.startswith(("smtp://", "smtps://")):
