@@ -27,8 +27,9 @@ def build_cluster(config: Config, local: Store) -> ClusterComponent | None:
 
 def build_components(config: Config, cluster: ClusterComponent | None = None
                      ) -> list[Component]:
-    """The parts to start, in order: today only the alarms (engine, outbox, delivery);
-    in cluster mode the leader-elected ones over the shared log (alarms.cluster)."""
+    """The parts to start, in order: the alarms (engine, outbox, delivery; in cluster
+    mode the leader-elected ones over the shared log, alarms.cluster), then the Heroku
+    drains (collector.listen.drain_component), which feed ingest."""
     # The drains come last: they feed ingest, so the alarms must be listening before.
     if cluster is None:
         return [AlarmsComponent(config), DrainComponent(config)]
