@@ -694,6 +694,11 @@ async function loadStatus() {
       entry.dropped[m.labels.reason] = (entry.dropped[m.labels.reason] || 0) + m.value;
     }
   }
+  // Both panels are filled after the last fetch, so the page never shows one refreshed
+  // and the other not.
+  let dead = null;
+  const alarms = await api("/v1/alarms?state=dead&limit=10000");
+  if (alarms.ok) dead = (await alarms.json()).alarms.length;
   const tbody = document.querySelector("#status-listeners tbody");
   tbody.textContent = "";
   for (const [name, entry] of listeners) {
@@ -705,9 +710,6 @@ async function loadStatus() {
               el("td", clean(reasons)), el("td", String(entry.kernel), "num"));
     tbody.append(tr);
   }
-  let dead = null;
-  const alarms = await api("/v1/alarms?state=dead&limit=10000");
-  if (alarms.ok) dead = (await alarms.json()).alarms.length;
   const facts = [
     ["store size", formatBytes(one("collector_store_bytes"))],
     ["partitions", one("collector_store_partitions")],
