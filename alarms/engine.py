@@ -88,14 +88,19 @@ class AppEngine:
                 events = self._match(line, source, record.received_at, hits or [])
         recent = self._context.get(source)
         if recent is None:
-            if len(self._context) >= self._bounds.sources:
-                # Oldest first: moving a source to the back on every line would cost
-                # every line, and a source that logs steadily is soon back anyway.
-                self._context.popitem(last=False)
-                self._evictions.evicted("context", self._bounds.sources)
-            recent = self._context[source] = deque(maxlen=CONTEXT_LINES)
+            recent = self._new_context(source)
         recent.append(line)
         return events
+
+    def _new_context(self, source: str) -> deque[str]:
+        """A source's context lines, kept from now on within the bound on sources."""
+        if len(self._context) >= self._bounds.sources:
+            # Oldest first: moving a source to the back on every line would cost every
+            # line, and a source that logs steadily is soon back anyway.
+            self._context.popitem(last=False)
+            self._evictions.evicted("context", self._bounds.sources)
+        recent = self._context[source] = deque(maxlen=CONTEXT_LINES)
+        return recent
 
     def evaluate_run(self, records: Iterable[Record],
                      emit: Callable[[AppEngine, list[Event]], None]) -> None:
@@ -122,7 +127,6 @@ class AppEngine:
         silences = self._silences
         special = self._special
         context = self._context
-        bound = self._bounds.sources
         if not silences and not special:
             # Nothing left but each source's context: one extend per source's stretch.
             for source, stretch in groupby(batch, _SOURCE):
@@ -131,10 +135,7 @@ class AppEngine:
                     continue
                 kept_for = context.get(source)
                 if kept_for is None:
-                    if len(context) >= bound:
-                        context.popitem(last=False)
-                        self._evictions.evicted("context", bound)
-                    kept_for = context[source] = deque(maxlen=CONTEXT_LINES)
+                    kept_for = self._new_context(source)
                 kept_for.extend(kept)
             return
         last_source: str | None = None
@@ -160,10 +161,7 @@ class AppEngine:
             if source != last_source or recent is None:
                 recent = context.get(source)
                 if recent is None:
-                    if len(context) >= bound:
-                        context.popitem(last=False)
-                        self._evictions.evicted("context", bound)
-                    recent = context[source] = deque(maxlen=CONTEXT_LINES)
+                    recent = self._new_context(source)
                 last_source = source
             recent.append(line)
 

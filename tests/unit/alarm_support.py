@@ -38,10 +38,11 @@ class Received:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that answers with the statuses it is given, in turn,
-    and keeps each request's headers and body."""
+    """An HTTP server on 127.0.0.1 that answers requests to `path` with the statuses it is
+    given, in turn, and keeps each request's headers and body."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str = "/hook") -> None:
+        self.path = path
         self.statuses: list[int] = []
         self.delay = 0.0
         self.requests: list[Received] = []
@@ -62,7 +63,7 @@ class Receiver:
     async def start(self) -> None:
         """Listen on a free loopback port."""
         app = web.Application()
-        app.router.add_route("*", "/hook", self._handle)
+        app.router.add_route("*", self.path, self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.create_server(("127.0.0.1", 0))
@@ -76,5 +77,5 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        """The hook's URL."""
-        return f"http://127.0.0.1:{self.port}/hook"
+        """The URL of `path`."""
+        return f"http://127.0.0.1:{self.port}{self.path}"

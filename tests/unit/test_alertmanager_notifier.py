@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from alarms.errors import NotifierError
 from alarms.notification import Notification, new_id
@@ -28,6 +27,7 @@ from alarms.notifiers.base import api_url
 from collector.config.load import load_config
 from collector.errors import ConfigError, Location
 from tests.support.net import free_port
+from tests.unit.alarm_support import Receiver
 
 BACKTRACE = ("!!! uWSGI process 7 got Segmentation Fault !!!\n*** backtrace of 7 ***\n"
              "*** end of backtrace ***")
@@ -137,53 +137,26 @@ def test_config_error_names_file_line_and_key(tmp_path: Path) -> None:
     assert "resolve_timeout" in caught.value.message
 
 
-class FakeAlertmanager:
-    """A loopback HTTP server at /api/v2/alerts answering the given statuses in turn
-    (a real Alertmanager runs in tests/e2e/test_alertmanager.py)."""
-
-    def __init__(self) -> None:
-        self.statuses: list[int] = []
-        self.bodies: list[Any] = []
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    async def _alerts(self, request: web.Request) -> web.Response:
-        self.bodies.append(json.loads(await request.read()))
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
-
-    async def start(self) -> None:
-        """Listen on a free loopback port."""
-        app = web.Application()
-        app.router.add_post("/api/v2/alerts", self._alerts)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 @pytest.fixture
-async def fake_am() -> AsyncIterator[FakeAlertmanager]:
-    """A running FakeAlertmanager."""
-    server = FakeAlertmanager()
+async def fake_am() -> AsyncIterator[Receiver]:
+    """A loopback HTTP server at /api/v2/alerts answering the given statuses in turn (a
+    real Alertmanager runs in tests/e2e/test_alertmanager.py)."""
+    server = Receiver("/api/v2/alerts")
     await server.start()
     yield server
     await server.stop()
 
 
 async def test_send_posts_one_alert_and_maps_failures(
-        fake_am: FakeAlertmanager, session: aiohttp.ClientSession) -> None:
+        fake_am: Receiver, session: aiohttp.ClientSession) -> None:
     """One POST of a one-alert list; 429 and 5xx and a refused connection are retryable,
     another 4xx is permanent."""
     notifier = AlertmanagerNotifier(f"http://127.0.0.1:{fake_am.port};severity=page",
                                     session, 5.0, "http://127.0.0.1:8080")
+    fake_am.statuses = [200]  # what Alertmanager answers to an accepted alert
     assert await notifier.send(segfault()) == "HTTP 200"
-    (body,) = fake_am.bodies
+    (request,) = fake_am.requests
+    body = json.loads(request.body)
     assert len(body) == 1
     assert body[0]["labels"]["severity"] == "page"
     assert body[0]["generatorURL"].startswith("http://127.0.0.1:8080/v1/logs?")
