@@ -87,41 +87,41 @@ class Handoff:
             stats.dropped["internal_error"] += 1
             log.error("datagram_failed", listener=self.config.name, peer=decoded[index][0],
                       exc_info=exc)
-        if taken and not failed and settlement is None:
-            # The common case (single-node, every datagram stored) in C-level passes over
-            # the batch instead of one Python step per datagram: the same counts.
-            results = list(map(_RESULT, decoded))
-            stats.datagrams_accepted += len(results)
-            stats.lines += sum(map(len, map(_LINES, results)))
-            stats.escaped += sum(map(_ESCAPED, results))
-            for result in filter(_LOST, results):
-                stats.count_lost(result.app or self.config.app,
-                                 result.source or self.config.source, result.lost)
-            return
-        handed_on = False
-        for index, (_, result) in enumerate(decoded):
-            if failed and index in failed:
-                continue
-            count = len(result.lines)
-            if count or result.markers:
-                if not taken:
+        kept = (list(map(_RESULT, decoded)) if not failed else
+                [result for index, (_, result) in enumerate(decoded) if index not in failed])
+        if taken:
+            handed_on = any(result.lines or result.markers for result in kept)
+        else:
+            # What had lines or markers to store is dropped; a datagram that carried
+            # nothing to store yet (one part of a long line) is accepted all the same.
+            handed_on = False
+            empty: list[Lines] = []
+            for result in kept:
+                if result.lines or result.markers:
                     stats.dropped["store_backlog"] += 1
-                    stats.lines_dropped["store_backlog"] += count
-                    continue
-                handed_on = True
-            if settlement is not None:
-                settlement.add(result)
-                continue
-            stats.datagrams_accepted += 1
-            stats.lines += count
-            stats.escaped += result.escaped
-            if result.lost:
-                stats.count_lost(result.app or self.config.app,
-                                 result.source or self.config.source, result.lost)
-        if settlement is not None and not handed_on and settlement.datagrams:
-            # Nothing of the batch went to the publisher (one part of a long line): its
-            # datagrams are accepted now, as no settle will come.
+                    stats.lines_dropped["store_backlog"] += len(result.lines)
+                else:
+                    empty.append(result)
+            kept = empty
+        if settlement is None:
+            self._count_accepted(kept)
+            return
+        for result in kept:
+            settlement.add(result)
+        if not handed_on and settlement.datagrams:
+            # Nothing of the batch went to the publisher: its datagrams are accepted now,
+            # as no settle will come.
             settlement.settle(True)
+
+    def _count_accepted(self, results: list[Lines]) -> None:
+        """Count datagrams accepted, in C-level passes over the batch."""
+        stats = self._stats
+        stats.datagrams_accepted += len(results)
+        stats.lines += sum(map(len, map(_LINES, results)))
+        stats.escaped += sum(map(_ESCAPED, results))
+        for result in filter(_LOST, results):
+            stats.count_lost(result.app or self.config.app,
+                             result.source or self.config.source, result.lost)
 
     def settled(self, settlement: Settlement, ok: bool) -> None:
         """Count a cluster batch's datagrams accepted, its lines safe, or dropped as
