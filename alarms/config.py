@@ -18,7 +18,7 @@ from alarms.spec import (
 )
 from collector.config.ini import Entry
 from collector.config.model import AppSection
-from collector.config.units import parse_duration, parse_int
+from collector.config.units import parse_bool, parse_duration, parse_int
 from collector.errors import ConfigError
 from collector.regex import regex_error
 
@@ -30,7 +30,11 @@ SEGFAULT = frozenset({"alarm-segfault", "segfault-alarm"})
 HARAKIRI = frozenset({"alarm-harakiri", "harakiri-alarm"})
 HEROKU = frozenset({"alarm-heroku", "heroku-alarm"})
 SETTINGS = frozenset({"alarm-freq", "alarm-msg-size", "alarm-retries", "alarm-backoff",
-                      "alarm-max-backoff", "alarm-timeout", "alarm-concurrency"})
+                      "alarm-max-backoff", "alarm-timeout", "alarm-concurrency",
+                      "alarm-group-wait", "alarm-group-interval", "alarm-repeat",
+                      "alarm-resolve", "alarm-resolve-after"})
+# Alertmanager's group_interval, taken when alarm-group-wait is set and this is not.
+DEFAULT_GROUP_INTERVAL = 300.0
 KNOWN = (LOG_ALARM | NOT_LOG_ALARM | BACKLOG | SEGFAULT | HARAKIRI | HEROKU | SETTINGS
          | {"alarm", "alarm-silence", "alarm-rate"})
 # uWSGI options that only make sense inside uWSGI; named so the error can say why.
@@ -173,6 +177,8 @@ def parse_app(section: AppSection) -> AppRules:
             if key in settings:
                 raise ConfigError("given twice; give it once", entry.location)
             settings[key] = entry
+    group_wait = _setting(settings, "alarm-group-wait", 0.0, duration=True)
+    resolve = settings.get("alarm-resolve")
     return AppRules(
         app=section.name, alarms=alarms, log_rules=tuple(log_rules),
         backlog=tuple(lists["backlog"]), segfault=tuple(lists["segfault"]),
@@ -185,7 +191,13 @@ def parse_app(section: AppSection) -> AppRules:
             backoff=_setting(settings, "alarm-backoff", 1.0, duration=True),
             max_backoff=_setting(settings, "alarm-max-backoff", 300.0, duration=True),
             timeout=_setting(settings, "alarm-timeout", 30.0, duration=True),
-            concurrency=int(_setting(settings, "alarm-concurrency", 4, minimum=1))))
+            concurrency=int(_setting(settings, "alarm-concurrency", 4, minimum=1))),
+        group_wait=group_wait,
+        group_interval=_setting(settings, "alarm-group-interval",
+                                DEFAULT_GROUP_INTERVAL if group_wait else 0.0, duration=True),
+        repeat=_setting(settings, "alarm-repeat", 0.0, duration=True),
+        resolve=parse_bool(resolve.value, resolve.location) if resolve is not None else True,
+        resolve_after=_setting(settings, "alarm-resolve-after", 30.0, duration=True))
 
 
 def _setting(settings: dict[str, Entry], key: str, default: float, *, duration: bool = False,

@@ -20,7 +20,7 @@ from alarms.conditions.logrules import NEVER_ALARMS, apply_order
 from alarms.conditions.segfault import SegfaultAssembler
 from alarms.conditions.uwsgi_lines import parse_backlog, parse_harakiri
 from alarms.conditions.watches import RateWatch, SilenceWatch
-from alarms.notification import Notification
+from alarms.notification import Notification, alert_key, group_key
 from alarms.spec import AppRules
 from alarms.stable_ids import IdKey, random_id
 from alarms.storm import Storm
@@ -364,12 +364,15 @@ class AlarmEngine:
                 self._raised[slot] += 1
                 self._sink(Notification(
                     id=self._ids(IdKey(rules.app, alarm, event.source, event.condition,
-                                       about, origin, ordinal)),
+                                       about, origin, ordinal, event.status)),
                     alarm=alarm, plugin=spec.plugin, app=rules.app,
                     source=event.source, condition=event.condition, message=message,
                     facts=event.facts, first_seen=event.first_seen, last_seen=event.at,
                     count=event.count, suppressed=held, context=event.context,
-                    created_at=self._clock()))
+                    created_at=self._clock(), status=event.status,
+                    group=group_key(rules.app, alarm, event.condition),
+                    alert=alert_key(rules.app, alarm, event.condition, event.source,
+                                    event.alert)))
 
 
 _APP = attrgetter("app")

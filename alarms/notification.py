@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -14,6 +15,26 @@ def new_id() -> str:
     return f"msg_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
 
 
+FIRING = "firing"
+RESOLVED = "resolved"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def group_key(app: str, alarm: str, condition: str) -> str:
+    """The stable `group` key: one per app, alarm and condition, the unit that grouping
+    (alarm-group-wait) batches and that firing and resolved notifications share."""
+    return "grp_" + _digest(app, alarm, condition)
+
+
+def alert_key(app: str, alarm: str, condition: str, source: str, instance: str) -> str:
+    """The stable `alert` key of a condition's instance (Event.alert), or "" for a
+    condition that has no state."""
+    return "alt_" + _digest(app, alarm, condition, source, instance) if instance else ""
+
+
 @dataclass
 class Notification:
     """One alarm instance to be told about one event.
@@ -21,6 +42,11 @@ class Notification:
     `count` is how many times the condition matched in this event (a rate's matches, a
     listen queue's repeats); `suppressed` how many earlier messages alarm-freq held back for
     this alarm since its last notification.
+
+    `status` is `firing` or `resolved`; `group` and `alert` are the stable keys of
+    `group_key` and `alert_key`. `members` is empty for a notification about one event;
+    a grouped notification (alarm-group-wait) lists there every notification it carries,
+    each in `member()` form.
     """
 
     id: str
@@ -37,6 +63,10 @@ class Notification:
     suppressed: int = 0
     context: list[str] = field(default_factory=list)
     created_at: float = 0.0
+    status: str = FIRING
+    group: str = ""
+    alert: str = ""
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """The outbox's stored form."""
@@ -54,6 +84,7 @@ class Notification:
             "source": self.source, "condition": self.condition, "message": self.message,
             "facts": self.facts, "first_seen": self.first_seen, "last_seen": self.last_seen,
             "count": self.count, "suppressed": self.suppressed,
+            "status": self.status, "group": self.group, "alert": self.alert,
         }
 
     def text(self) -> str:

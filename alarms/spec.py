@@ -85,6 +85,13 @@ class AppRules:
     freq: float = 3.0
     msg_size: int = 8192
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Grouping and repeat, with Alertmanager's meaning; 0 turns each off (uWSGI's way).
+    group_wait: float = 0.0
+    group_interval: float = 0.0
+    repeat: float = 0.0
+    # `resolved` notifications for conditions that have a state (alarm-resolve).
+    resolve: bool = True
+    resolve_after: float = 30.0
 
     @property
     def has_conditions(self) -> bool:

@@ -32,6 +32,7 @@ class IdKey:
     about: float
     origin: tuple[int, int] | None
     ordinal: int = 0
+    status: str = "firing"
 
 
 def random_id(key: IdKey) -> str:
@@ -47,5 +48,8 @@ def stable_id(key: IdKey) -> str:
     else:
         what = (f"tick\0{key.app}\0{key.alarm}\0{key.source}\0{key.condition}\0"
                 f"{key.about!r}\0{key.ordinal}")
+    if key.status != "firing":
+        # Firing ids keep the form they had before resolved notifications existed.
+        what += f"\0{key.status}"
     digest = hashlib.sha256(what.encode()).hexdigest()[:20]
     return f"msg_{max(0, int(key.about * 1000)):012x}{digest}"

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.config.ini import Entry, Section
-from collector.config.units import is_loopback, parse_hostport, parse_int, parse_size
+from collector.config.units import (
+    is_loopback,
+    parse_bool,
+    parse_hostport,
+    parse_int,
+    parse_size,
+)
 from collector.errors import ConfigError, Location
 
 DRAIN_KEYS = frozenset({"http", "format", "tls-cert", "tls-key", "drain", "behind-proxy",
@@ -77,14 +83,7 @@ def _credential(entry: Entry) -> DrainCredential:
 
 
 def _bool(entry: Entry | None) -> bool:
-    if entry is None:
-        return False
-    value = entry.value.strip().lower()
-    if value in ("yes", "true", "on", "1"):
-        return True
-    if value in ("no", "false", "off", "0"):
-        return False
-    raise ConfigError(f"expected yes or no; got {entry.value!r}", entry.location)
+    return entry is not None and parse_bool(entry.value, entry.location)
 
 
 def build_drain(section: Section, name: str) -> DrainConfig:

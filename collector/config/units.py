@@ -42,6 +42,16 @@ def parse_int(value: str, location: Location, *, minimum: int = 0) -> int:
     return number
 
 
+def parse_bool(value: str, location: Location) -> bool:
+    """`yes`/`true`/`on`/`1` or `no`/`false`/`off`/`0`, in any case."""
+    word = value.strip().lower()
+    if word in ("yes", "true", "on", "1"):
+        return True
+    if word in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"expected yes or no; got {value!r}", location)
+
+
 def parse_hostport(value: str, location: Location) -> tuple[str, int]:
     """`HOST:PORT`, `:PORT` (all interfaces) or `[V6]:PORT`."""
     try:

@@ -72,7 +72,8 @@ async def test_webhook_is_signed_per_standard_webhooks(receiver: Receiver,
     assert doc == {"id": notification.id, "type": "uwsgi.alarm", "alarm": "hook",
                    "app": "shop", "source": "web.1", "condition": "segfault",
                    "message": notification.message, "facts": {"pid": 7, "complete": True},
-                   "first_seen": 100.0, "last_seen": 100.5, "count": 1, "suppressed": 3}
+                   "first_seen": 100.0, "last_seen": 100.5, "count": 1, "suppressed": 3,
+                   "status": "firing", "group": "", "alert": ""}
 
 
 async def test_unsigned_webhook_and_http_failures(receiver: Receiver,
