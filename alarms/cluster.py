@@ -45,6 +45,9 @@ from alarms.notifiers.base import Notifier, Services, api_url
 from alarms.notifiers.registry import build_all
 from alarms.outbox.base import Entry
 from alarms.outbox.kv import KvOutbox
+from alarms.silence_api import SilencesApi
+from alarms.silence_kv import BUCKET as SILENCES_BUCKET
+from alarms.silence_kv import KvSilences
 from alarms.spec import AppRules, RetryPolicy
 from alarms.stable_ids import stable_id
 from alarms.ticker import tick_forever
@@ -107,6 +110,8 @@ class ClusterAlarmsComponent:
         self._node = config.cluster.node
         self._rules: list[AppRules] = list(config.apps)
         self._outbox = outbox()
+        self._silences = KvSilences(
+            lambda: self._cluster.connection.bucket(SILENCES_BUCKET))
         self._boot = secrets.token_hex(6)
         self._session: aiohttp.ClientSession | None = None
         self._services: Services | None = None
@@ -155,6 +160,8 @@ class ClusterAlarmsComponent:
     async def _join(self) -> None:
         await self._outbox.open()
         self._outbox.on_requeued(self.on_requeued)
+        # Before the lease: a leader matches every delivery against what it holds.
+        await self._silences.open()
         materializer = self._cluster.materializer
         assert materializer is not None
         materializer.add_listener(self._on_applied)
@@ -222,6 +229,7 @@ class ClusterAlarmsComponent:
         if self._session is not None:
             await self._session.close()
         await self._outbox.close()
+        await self._silences.close()
 
     # -- the lease -------------------------------------------------------------------
 
@@ -260,7 +268,8 @@ class ClusterAlarmsComponent:
         started = time.monotonic()
         self._mode = "warming"
         rules = self._rules
-        dispatcher = Dispatcher(self._outbox, self._notifiers, self._policies(rules))
+        dispatcher = Dispatcher(self._outbox, self._notifiers, self._policies(rules),
+                                silencer=self._silence_of)
         self._dispatcher = dispatcher
         pending = self._outbox.pending()
         dispatcher.start(pending)
@@ -494,9 +503,14 @@ class ClusterAlarmsComponent:
         if self._dispatcher is not None:
             self._dispatcher.resume(entries)
 
+    def _silence_of(self, notification: Notification, now: float) -> str | None:
+        silence = self._silences.match(notification, now)
+        return silence.id if silence is not None else None
+
     def routes(self) -> list[web.RouteDef]:
-        """`/v1/alarms` and `/v1/alarms/retry`, on every node."""
-        return AlarmsApi(self._outbox, self).routes()
+        """`/v1/alarms`, `/v1/alarms/retry` and `/v1/silences`, on every node."""
+        return [*AlarmsApi(self._outbox, self).routes(),
+                *SilencesApi(self._silences).routes()]
 
     def metric_families(self) -> Iterable[Metric]:
         """The lease, and on the leader the alarms' own figures."""

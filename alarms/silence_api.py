@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from alarms.silence_store import SilenceRegistry
+from alarms.silence_store import Silences
 from alarms.silences import parse_body
 from collector.api.params import names_problem, shown
 
@@ -20,7 +20,7 @@ DELETE_PARAMS = ("by",)
 class SilencesApi:
     """Handlers bound to the running registry."""
 
-    def __init__(self, registry: SilenceRegistry,
+    def __init__(self, registry: Silences,
                  clock: Callable[[], float] = time.time) -> None:
         self._registry = registry
         self._clock = clock

@@ -3,8 +3,9 @@
 Matching happens on every delivery attempt, so it reads memory only; adding or expiring a
 silence rewrites the file (`DATA_DIR/silences.json`: written to a temporary file, fsynced,
 renamed over the old one, on a worker thread) before it answers, so what the API
-confirmed survives a crash. Single-node only for now: in cluster mode each node would
-keep its own.
+confirmed survives a crash. This is the single-node store; in cluster mode the silences
+live in a KV bucket shared by the nodes (alarms.silence_kv), behind the same `Silences`
+interface.
 """
 
 from __future__ import annotations
@@ -27,6 +28,27 @@ log = structlog.get_logger("alarms.silences")
 # Expired silences are listed (`--all`) for this long after they end, then forgotten.
 KEEP_ENDED = 7 * 86400.0
 MAX_SILENCES = 10_000
+
+
+class Silences(Protocol):
+    """What the API and the dispatcher's silencer use: SilenceRegistry (one node, a file)
+    or alarms.silence_kv.KvSilences (cluster mode, a KV bucket)."""
+
+    def match(self, notification: Notification, now: float) -> Silence | None:
+        """The active silence holding this notification back, if any."""
+        ...
+
+    def listed(self, now: float, *, everything: bool = False) -> list[Silence]:
+        """The active silences (or all kept), newest first."""
+        ...
+
+    async def add(self, silence: Silence, now: float) -> None:
+        """Keep a new silence durably before returning."""
+        ...
+
+    async def expire(self, silence_id: str, now: float, by: str) -> Silence | None:
+        """End a silence now; None when there is no such silence."""
+        ...
 
 
 class SilenceFile(Protocol):
@@ -113,7 +135,7 @@ class SilenceRegistry:
     async def add(self, silence: Silence, now: float) -> None:
         """Keep a new silence (durably), forgetting those ended more than KEEP_ENDED ago."""
         async with self._lock:
-            kept = [s for s in self._silences if _end(s) > now - KEEP_ENDED]
+            kept = [s for s in self._silences if ended_at(s) > now - KEEP_ENDED]
             if len(kept) >= MAX_SILENCES:
                 raise StoreError(f"at most {MAX_SILENCES} silences are kept; expire some")
             await self._store.save([*kept, silence])
@@ -138,5 +160,6 @@ class SilenceRegistry:
         return updated
 
 
-def _end(silence: Silence) -> float:
+def ended_at(silence: Silence) -> float:
+    """When a silence stopped (or will stop) holding: its end, or when it was expired."""
     return silence.ends_at if silence.expired_at is None else silence.expired_at
