@@ -147,7 +147,8 @@ class KvSilences:
             bucket = await self._open_bucket()
             items = await bucket.items()
         except ClusterError as exc:
-            raise StoreError(f"cannot open the silences: {exc}") from exc
+            raise StoreError(f"cannot read the silences from the cluster (NATS): {exc}"
+                             ) from exc
         self._mirror.clear()
         for item in items:
             self._mirror.apply(item)
@@ -220,7 +221,8 @@ class KvSilences:
                                      "expire some")
                 revision = await bucket.create(silence.id, encode(silence))
             except ClusterError as exc:
-                raise StoreError(f"cannot keep the silence: {exc}") from exc
+                raise StoreError(f"the silence was not kept: the cluster (NATS) did not "
+                                 f"confirm it ({exc})") from exc
             if revision is None:
                 raise StoreError(f"a silence {silence.id} exists already")
             self._mirror.wrote(silence, revision)
@@ -252,5 +254,6 @@ class KvSilences:
                              comment=found.comment, **found.matchers())
                     return updated
         except ClusterError as exc:
-            raise StoreError(f"cannot expire the silence: {exc}") from exc
+            raise StoreError(f"the silence was not expired: the cluster (NATS) did not "
+                             f"confirm it ({exc})") from exc
         raise StoreError(f"the silence {silence_id} kept changing while being expired")

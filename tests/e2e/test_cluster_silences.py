@@ -6,6 +6,7 @@ expired on the other node."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -114,3 +115,35 @@ def test_a_silence_made_on_one_node_holds_the_leaders_alarms_until_expired_on_an
     assert created == [("ana", silence_id)]
     gone = re.findall(r"\] silence_expired .*?by=(\S+) .*?id=(sil_\w+)", expirer.output())
     assert gone == [("bo", silence_id)]
+
+
+def test_silences_answer_503_until_the_node_reaches_nats(
+        new_nats: Callable[..., NatsCluster],
+        new_collector: Callable[..., CollectorProcess],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """A node started while no NATS server answers serves `/v1/silences` with a 503 that
+    says why (and the CLI exits non-zero with it); once NATS is up, the same request
+    makes the silence."""
+    nats = new_nats(1)
+    nats.kill(0)
+    hook = new_webhook()
+    collector = new_collector(config=NODE.format(nats=nats.urls[0], node="a",
+                                                 hook=hook.url))
+    collector.start(timeout=40.0)
+    status, body = collector.request("/v1/silences")
+    assert status == 503
+    assert "has not reached the cluster (NATS) yet" in json.loads(body)["error"]
+    refused = collector.cli("silence", "add", "--app", "shop", "--for", "1h",
+                            "--comment", "x")
+    assert refused.returncode != 0
+    assert "503" in refused.stderr
+    assert "has not reached the cluster (NATS) yet" in refused.stderr
+    nats.restart(0, 60.0)
+
+    def made() -> bool:
+        status, _ = collector.request("/v1/silences", "POST", {
+            "app": "shop", "for": "1h", "comment": "x"})
+        return status == 201
+
+    wait_for(made, 40.0, "a silence made once NATS is up")
+    assert len(collector.get("/v1/silences")["silences"]) == 1
