@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 
 import structlog
@@ -117,9 +117,10 @@ class Mirror:
         slot = self._slots.get(silence_id)
         return (slot.silence, slot.revision) if slot is not None else None
 
-    def silences(self) -> list[Silence]:
-        """Every silence in the copy."""
-        return [slot.silence for slot in self._slots.values()]
+    def silences(self) -> Iterator[Silence]:
+        """Every silence in the copy (an iterator: matching runs on every delivery
+        attempt and stops at the first that holds)."""
+        return (slot.silence for slot in self._slots.values())
 
     def stale(self, now: float) -> list[tuple[str, int]]:
         """(key, revision) of the silences ended more than KEEP_ENDED before `now`."""

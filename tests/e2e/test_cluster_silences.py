@@ -82,6 +82,9 @@ def test_a_silence_made_on_one_node_holds_the_leaders_alarms_until_expired_on_an
     assert made.returncode == 0, made.stderr
     silence_id = made.stdout.strip()
     assert silence_id.startswith("sil_"), made.stdout
+    # The leader learns of it through its watch of the bucket, a moment later.
+    wait_for(lambda: [s["id"] for s in leader.get("/v1/silences")["silences"]]
+             == [silence_id], 5.0, "the silence on the leader")
     send([FIVE.encode(), ORDER.encode()], other.port("plain"))
     wait_for(lambda: messages(hook) == [ORDER], 15.0, "the order alarm delivered")
     assert silenced(leader, 1) == [silence_id]
@@ -105,8 +108,8 @@ def test_a_silence_made_on_one_node_holds_the_leaders_alarms_until_expired_on_an
     expirer = a if other is b else b
     expired = expirer.cli("silence", "expire", silence_id, "--by", "bo")
     assert expired.returncode == 0, expired.stderr
-    wait_for(lambda: other.get("/v1/silences")["silences"] == [], 5.0,
-             "the expiry seen on the node the silence was made on")
+    wait_for(lambda: all(c.get("/v1/silences")["silences"] == [] for c in (a, b)), 5.0,
+             "the expiry seen on every node")
     send([FIVE.encode()], other.port("plain"))
     wait_for(lambda: messages(hook) == [ORDER, ORDER, FIVE], 15.0, "a 5xx alarm delivered")
     assert len(wait_alarms(leader, "state=silenced", 2, "still two silenced")) == 2

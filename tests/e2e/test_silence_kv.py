@@ -93,6 +93,9 @@ async def test_a_silence_made_on_one_node_holds_on_the_other_until_expired_there
     assert a.match(note(), now) == made
     await until(lambda: b.match(note(), now) == made, "the silence on node b")
     assert b.match(note(alarm="mail"), now) is None
+    # Ends on time: no write needed, every node's clock ends it.
+    assert b.match(note(), made.ends_at - 0.001) == made
+    assert b.match(note(), made.ends_at) is None
     assert [s.id for s in b.listed(now)] == [made.id]
 
     with capture_logs() as logs:

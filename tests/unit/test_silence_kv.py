@@ -49,7 +49,7 @@ def test_the_copy_keeps_the_latest_revision_of_each_key() -> None:
     mirror.wrote(ended, 5)
     mirror.apply(Item(made.id, encode(made), 4))
     assert mirror.get(made.id) == (ended, 5)
-    assert mirror.silences() == [ended]
+    assert list(mirror.silences()) == [ended]
     later = dataclasses.replace(ended, comment="later")
     mirror.apply(Item(made.id, encode(later), 6))
     assert mirror.get(made.id) == (later, 6)
