@@ -40,10 +40,10 @@ BUCKET = "alarms-silences"
 # Compare-and-set rounds for one expiry (each conflict is another node's write of it).
 CAS_TRIES = 8
 WATCH_BACKOFF = 0.5
+WATCH_BACKOFF_MAX = 10.0
 # What a silence id may be to be looked up: a valid KV key (new_silence_id's are), so that
 # an id from a URL that is not one is "no such silence", not a NATS error.
 ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
-WATCH_BACKOFF_MAX = 10.0
 
 
 def encode(silence: Silence) -> bytes:
