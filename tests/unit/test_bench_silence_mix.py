@@ -51,7 +51,7 @@ def test_only_the_harakiri_line_is_held() -> None:
                 assert held is None, (alarm, line)
     assert first_match(made, note("probe", "web.2", "alarm-probe seq=7 sent=1.5"),
                        NOW) is None
-    for line in make_lines(300):
+    for raw in make_lines(300):
         for condition in ("log", "segfault", "backlog", "rate"):
-            assert first_match(made, note("hook", "web.1", line.decode(), condition),
+            assert first_match(made, note("hook", "web.1", raw.decode(), condition),
                                NOW) is None
