@@ -115,35 +115,53 @@ def index_of(silences: Iterable[Silence]) -> SilenceIndex:
 _last_index: list[SilenceIndex] = []
 # The prefilters join many patterns into one; RE2's default memory (8 MiB) is for one.
 _JOINED_MEMORY = 64 << 20
-CHUNK = 512
+# Patterns per prefilter chunk: fewer searches per notification against less to compile
+# again when a silence is added (only the last chunk changes: see _Patterns).
+CHUNK = 256
+
+
+@lru_cache(maxsize=128)
+def _chunk(patterns: tuple[str, ...]) -> tuple[Callable[[str], object], RegexSet] | None:
+    """The alternation's search and the RE2::Set of some patterns; None when RE2 cannot
+    compile them together (too large)."""
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = True
+    options.max_mem = _JOINED_MEMORY
+    try:
+        joined = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
+        return joined.search, RegexSet(patterns)
+    except re2.error:
+        return None
 
 
 class _Patterns:
     """Distinct patterns searched in a text at once: which of them are found.
 
-    In chunks of CHUNK patterns (a bounded size for RE2's memory whatever their number):
-    one RE2 search of a chunk's alternation says whether any of it is found (most texts
-    meet none); only then does the chunk's RE2::Set say which. A set that cannot search
-    (RE2 gives up when its DFA runs out of memory, and then reports nothing found) is
-    caught by the alternation's answer disagreeing: the answer is then "not known", and
-    the caller checks every silence one by one, as it does when a chunk fails to compile.
+    In chunks of CHUNK patterns (a bounded size for RE2's memory whatever their number),
+    in the order they first appear, so that adding a silence changes only the last chunk
+    and the others come compiled from _chunk's cache. One RE2 search of a chunk's
+    alternation says whether any of it is found (most texts meet none); only then does
+    the chunk's RE2::Set say which. A set that cannot search (RE2 gives up when its DFA
+    runs out of memory, and then reports nothing found) is caught by the alternation's
+    answer disagreeing: the answer is then "not known", and the caller checks every
+    silence one by one, as it does when a chunk fails to compile.
     """
 
-    def __init__(self, patterns: list[str]) -> None:
-        self.ids = {pattern: number for number, pattern in enumerate(patterns)}
-        options = re2.Options()
-        options.log_errors = False
-        options.never_capture = True
-        options.max_mem = _JOINED_MEMORY
+    def __init__(self, patterns: Iterable[str | None]) -> None:
+        self.ids: dict[str, int] = {}
+        for pattern in patterns:
+            if pattern is not None and pattern not in self.ids:
+                self.ids[pattern] = len(self.ids)
+        ordered = tuple(self.ids)
         self._chunks: list[tuple[int, Callable[[str], object], RegexSet]] = []
         self._unknown = False
-        try:
-            for offset in range(0, len(patterns), CHUNK):
-                chunk = patterns[offset:offset + CHUNK]
-                joined = re2.compile("|".join(f"(?:{p})" for p in chunk), options)
-                self._chunks.append((offset, joined.search, RegexSet(chunk)))
-        except re2.error:
-            self._unknown = True
+        for offset in range(0, len(ordered), CHUNK):
+            compiled = _chunk(ordered[offset:offset + CHUNK])
+            if compiled is None:
+                self._unknown = True
+                break
+            self._chunks.append((offset, *compiled))
 
     def found(self, text: str) -> frozenset[int] | None:
         """The ids of the patterns found in `text`; None when that is not known."""
@@ -163,42 +181,19 @@ class _Patterns:
 _NONE: frozenset[int] = frozenset()
 
 
-class _Matcher:
-    """One silence with its patterns compiled."""
-
-    __slots__ = ("match", "silence", "source")
-
-    def __init__(self, silence: Silence, compiled: Callable[[str], Pattern]) -> None:
-        self.silence = silence
-        self.source = None if silence.source is None else compiled(silence.source)
-        self.match = None if silence.match is None else compiled(silence.match)
-
-    def holds(self, notification: Notification, now: float) -> bool:
-        """What `silence.active(now) and silence.matches(notification)` says."""
-        s, n = self.silence, notification
-        return (s.active(now)
-                and (s.alarm is None or n.alarm == s.alarm)
-                and (s.condition is None or n.condition == s.condition)
-                and (self.source is None or self.source.search(n.source) is not None)
-                and (self.match is None or self.match.search(n.message) is not None))
-
-
 class _AppSilences:
     """The silences of one app, in order, with their source patterns and their message
     patterns each searched at once (_Patterns). Only the silences whose patterns were
     all found (or that have none) are then checked one by one, in order."""
 
-    def __init__(self, matchers: list[_Matcher]) -> None:
-        self._matchers = tuple(matchers)
-        self._sources = _Patterns(sorted({m.silence.source for m in matchers
-                                          if m.silence.source is not None}))
-        self._messages = _Patterns(sorted({m.silence.match for m in matchers
-                                           if m.silence.match is not None}))
-        self._everyone = frozenset(range(len(matchers)))
+    def __init__(self, silences: list[Silence]) -> None:
+        self._silences = tuple(silences)
+        self._sources = _Patterns(s.source for s in silences)
+        self._messages = _Patterns(s.match for s in silences)
+        self._everyone = frozenset(range(len(silences)))
         # Positions of the silences each pattern belongs to, and of those without one.
-        self._by_source = _positions(matchers, self._sources.ids,
-                                     lambda s: s.source)
-        self._by_message = _positions(matchers, self._messages.ids, lambda s: s.match)
+        self._by_source = _positions([s.source for s in silences], self._sources.ids)
+        self._by_message = _positions([s.match for s in silences], self._messages.ids)
         self._neither = self._by_source[-1] & self._by_message[-1]
 
     def first(self, notification: Notification, now: float) -> Silence | None:
@@ -213,45 +208,40 @@ class _AppSilences:
             for found, positions in ((found_message, self._by_message),
                                      (found_source, self._by_source)):
                 if found is not None:
-                    allowed = allowed & (positions[-1].union(*(positions[i] for i in found))
-                                         if found else positions[-1])
+                    # Intersections first: each walks the smaller side, and `allowed`
+                    # is mostly small by now.
+                    allowed = (allowed & positions[-1]).union(
+                        *(allowed & positions[i] for i in found))
+        # Few are left but when RE2 could not say: the plain check, in order, decides.
         for position in sorted(allowed):
-            matcher = self._matchers[position]
-            if matcher.holds(notification, now):
-                return matcher.silence
+            silence = self._silences[position]
+            if silence.active(now) and silence.matches(notification):
+                return silence
         return None
 
 
-def _positions(matchers: list[_Matcher], ids: dict[str, int],
-               field: Callable[[Silence], str | None]) -> dict[int, frozenset[int]]:
+def _positions(patterns: list[str | None], ids: dict[str, int]
+               ) -> dict[int, frozenset[int]]:
     """Pattern id -> positions of the silences with that pattern; -1 -> those with none."""
     found: dict[int, set[int]] = {-1: set()}
-    for position, matcher in enumerate(matchers):
-        pattern = field(matcher.silence)
+    for position, pattern in enumerate(patterns):
         found.setdefault(-1 if pattern is None else ids[pattern], set()).add(position)
     return {key: frozenset(value) for key, value in found.items()}
 
 
 class SilenceIndex:
     """Silences arranged so that matching one notification costs a few RE2 searches
-    whatever their number: grouped by app, each pattern compiled once, the patterns of
-    an app searched at once (see _AppSilences). It answers as a scan of `silences` in
-    order would; their matchers must not change while it is used (expiring one changes
-    only its times, which are read at each match)."""
+    whatever their number: grouped by app, the patterns of an app searched at once (see
+    _AppSilences). It answers as a scan of `silences` in order would; their matchers
+    must not change while it is used (expiring one changes only its times, which are
+    read at each match)."""
 
     def __init__(self, silences: tuple[Silence, ...]) -> None:
         self.silences = silences
-        compiled: dict[str, Pattern] = {}
-
-        def compile_once(pattern: str) -> Pattern:
-            if pattern not in compiled:
-                compiled[pattern] = compile_regex(pattern)
-            return compiled[pattern]
-
-        by_app: dict[str, list[_Matcher]] = {}
+        by_app: dict[str, list[Silence]] = {}
         for silence in silences:
-            by_app.setdefault(silence.app, []).append(_Matcher(silence, compile_once))
-        self._apps = {app: _AppSilences(matchers) for app, matchers in by_app.items()}
+            by_app.setdefault(silence.app, []).append(silence)
+        self._apps = {app: _AppSilences(group) for app, group in by_app.items()}
 
     def built_from(self, silences: tuple[Silence, ...]) -> bool:
         """Whether it was built from these very silence objects, in this order."""

@@ -5,6 +5,8 @@ the notification back. This times that call (timeit, best of `--repeat`) with th
 benchmark's silences (bench/silence_mix.py: all for app `bench`, the worst case) for three
 notifications: a probe no silence holds, a Traceback alarm no silence holds, and a HARAKIRI
 alarm the last silences hold; the baseline is the same call with no silence (same run).
+Then what building the index costs (alarms/silences.py SilenceIndex: once per change of
+the silences, paid by the next notification).
 
     .venv/bin/python bench/silences.py                   # 1,000 silences; a few seconds
     .venv/bin/python bench/silences.py --silences 10000
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 import timeit
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alarms.notification import Notification, new_id
 from alarms.silence_store import SilenceRegistry
-from alarms.silences import Silence, parse_body
+from alarms.silences import Silence, SilenceIndex, _chunk, parse_body
 from bench.harness import env_note
 from bench.silence_mix import silence_bodies
 
@@ -89,7 +92,27 @@ def main() -> int:
                                per_call_us(loaded, note, args.repeat))
         print(f"{label:>22} {base:9.2f} {with_silences:10.2f} {with_silences / base:7.1f}"
               f" {'-' if held is None else held.comment[-12:]:>10}", flush=True)
+    print(f"index build, {args.silences} silences: {build_ms(loaded, fresh=True):.1f} ms "
+          f"the first time, {build_ms(loaded, fresh=False):.1f} ms after one more silence "
+          "(once per change, at the next notification)")
     return 0
+
+
+def build_ms(reg: SilenceRegistry, fresh: bool) -> float:
+    """Milliseconds to index the registry's silences: with nothing compiled yet, or with
+    one silence added to those already indexed (its chunks mostly compiled)."""
+    silences = tuple(reg.listed(NOW, everything=True))[::-1]
+    if fresh:
+        _chunk.cache_clear()
+    else:
+        SilenceIndex(silences)
+        added = parse_body({"app": "bench", "for": "1h", "comment": "one more",
+                            "match": "one more pattern"}, NOW)
+        assert isinstance(added, Silence)
+        silences += (added,)
+    started = time.perf_counter()
+    SilenceIndex(silences)
+    return (time.perf_counter() - started) * 1000
 
 
 if __name__ == "__main__":
