@@ -4,11 +4,14 @@ search the patterns at once."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import alarms.silences as silences_module
 from alarms.notification import Notification, new_id
 from alarms.silences import CHUNK, Silence, SilenceIndex, _Patterns, first_match
+from collector.regex import Pattern, compile_regex
 
 NOW = 1_800_000_000.0
 PATTERNS = ("^web", r"web\.1$", "(?i)error", "err", r"\d{3}", "x|y", "^$", "a.*b",
@@ -102,3 +105,24 @@ def test_a_changed_set_of_silences_is_seen_at_once() -> None:
     # An expiry made in place (the same object) is read at each match.
     holding.expired_at = NOW - 1
     assert first_match([holding, other], note(message="boom"), NOW) is None
+
+
+def test_matching_again_compiles_no_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More silence patterns than a small cache holds (the plain scan compiled each of
+    them again at every notification once there were more than 1,024): once the
+    silences are indexed, matching notifications compiles no pattern one by one."""
+    compiled: list[str] = []
+
+    def counting(pattern: str) -> Pattern:
+        compiled.append(pattern)
+        return compile_regex(pattern)
+
+    monkeypatch.setattr(silences_module, "compile_regex", counting)
+    silences = [made(n, match=f"never-{n}x", source=f"^cron\\.{n}$") for n in range(1100)]
+    silences.append(made(1100, match="boom"))
+    assert first_match(silences, note(message="quiet"), NOW) is None
+    compiled.clear()
+    for _ in range(3):
+        assert first_match(silences, note(message="quiet"), NOW) is None
+        assert first_match(silences, note(message="boom"), NOW) is silences[-1]
+    assert len(compiled) <= 1, compiled[:5]
