@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from alarms.notification import Notification
-from alarms.silences import Silence, first_match
+from alarms.silences import Silence, SilenceIndex, index_of
 from collector.errors import StoreError
 
 log = structlog.get_logger("alarms.silences")
@@ -118,6 +118,8 @@ class SilenceRegistry:
         self._store = store
         self._silences: list[Silence] = []
         self._lock = asyncio.Lock()
+        self._index: SilenceIndex | None = None
+        self._indexed: list[Silence] | None = None
 
     async def open(self) -> None:
         """Load what the file holds."""
@@ -125,7 +127,11 @@ class SilenceRegistry:
 
     def match(self, notification: Notification, now: float) -> Silence | None:
         """The active silence holding this notification back, if any."""
-        return first_match(self._silences, notification, now)
+        # add and expire put a new list in place and never change one: the same list
+        # means the same silences, so their index is kept without comparing them.
+        if self._index is None or self._indexed is not self._silences:
+            self._index, self._indexed = index_of(self._silences), self._silences
+        return self._index.first(notification, now)
 
     def listed(self, now: float, *, everything: bool = False) -> list[Silence]:
         """The active silences (or all kept), newest first."""

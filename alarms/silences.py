@@ -9,15 +9,18 @@ not sent. `parse_body` validates what `POST /v1/silences` is given.
 from __future__ import annotations
 
 import math
+import operator
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+import re2
+
 from alarms.notification import Notification
-from collector.regex import Pattern, compile_regex, regex_error
+from collector.regex import Pattern, RegexSet, compile_regex, regex_error
 from collector.timespec import duration_seconds, parse_time
 
 MAX_FIELD = 200
@@ -91,11 +94,164 @@ class Silence:
 
 def first_match(silences: Iterable[Silence], notification: Notification,
                 now: float) -> Silence | None:
-    """The first silence active at `now` that matches the notification, if any."""
-    for silence in silences:
-        if silence.active(now) and silence.matches(notification):
-            return silence
-    return None
+    """The first silence active at `now` that matches the notification, if any.
+
+    Asked at every delivery attempt, with up to thousands of silences: it answers from
+    the SilenceIndex of `index_of`."""
+    return index_of(silences).first(notification, now)
+
+
+def index_of(silences: Iterable[Silence]) -> SilenceIndex:
+    """A SilenceIndex of `silences`: the last one made while the same silence objects are
+    given again in the same order, a new one when they change."""
+    given = tuple(silences)
+    if not _last_index or not _last_index[0].built_from(given):
+        _last_index[:] = [SilenceIndex(given)]
+    return _last_index[0]
+
+
+# The index of the silences last asked about: a collector has one set of silences, which
+# changes only when one is added or expired.
+_last_index: list[SilenceIndex] = []
+# The prefilters join many patterns into one; RE2's default memory (8 MiB) is for one.
+_JOINED_MEMORY = 64 << 20
+# Patterns per prefilter chunk: fewer searches per notification against less to compile
+# again when a silence is added (only the last chunk changes: see _Patterns).
+CHUNK = 256
+
+
+@lru_cache(maxsize=128)
+def _chunk(patterns: tuple[str, ...]) -> tuple[Callable[[str], object], RegexSet] | None:
+    """The alternation's search and the RE2::Set of some patterns; None when RE2 cannot
+    compile them together (too large)."""
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = True
+    options.max_mem = _JOINED_MEMORY
+    try:
+        joined = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
+        return joined.search, RegexSet(patterns)
+    except re2.error:
+        return None
+
+
+class _Patterns:
+    """Distinct patterns searched in a text at once: which of them are found.
+
+    In chunks of CHUNK patterns (a bounded size for RE2's memory whatever their number),
+    in the order they first appear, so that adding a silence changes only the last chunk
+    and the others come compiled from _chunk's cache. One RE2 search of a chunk's
+    alternation says whether any of it is found (most texts meet none); only then does
+    the chunk's RE2::Set say which. A set that cannot search (RE2 gives up when its DFA
+    runs out of memory, and then reports nothing found) is caught by the alternation's
+    answer disagreeing: the answer is then "not known", and the caller checks every
+    silence one by one, as it does when a chunk fails to compile.
+    """
+
+    def __init__(self, patterns: Iterable[str | None]) -> None:
+        self.ids: dict[str, int] = {}
+        for pattern in patterns:
+            if pattern is not None and pattern not in self.ids:
+                self.ids[pattern] = len(self.ids)
+        ordered = tuple(self.ids)
+        self._chunks: list[tuple[int, Callable[[str], object], RegexSet]] = []
+        self._unknown = False
+        for offset in range(0, len(ordered), CHUNK):
+            compiled = _chunk(ordered[offset:offset + CHUNK])
+            if compiled is None:
+                self._unknown = True
+                break
+            self._chunks.append((offset, *compiled))
+
+    def found(self, text: str) -> frozenset[int] | None:
+        """The ids of the patterns found in `text`; None when that is not known."""
+        if self._unknown:
+            return None
+        hits: list[int] = []
+        for offset, any_of, which in self._chunks:
+            if any_of(text) is not None:
+                here = which.match(text)
+                if not here:
+                    return None
+                hits += [offset + number for number in here]
+        # The one empty answer object: first() tells the usual case by identity.
+        return frozenset(hits) if hits else _NONE
+
+
+_NONE: frozenset[int] = frozenset()
+
+
+class _AppSilences:
+    """The silences of one app, in order, with their source patterns and their message
+    patterns each searched at once (_Patterns). Only the silences whose patterns were
+    all found (or that have none) are then checked one by one, in order."""
+
+    def __init__(self, silences: list[Silence]) -> None:
+        self._silences = tuple(silences)
+        self._sources = _Patterns(s.source for s in silences)
+        self._messages = _Patterns(s.match for s in silences)
+        self._everyone = frozenset(range(len(silences)))
+        # Positions of the silences each pattern belongs to, and of those without one.
+        self._by_source = _positions([s.source for s in silences], self._sources.ids)
+        self._by_message = _positions([s.match for s in silences], self._messages.ids)
+        self._neither = self._by_source[-1] & self._by_message[-1]
+
+    def first(self, notification: Notification, now: float) -> Silence | None:
+        """The first of them active at `now` that matches the notification."""
+        found_source = self._sources.found(notification.source)
+        found_message = self._messages.found(notification.message)
+        if found_source is _NONE and found_message is _NONE:
+            # The usual case: no pattern found, so only silences without any are left.
+            allowed = self._neither
+        else:
+            allowed = self._everyone
+            for found, positions in ((found_message, self._by_message),
+                                     (found_source, self._by_source)):
+                if found is not None:
+                    # Intersections first: each walks the smaller side, and `allowed`
+                    # is mostly small by now.
+                    allowed = (allowed & positions[-1]).union(
+                        *(allowed & positions[i] for i in found))
+        # Few are left but when RE2 could not say: the plain check, in order, decides.
+        for position in sorted(allowed):
+            silence = self._silences[position]
+            if silence.active(now) and silence.matches(notification):
+                return silence
+        return None
+
+
+def _positions(patterns: list[str | None], ids: dict[str, int]
+               ) -> dict[int, frozenset[int]]:
+    """Pattern id -> positions of the silences with that pattern; -1 -> those with none."""
+    found: dict[int, set[int]] = {-1: set()}
+    for position, pattern in enumerate(patterns):
+        found.setdefault(-1 if pattern is None else ids[pattern], set()).add(position)
+    return {key: frozenset(value) for key, value in found.items()}
+
+
+class SilenceIndex:
+    """Silences arranged so that matching one notification costs a few RE2 searches
+    whatever their number: grouped by app, the patterns of an app searched at once (see
+    _AppSilences). It answers as a scan of `silences` in order would; their matchers
+    must not change while it is used (expiring one changes only its times, which are
+    read at each match)."""
+
+    def __init__(self, silences: tuple[Silence, ...]) -> None:
+        self.silences = silences
+        by_app: dict[str, list[Silence]] = {}
+        for silence in silences:
+            by_app.setdefault(silence.app, []).append(silence)
+        self._apps = {app: _AppSilences(group) for app, group in by_app.items()}
+
+    def built_from(self, silences: tuple[Silence, ...]) -> bool:
+        """Whether it was built from these very silence objects, in this order."""
+        return (len(silences) == len(self.silences)
+                and all(map(operator.is_, silences, self.silences)))
+
+    def first(self, notification: Notification, now: float) -> Silence | None:
+        """The first silence active at `now` that matches the notification, if any."""
+        group = self._apps.get(notification.app)
+        return None if group is None else group.first(notification, now)
 
 
 def _text(body: Mapping[str, Any], name: str, limit: int, *,

@@ -18,15 +18,29 @@
    lines/s of other traffic flowing (target p99 under 20 ms), beside the same probes with
    no other traffic (the baseline, same run).
 
-    .venv/bin/python bench/alarms.py                       # about three and a half minutes
+Both parts run with `--silences` (1,000) active silences for the benchmark's app
+(bench/silence_mix.py: every kind of matcher, none holding anything the traffic raises but
+the HARAKIRI rare line, which the last three hold, so the silencing path runs too). They
+are created through `POST /v1/silences` of a first collector, timed; each ingest trial's
+collector with the rules starts with that collector's silences file in its data directory
+(as after a restart), and the latency part's collector gets them through the API again.
+The ingest part's collectors with rules group their alarms (`--grouping on`:
+`alarm-group-wait`/`alarm-group-interval` of `--group-wait`/`--group-interval` in the app
+section); the latency part's do not (group-wait 0, the default: a probe goes out at once).
+The baseline collectors have neither rules nor silences.
+
+    .venv/bin/python bench/alarms.py                       # about four minutes
     .venv/bin/python bench/alarms.py --budget 60 --duration 2 --latency-seconds 10
+    .venv/bin/python bench/alarms.py --silences 0 --grouping off   # as before issue 13
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -55,7 +69,10 @@ from bench.harness import (
     wait_quietly,
 )
 from bench.search import RateSearch, interleave
+from bench.silence_mix import silence_bodies
+from bench.silence_setup import post_silences
 from logwire.logcrypto import encrypt, frame
+from tests.support.collector_proc import CollectorProcess
 from tests.support.webhook import WebhookServer
 
 RATIO_TARGET = 0.8
@@ -122,12 +139,84 @@ log-alarm = hook user \d+ locked out
 RULE_COUNT = 50
 
 
-def alarm_section(receiver_url: str) -> str:
-    """The `[app:bench]` section: three webhook alarms, the rules, segfault and backlog."""
+SILENCES_FILE = "silences.json"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a collector with the rules gets besides them: grouping (the two settings'
+    values, or None for none) and a silences file to start with."""
+
+    group_wait: str | None = None
+    group_interval: str | None = None
+    silences_file: Path | None = None
+
+    @property
+    def grouping(self) -> bool:
+        """Whether its alarms are grouped."""
+        return self.group_wait is not None
+
+
+def alarm_section(receiver_url: str, setup: Setup = Setup()) -> str:
+    """The `[app:bench]` section: three webhook alarms, the rules, segfault and backlog,
+    and the grouping settings when `setup` asks for them."""
+    grouping = (f"alarm-group-wait = {setup.group_wait}\n"
+                f"alarm-group-interval = {setup.group_interval}\n"
+                if setup.group_wait is not None else "")
     return (f"\n[app:bench]\nalarm = hook webhook:{receiver_url}/hook\n"
             f"alarm = ops webhook:{receiver_url}/ops\n"
             f"alarm = probe webhook:{receiver_url}/probe\n{RULES}\n"
-            "alarm-segfault = ops\nalarm-backlog = ops\nalarm-freq = 3\n")
+            f"alarm-segfault = ops\nalarm-backlog = ops\nalarm-freq = 3\n{grouping}")
+
+
+def alarm_figures(metrics: dict[str, float]) -> tuple[int, int, int, int]:
+    """(fired, delivered, silenced, pending) alarms, summed over every lane."""
+    return (metric_sum(metrics, "collector_alarms_fired_total"),
+            metric_sum(metrics, "collector_alarms_delivered_total"),
+            metric_sum(metrics, "collector_alarms_silenced_total"),
+            metric_sum(metrics, "collector_alarms_pending"))
+
+
+def wait_alarms_out(collector: CollectorProcess, grouping: bool, timeout: float = 10.0
+                    ) -> tuple[int, int, int]:
+    """Wait (at most `timeout`) until the alarms fired are out: each delivered or
+    silenced, or with grouping (a notification then carries several), none pending and
+    no change for a second; (fired, delivered, silenced) then."""
+    seen: list[tuple[int, int, int, int]] = []
+    steady_since = [time.monotonic()]
+
+    def out() -> bool:
+        figures = alarm_figures(collector.metrics())
+        if seen and figures != seen[-1]:
+            steady_since[0] = time.monotonic()
+        seen.append(figures)
+        fired, delivered, silenced, pending = figures
+        if not grouping:
+            return delivered + silenced >= fired
+        return pending == 0 and time.monotonic() - steady_since[0] >= 1.0
+
+    wait_quietly(out, timeout)
+    fired, delivered, silenced, _ = alarm_figures(collector.metrics())
+    return fired, delivered, silenced
+
+
+def make_silences(count: int, keep: Path) -> tuple[float, int]:
+    """Create `count` silences through `POST /v1/silences` of a collector with the rules
+    and keep its silences file at `keep`: (seconds the API took, silences it lists)."""
+    with bench_collector(extra=alarm_section("http://127.0.0.1:9")) as collector:
+        collector.start(timeout=30)
+        seconds = post_silences(collector.url, silence_bodies(count), collector.token)
+        listed = len(collector.get("/v1/silences")["silences"])
+        shutil.copyfile(collector.data_dir / SILENCES_FILE, keep)
+    return seconds, listed
+
+
+def start_with(collector: CollectorProcess, setup: Setup) -> None:
+    """Start a collector, with the setup's silences file in its data directory."""
+    if setup.silences_file is not None:
+        collector.data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(setup.silences_file, collector.data_dir / SILENCES_FILE)
+    collector.start(timeout=30)
 
 
 @dataclass
@@ -141,6 +230,7 @@ class IngestRun:
     main_cpu_seconds: float
     fired: int
     delivered: int
+    silenced: int = 0
 
     @property
     def cpu_us_per_line(self) -> float:
@@ -153,16 +243,19 @@ class IngestRun:
         return 1e6 * self.main_cpu_seconds / self.sent if self.sent else float("nan")
 
 
-def run_ingest(rate: float, duration: float, rules: bool) -> IngestRun:
-    """A fresh collector (with or without the rules) at `rate` for `duration` seconds."""
+def run_ingest(rate: float, duration: float, rules: bool, setup: Setup = Setup()
+               ) -> IngestRun:
+    """A fresh collector (with the rules and `setup`, or with neither) at `rate` for
+    `duration` seconds."""
+    setup = setup if rules else Setup()
     receiver = WebhookServer().start()
     try:
-        with bench_collector(extra=alarm_section(receiver.url) if rules else ""
+        with bench_collector(extra=alarm_section(receiver.url, setup) if rules else ""
                              ) as collector:
             sender = Sender(udp_port(collector), rate, duration,
                             extra=[f"--rare-every={RARE_EVERY}"])
             try:
-                collector.start(timeout=30)
+                start_with(collector, setup)
                 sampler = Sampler(lambda: processes(collector))
                 main = Sampler(lambda: processes(collector)[:1])
                 sampler.start()
@@ -173,15 +266,12 @@ def run_ingest(rate: float, duration: float, rules: bool) -> IngestRun:
                 main.stop()
             finally:
                 sender.close()
-            fired = metric_sum(metrics, "collector_alarms_fired_total")
-            wait_quietly(lambda: metric_sum(collector.metrics(),
-                                            "collector_alarms_delivered_total") >= fired, 10)
-            delivered = metric_sum(collector.metrics(), "collector_alarms_delivered_total")
+            fired, delivered, silenced = wait_alarms_out(collector, setup.grouping)
     finally:
         receiver.stop()
     stored = int(metrics.get("collector_store_lines_committed_total", 0))
     return IngestRun(result.sent, result.seconds, stored, sampler.cpu_end - sampler.cpu_start,
-                     main.cpu_end - main.cpu_start, fired, delivered)
+                     main.cpu_end - main.cpu_start, fired, delivered, silenced)
 
 
 class Prober:
@@ -229,14 +319,35 @@ def probe_latencies(receiver: WebhookServer, seqs: list[int]) -> tuple[list[floa
     return list(found.values()), len(wanted) - len(found)
 
 
-def run_latency(seconds: float, idle_seconds: float, rate: float
-                ) -> tuple[list[float], int, list[float], int, int, int]:
-    """Idle probes, then probes under `rate` lines/s: (idle ms, idle missing, loaded ms,
-    loaded missing, lines sent, lines stored)."""
+@dataclass
+class LatencyRun:
+    """The latency part's figures."""
+
+    idle_ms: list[float]
+    idle_missing: int
+    loaded_ms: list[float]
+    loaded_missing: int
+    expected: int
+    stored: int
+    silences: int = 0
+    silences_seconds: float = 0.0
+    silenced: int = 0
+    probes_silenced: int = 0
+
+
+def run_latency(seconds: float, idle_seconds: float, rate: float, silences: int = 0
+                ) -> LatencyRun:
+    """`silences` made through the API, then idle probes, then probes under `rate`
+    lines/s."""
     receiver = WebhookServer().start()
+    made, took = 0, 0.0
     try:
         with bench_collector(extra=alarm_section(receiver.url)) as collector:
             collector.start(timeout=30)
+            if silences:
+                took = post_silences(collector.url, silence_bodies(silences),
+                                     collector.token)
+                made = len(collector.get("/v1/silences")["silences"])
             prober = Prober(udp_port(collector), SECRET)
             sender: Sender | None = None
             try:
@@ -258,29 +369,35 @@ def run_latency(seconds: float, idle_seconds: float, rate: float
             metrics = settle(collector, expected)
             wait_quietly(lambda: len(probe_latencies(receiver, idle + loaded)[0])
                          >= len(idle) + len(loaded), 10)
+            _, _, silenced = wait_alarms_out(collector, grouping=False)
+            probes_silenced = metric_sum(collector.metrics(),
+                                         'collector_alarms_silenced_total{alarm="probe"')
         idle_ms, idle_missing = probe_latencies(receiver, idle)
         loaded_ms, loaded_missing = probe_latencies(receiver, loaded)
     finally:
         receiver.stop()
     stored = int(metrics.get("collector_store_lines_committed_total", 0))
-    return (idle_ms, idle_missing, loaded_ms, loaded_missing, expected, stored)
+    return LatencyRun(idle_ms, idle_missing, loaded_ms, loaded_missing, expected, stored,
+                      made, took, silenced, probes_silenced)
 
 
 Cpu = dict[tuple[bool, float], IngestRun]
 
 
-def trial(rate: float, rules: bool, args: argparse.Namespace, lossless: Cpu) -> bool:
-    """Whether the collector (with or without the rules) stores every line at `rate`: one
-    run, and `--retries` more if it missed (on a shared machine another process's burst
-    can cost a run). A run that held is kept in `lossless` for its CPU per line."""
+def trial(rate: float, rules: bool, args: argparse.Namespace, lossless: Cpu,
+          setup: Setup = Setup()) -> bool:
+    """Whether the collector (with the rules and `setup`, or with neither) stores every
+    line at `rate`: one run, and `--retries` more if it missed (on a shared machine
+    another process's burst can cost a run). A run that held is kept in `lossless` for
+    its CPU per line."""
     seconds = trial_duration(rate, args.duration, args.max_lines)
     for attempt in range(1, args.retries + 2):
-        run = run_ingest(rate, seconds, rules)
+        run = run_ingest(rate, seconds, rules, setup)
         verdict = Verdict(rate, run.sent, run.stored, run.seconds, args.tolerance)
         print(f"{rate:8.0f} {'50 rules' if rules else 'none':>8} {attempt:>3} "
               f"{seconds:5.1f} {verdict.achieved:8.0f} {100 * (1 - verdict.loss):8.2f} "
               f"{verdict.mark:>7} {run.cpu_us_per_line:11.1f} {run.main_us_per_line:10.1f} "
-              f"{f'{run.fired}/{run.delivered}':>15}", flush=True)
+              f"{f'{run.fired}/{run.delivered}/{run.silenced}':>18}", flush=True)
         if verdict.held:
             lossless[(rules, rate)] = run
             return True
@@ -294,21 +411,46 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--idle-seconds", type=float, default=8.0)
     parser.add_argument("--latency-rate", type=float, default=10_000)
+    parser.add_argument("--silences", type=int, default=1000,
+                        help="active silences for app bench in both parts (0: none)")
+    parser.add_argument("--grouping", choices=("on", "off"), default="on",
+                        help="group the alarms of the ingest part's collectors with rules")
+    parser.add_argument("--group-wait", default="1s",
+                        help="alarm-group-wait with --grouping on (short enough that "
+                        "groups go out within a trial)")
+    parser.add_argument("--group-interval", default="1s",
+                        help="alarm-group-interval with --grouping on")
     args = parser.parse_args()
     count = sum(1 for line in RULES.splitlines() if "log-alarm = " in line)
     assert count == RULE_COUNT, count
     spec = search_spec(args)
-    print(f"# alarms benchmark: {env_note()}; {RULE_COUNT} log-alarm rules; one rare error "
-          f"line in {RARE_EVERY}; {search_note(args)}")
-    print(f"{'rate/s':>8} {'rules':>8} {'try':>3} {'secs':>5} {'sent/s':>8} {'stored%':>8} "
-          f"{'verdict':>7} {'cpu us/line':>11} {'main us/l':>10} {'alarms fired/ok':>15}")
-    cpu: Cpu = {}
-    baseline, ruled = RateSearch(spec), RateSearch(spec)
-    budget = Budget(args.budget)
-    interleave([(baseline, lambda r: trial(r, False, args, cpu)),
-                (ruled, lambda r: trial(r, True, args, cpu))], budget.out_of_time)
+    grouping = (f"grouping on (alarm-group-wait {args.group_wait}, alarm-group-interval "
+                f"{args.group_interval})" if args.grouping == "on" else "grouping off")
+    print(f"# alarms benchmark: {env_note()}; {RULE_COUNT} log-alarm rules, "
+          f"{args.silences} silences, {grouping}; one rare error line in {RARE_EVERY}; "
+          f"{search_note(args)}")
+    with tempfile.TemporaryDirectory(prefix="bench-silences-") as keep:
+        silences_file: Path | None = None
+        if args.silences:
+            silences_file = Path(keep) / SILENCES_FILE
+            took, listed = make_silences(args.silences, silences_file)
+            print(f"{args.silences} silences created through POST /v1/silences in "
+                  f"{took:.1f} s ({1000 * took / args.silences:.1f} ms each), {listed} "
+                  "listed active; each ingest trial with rules starts with them", flush=True)
+        setup = (Setup(args.group_wait, args.group_interval, silences_file)
+                 if args.grouping == "on" else Setup(silences_file=silences_file))
+        print(f"{'rate/s':>8} {'rules':>8} {'try':>3} {'secs':>5} {'sent/s':>8} "
+              f"{'stored%':>8} {'verdict':>7} {'cpu us/line':>11} {'main us/l':>10} "
+              f"{'alarms fired/ok/held':>18}")
+        cpu: Cpu = {}
+        baseline, ruled = RateSearch(spec), RateSearch(spec)
+        budget = Budget(args.budget)
+        interleave([(baseline, lambda r: trial(r, False, args, cpu)),
+                    (ruled, lambda r: trial(r, True, args, cpu, setup))],
+                   budget.out_of_time)
     print(f"\nmax zero-loss rate, no rules (baseline, same run): {baseline.describe()}")
-    print(f"max zero-loss rate, {RULE_COUNT} rules: {ruled.describe()}")
+    print(f"max zero-loss rate, {RULE_COUNT} rules, {args.silences} silences, "
+          f"grouping {args.grouping}: {ruled.describe()}")
     print(ratio_line("rules", ruled.figure, "baseline", baseline.figure)
           + f" (target >= {RATIO_TARGET}); {budget.elapsed:.0f} s")
     # The steadier figure on a busy machine: CPU per line at the rates both held.
@@ -326,20 +468,26 @@ def main() -> int:
               + f"; median ratio {ratios[len(ratios) // 2]:.2f} (the zero-loss ratio this "
               "predicts where the main process is the limit)")
 
-    print(f"\n# latency: probe line sent -> webhook arrived; {args.idle_seconds:.0f} s idle, "
+    print(f"\n# latency: probe line sent -> webhook arrived; {args.silences} silences "
+          f"active, group-wait 0; {args.idle_seconds:.0f} s idle, "
           f"then {args.latency_seconds:.0f} s with {args.latency_rate:.0f} lines/s of "
           f"other traffic; a probe every {PROBE_INTERVAL * 1000:.0f} ms", flush=True)
-    idle_ms, idle_missing, loaded_ms, loaded_missing, expected, stored = run_latency(
-        args.latency_seconds, args.idle_seconds, args.latency_rate)
-    for label, values, missing in (("idle (baseline)", idle_ms, idle_missing),
-                                   (f"{args.latency_rate:.0f} lines/s", loaded_ms,
-                                    loaded_missing)):
+    run = run_latency(args.latency_seconds, args.idle_seconds, args.latency_rate,
+                      args.silences)
+    if args.silences:
+        print(f"{run.silences} silences active (created through the API in "
+              f"{run.silences_seconds:.1f} s); alarms held by a silence: {run.silenced}, "
+              f"of them probes: {run.probes_silenced}")
+    for label, values, missing in (("idle (baseline)", run.idle_ms, run.idle_missing),
+                                   (f"{args.latency_rate:.0f} lines/s", run.loaded_ms,
+                                    run.loaded_missing)):
         print(f"{label:>16}: {len(values)} probes, p50 {percentile(values, 0.5):.1f} ms, "
               f"p99 {percentile(values, 0.99):.1f} ms, max {max(values, default=0):.1f} ms,"
               f" missing {missing}")
-    p99 = percentile(loaded_ms, 0.99)
+    p99 = percentile(run.loaded_ms, 0.99)
     print(f"p99 under load: {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms); ratio to idle "
-          f"p99: {p99 / percentile(idle_ms, 0.99):.2f}; lines stored {stored}/{expected}")
+          f"p99: {p99 / percentile(run.idle_ms, 0.99):.2f}; lines stored "
+          f"{run.stored}/{run.expected}")
     return 0
 
 

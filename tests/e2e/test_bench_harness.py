@@ -50,12 +50,16 @@ def test_native_runs_one_trial_per_format() -> None:
 
 def test_alarms_runs_both_configs_and_the_latency_part() -> None:
     """alarms.py: one trial without and one with the rules (alarms to tests/support's
-    webhook receiver), then probes through a rule to that receiver."""
+    webhook receiver; silences made through the API, grouping on), then probes through a
+    rule to that receiver with the silences active."""
     out = bench("alarms.py", "--latency-seconds", "1", "--idle-seconds", "1",
-                "--latency-rate", "500")
+                "--latency-rate", "500", "--silences", "20")
     assert re.search(r"^\s+500\s+none\s+1\s", out, re.MULTILINE), out
     assert re.search(r"^\s+500\s+50 rules\s+1\s", out, re.MULTILINE), out
     assert len(re.findall(FIGURE, out)) == 2, out
+    assert "20 silences created through POST /v1/silences in " in out, out
+    assert "20 listed active" in out, out
+    assert re.search(r"^20 silences active .* of them probes: 0$", out, re.MULTILINE), out
     # Probes sent: about 1 s / 40 ms each part; each either arrived or is counted missing.
     for label in ("idle (baseline)", "500 lines/s"):
         found = re.search(rf"{re.escape(label)}: (\d+) probes, .* missing (\d+)", out)
