@@ -70,6 +70,8 @@ _STORE_RETRY = 1.0
 # Dead letters are trimmed at most this often, and at least this often for their age.
 TRIM_EVERY = 5.0
 TRIM_AGE_EVERY = 3600.0
+# The most notifications one grouped send carries; more due at once go in further sends.
+MAX_MEMBERS = 500
 
 
 @dataclass
@@ -353,6 +355,8 @@ class Dispatcher:
         """Entries per bounded structure (for /metrics); dead letters as of the last
         trim."""
         sizes = {"incoming": len(self._incoming), "pending": len(self._pending)}
+        if self._grouping:
+            sizes["groups"] = len(self.groups)
         if self.dead_letters is not None:
             sizes["dead_letters"] = self.dead_letters
         return sizes
@@ -410,9 +414,15 @@ class Dispatcher:
                 continue
             self._in_flight.add(entry_id)
             if grouping and entry.notification.app in grouping:
-                # Started below, with the rest of its group due in this pass.
+                # Started below, with the rest of its group due in this pass (at most
+                # MAX_MEMBERS to a send, so one send stays a size a receiver takes).
                 n = entry.notification
-                batches.setdefault((n.app, n.alarm, _group_of(n)), []).append(entry)
+                key = (n.app, n.alarm, _group_of(n))
+                members = batches.setdefault(key, [])
+                if len(members) >= MAX_MEMBERS:
+                    batches[(n.app, n.alarm, f"{key[2]}#{len(batches)}")] = members
+                    members = batches[key] = []
+                members.append(entry)
                 continue
             try:
                 self._launch([entry], grouping=False)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from alarms import delivery
 from alarms.delivery import Dispatcher
 from alarms.grouping import Timing
 from alarms.notification import Notification, group_key, new_id
@@ -178,3 +180,22 @@ async def test_pending_members_survive_a_restart_and_go_out_as_one_group(
     assert {e.state for e in await reopened.recent()} == {"delivered"}
     await second.stop()
     await reopened.close()
+
+
+async def test_a_group_larger_than_one_send_takes_is_split(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With at most two members to a send, five due together go out as 2 + 2 + 1, each
+    member once."""
+    monkeypatch.setattr(delivery, "MAX_MEMBERS", 2)
+    dispatcher, outbox = await start(
+        tmp_path, {("shop", "hook"): WebhookNotifier(receiver.url, session, 5.0)})
+    items = [fired(f"m{i}") for i in range(5)]
+    for item in items:
+        dispatcher.submit(item)
+    await settle(lambda: len(receiver.requests) == 3)
+    sent = [[m["id"] for m in b["members"]] for b in bodies(receiver)]
+    assert sorted(len(ids) for ids in sent) == [1, 2, 2]
+    assert sorted(i for ids in sent for i in ids) == sorted(i.id for i in items)
+    await dispatcher.stop()
+    await outbox.close()
