@@ -87,9 +87,13 @@ class GroupPolicy:
 
     def flushed(self, group: str, at: float) -> None:
         """A send of `group` started at `at`: what arrives from now on waits for the
-        next interval."""
+        next interval. A send before the group's next time (a retry of members whose
+        first send failed) leaves that time as it is: what waits for it still goes then,
+        not one more interval later."""
         state = self._get(group)
-        state.next_flush, state.last_flush = None, at
+        if state.next_flush is not None and state.next_flush <= at:
+            state.next_flush = None
+        state.last_flush = at
 
     def restored(self, group: str, due: float, attempts: int, updated_at: float) -> None:
         """After a restart, an entry of `group` the outbox still holds: one not yet tried

@@ -139,3 +139,14 @@ def test_one_member_is_sent_as_itself_and_parts_give_the_members_back() -> None:
         (a.id, "web.1", "x", 2), (b.id, "web.2", "y", 1)]
     assert all(not p.members for p in parts)
     assert a.parts() == [a]
+
+
+def test_a_retry_before_the_next_send_does_not_put_that_send_off() -> None:
+    """Members wait for the send at 410; a retry of earlier members at 120 is a send too,
+    but what waits for 410 still goes at 410 and new arrivals join it."""
+    policy = GroupPolicy()
+    policy.due("g", T, 100.0)
+    policy.flushed("g", 110.0)
+    assert policy.due("g", T, 115.0) == 410.0
+    policy.flushed("g", 120.0)  # the retry
+    assert policy.due("g", T, 130.0) == 410.0
