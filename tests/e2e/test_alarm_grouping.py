@@ -50,7 +50,8 @@ def test_a_burst_of_twenty_is_one_webhook_and_a_later_burst_one_more(
     """Twenty distinct 5xx lines within group-wait (1 s): one webhook whose `members` list
     all twenty with their sources and counts. Five more sent after it, within the interval
     (2 s): one more webhook, not sooner than the interval after the first. Each of the 25
-    shows in /v1/alarms and `collector alarms` as delivered, naming the grouped send that carried it."""
+    shows in /v1/alarms and `collector alarms` as delivered, naming the grouped send that
+    carried it."""
     hook = new_webhook()
     collector = new_collector(env={"LOG_SECRET": SECRET}, config=f"""
 [listener:crypto]
