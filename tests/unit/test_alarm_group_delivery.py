@@ -36,13 +36,14 @@ def fired(message: str, source: str = "web.1", alarm: str = "hook",
 
 
 async def start(tmp_path: Path, notifiers: dict[tuple[str, str], Notifier],
-                silenced: str | None = None) -> tuple[Dispatcher, SqliteOutbox]:
+                silenced: str | None = None, grouping: dict[str, Timing] | None = None
+                ) -> tuple[Dispatcher, SqliteOutbox]:
     """A grouping dispatcher over a (re)opened outbox; `silenced` is a message that an
     active silence (`sil_1`) holds back."""
     outbox = SqliteOutbox(tmp_path / "alarms.db")
     pending = await outbox.open()
     dispatcher = Dispatcher(
-        outbox, notifiers, {"shop": FAST}, grouping=GROUPING,
+        outbox, notifiers, {"shop": FAST}, grouping=grouping or GROUPING,
         silencer=lambda n, now: "sil_1" if silenced and n.message == silenced else None)
     dispatcher.start(pending)
     return dispatcher, outbox
@@ -199,3 +200,51 @@ async def test_a_group_larger_than_one_send_takes_is_split(
     assert sorted(i for ids in sent for i in ids) == sorted(i.id for i in items)
     await dispatcher.stop()
     await outbox.close()
+
+
+async def test_a_permanent_failure_makes_every_member_a_dead_letter_and_retry_regroups(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """A 410 to a group's send: every member is a dead letter after one attempt;
+    `retry` brings them back due now, and they go out again as one send."""
+    receiver.statuses = [410]
+    dispatcher, outbox = await start(
+        tmp_path, {("shop", "hook"): WebhookNotifier(receiver.url, session, 5.0)})
+    items = [fired(f"m{i}") for i in range(3)]
+    for item in items:
+        dispatcher.submit(item)
+    await settle(lambda: dispatcher.figures.get(("shop", "hook")) is not None
+                 and dispatcher.figures[("shop", "hook")].dead == 3)
+    dead = await outbox.recent(state="dead")
+    assert {(e.attempts, e.last_error) for e in dead} == {(1, "HTTP 410")}
+    assert {e.id for e in await dispatcher.retry(None)} == {i.id for i in items}
+    await settle(lambda: dispatcher.figures[("shop", "hook")].delivered == 3)
+    assert [len(b["members"]) for b in bodies(receiver)] == [3, 3]
+    assert receiver.ids[0] == receiver.ids[1]
+    await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_after_a_restart_a_new_notification_joins_the_members_still_waiting(
+        tmp_path: Path, receiver: Receiver, session: aiohttp.ClientSession) -> None:
+    """Three members wait (group-wait 3 s) when the dispatcher stops; after the restart a
+    fourth of the same group joins their restored time, and all four go out as one."""
+    slow = {"shop": Timing(wait=3.0, interval=5.0)}
+    hook: dict[tuple[str, str], Notifier] = {
+        ("shop", "hook"): WebhookNotifier(receiver.url, session, 5.0)}
+    first, outbox = await start(tmp_path, hook, grouping=slow)
+    items = [fired(f"m{i}") for i in range(3)]
+    for item in items:
+        first.submit(item)
+    await settle(lambda: first.intake_idle and bool(first.pending_counts()))
+    await first.stop(grace=0.1)
+    await outbox.close()
+    assert receiver.requests == []
+
+    second, reopened = await start(tmp_path, hook, grouping=slow)
+    late = fired("m3")
+    second.submit(late)
+    await settle(lambda: len(receiver.requests) == 1)
+    (body,) = bodies(receiver)
+    assert sorted(m["id"] for m in body["members"]) == sorted(i.id for i in [*items, late])
+    await second.stop()
+    await reopened.close()
