@@ -25,6 +25,9 @@ flood the log. What an eviction means for each structure:
   sends them again.
 - `dead_letters`: dead letters in the outbox, bounded in count and age; the oldest are
   deleted, counted, and the deletion is logged with their ids.
+- `groups` (alarms.grouping, apps with alarm-group-wait): when each group was last sent
+  and when its waiting members go. An evicted group's next notification starts a new
+  group (it waits group-wait); members already waiting keep their time.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from aiohttp import web
 from alarms.api import AlarmsApi
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
+from alarms.grouping import timings
 from alarms.metrics import families
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier, Services, api_url
@@ -199,7 +200,8 @@ class ClusterAlarmsComponent:
             return
         self._notifiers = self._build_notifiers(rules)
         if self._dispatcher is not None:
-            self._dispatcher.reconfigure(self._notifiers, self._policies(rules))
+            self._dispatcher.reconfigure(self._notifiers, self._policies(rules),
+                                         timings(rules))
         if self._engine is not None:
             self._engine.replace_rules(rules, same_settings)
         self._rules = rules
@@ -269,7 +271,7 @@ class ClusterAlarmsComponent:
         self._mode = "warming"
         rules = self._rules
         dispatcher = Dispatcher(self._outbox, self._notifiers, self._policies(rules),
-                                silencer=self._silence_of)
+                                silencer=self._silence_of, grouping=timings(rules))
         self._dispatcher = dispatcher
         pending = self._outbox.pending()
         dispatcher.start(pending)

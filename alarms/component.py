@@ -19,6 +19,7 @@ from aiohttp import web
 from alarms.api import AlarmsApi
 from alarms.delivery import Dispatcher
 from alarms.engine import AlarmEngine
+from alarms.grouping import timings
 from alarms.metrics import families
 from alarms.notification import Notification
 from alarms.notifiers.base import Notifier, Services, api_url
@@ -66,7 +67,8 @@ class AlarmsComponent:
         notifiers = self._notifiers(self._rules)
         self._dispatcher = Dispatcher(self._outbox, notifiers,
                                       {rules.app: rules.retry for rules in self._rules},
-                                      silencer=self._silence_of)
+                                      silencer=self._silence_of,
+                                      grouping=timings(self._rules))
         self._engine = AlarmEngine(self._rules, self._dispatcher.submit)
         self._dispatcher.start(pending)
         context.ingest.add_consumer(self._engine)
@@ -91,7 +93,8 @@ class AlarmsComponent:
                 rules, self._rules):
             return
         notifiers = self._notifiers(rules)
-        self._dispatcher.reconfigure(notifiers, {app.app: app.retry for app in rules})
+        self._dispatcher.reconfigure(notifiers, {app.app: app.retry for app in rules},
+                                     timings(rules))
         self._engine.replace_rules(rules, same_settings)
         self._rules = rules
         log.info("alarms_reloaded", apps=len(rules), alarms=len(notifiers))

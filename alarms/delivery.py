@@ -24,6 +24,16 @@ letters, which `collector alarms retry` sends again), and the outbox keeps at mo
 `bounds.dead_letters` dead letters, none older than `bounds.dead_letter_age`
 (`trim_dead_letters`, called by the component's ticker, deletes the rest, logging their
 ids).
+
+Grouping (alarm-group-wait, alarm-group-interval; alarms.grouping): a notification of an
+app that groups is written at once, as any other, with its next attempt set to when its
+group may be sent. When the scheduler starts a due entry of such an app, it takes every
+due, pending entry of the same group (all of them come due in the same pass, sharing the
+group's time) and sends them as one notification (`notification.grouped`) through the
+alarm's lane; the outcome is recorded on every member (delivered, or failed and retried
+together, or dead). A silence holds back the members it matches; the rest go out. After a
+restart the pending members are loaded with their times and grouped again. Apps that do
+not group take the path they always did, one attempt per notification.
 """
 
 from __future__ import annotations
@@ -42,7 +52,8 @@ import structlog
 
 from alarms.bounds import DEFAULT, Bounds, Evictions
 from alarms.errors import NotifierError
-from alarms.notification import Notification
+from alarms.grouping import GroupPolicy, Timing
+from alarms.notification import Notification, group_key, grouped
 from alarms.notifiers.base import Notifier
 from alarms.outbox.base import Entry, Outbox
 from alarms.retry import next_attempt
@@ -59,6 +70,8 @@ _STORE_RETRY = 1.0
 # Dead letters are trimmed at most this often, and at least this often for their age.
 TRIM_EVERY = 5.0
 TRIM_AGE_EVERY = 3600.0
+# The most notifications one grouped send carries; more due at once go in further sends.
+MAX_MEMBERS = 500
 
 
 @dataclass
@@ -77,7 +90,8 @@ class Dispatcher:
                  policies: Mapping[str, RetryPolicy], *, max_in_flight: int = 64,
                  clock: Callable[[], float] = time.time,
                  draw: Callable[[], float] = random.random, bounds: Bounds = DEFAULT,
-                 silencer: Silencer | None = None) -> None:
+                 silencer: Silencer | None = None,
+                 grouping: Mapping[str, Timing] | None = None) -> None:
         self._outbox = outbox
         self._notifiers = dict(notifiers)
         self._policies = dict(policies)
@@ -110,6 +124,9 @@ class Dispatcher:
         self.task_errors: Counter[str] = Counter()
         self.bounds = bounds
         self.evictions = Evictions()
+        # Apps that group (alarm-group-wait), and when each group may next be sent.
+        self._grouping: dict[str, Timing] = dict(grouping or {})
+        self.groups = GroupPolicy(evictions=self.evictions)
         self.dead_letters: int | None = None  # in the outbox, as of the last trim
         self._dead_since_trim = 0
         self._last_trim = float("-inf")
@@ -124,6 +141,9 @@ class Dispatcher:
         for entry in pending:
             self._pending[entry.id] = entry
             self._push(entry)
+            if self._grouping and entry.notification.app in self._grouping:
+                self.groups.restored(_group_of(entry.notification), entry.next_attempt,
+                                     entry.attempts, entry.updated_at)
         if len(self._pending) > self.bounds.pending:
             self._persist_wake.set()  # the persister evicts the excess
         self._workers = [asyncio.create_task(self._persist_loop(), name="alarm-persister"),
@@ -161,14 +181,17 @@ class Dispatcher:
             await self._persisted.wait()
 
     def reconfigure(self, notifiers: Mapping[Key, Notifier],
-                    policies: Mapping[str, RetryPolicy]) -> None:
-        """Deliver with these notifiers and policies from the next attempt on (a reload).
+                    policies: Mapping[str, RetryPolicy],
+                    grouping: Mapping[str, Timing] | None = None) -> None:
+        """Deliver with these notifiers, policies and grouping from the next attempt on (a
+        reload); entries already written keep the time they were given.
 
         What is pending or in flight stays; an entry whose alarm is gone fails as no longer
         configured, as after a restart.
         """
         self._notifiers = dict(notifiers)
         self._policies = dict(policies)
+        self._grouping = dict(grouping or {})
         # Lanes are made again with the new alarm-concurrency; attempts in flight finish
         # on the lane they hold.
         self._lanes = {}
@@ -229,8 +252,9 @@ class Dispatcher:
     async def _persist(self, batch: list[Notification]) -> None:
         now = self._clock()
         self._persisting = len(batch)
+        dues = self._dues(batch, now) if self._grouping else None
         try:
-            known = await self._outbox.add(batch, now)
+            known = await self._outbox.add(batch, now, dues)
         except StoreError as exc:
             self._persisting = 0
             # Kept in memory and written again shortly; not sent before it is kept.
@@ -244,17 +268,24 @@ class Dispatcher:
         self._persisting = 0
         if self._singly:
             self._singly -= 1
-        for notification in batch:
+        for index, notification in enumerate(batch):
             if notification.id in known:
                 # Raised again with its id (a new leader's takeover): the outbox keeps the
                 # first, whose delivery is its own business (pending: already scheduled,
                 # or loaded at takeover; delivered or dead: done).
                 self.known += 1
                 continue
-            entry = Entry(notification, next_attempt=now, updated_at=now)
+            entry = Entry(notification, next_attempt=dues[index] if dues else now,
+                          updated_at=now)
             self._pending[entry.id] = entry
             self._push(entry)
         self._persisted.set()
+
+    def _dues(self, batch: list[Notification], now: float) -> list[float]:
+        """When each notification may be sent: now, or its group's time (grouping)."""
+        grouping = self._grouping
+        return [self.groups.due(_group_of(n), grouping[n.app], now) if n.app in grouping
+                else now for n in batch]
 
     async def _evict_pending(self) -> None:
         """Past `bounds.pending`, the oldest entries waiting (not in flight) become dead
@@ -324,6 +355,8 @@ class Dispatcher:
         """Entries per bounded structure (for /metrics); dead letters as of the last
         trim."""
         sizes = {"incoming": len(self._incoming), "pending": len(self._pending)}
+        if self._grouping:
+            sizes["groups"] = len(self.groups)
         if self.dead_letters is not None:
             sizes["dead_letters"] = self.dead_letters
         return sizes
@@ -367,6 +400,8 @@ class Dispatcher:
         """Start an attempt for every entry now due; the seconds until the next one."""
         heap = self._heap
         now = self._clock()
+        grouping = self._grouping
+        batches: dict[tuple[str, str, str], list[Entry]] = {}
         while heap and heap[0][0] <= now:
             due, _, entry_id = heapq.heappop(heap)
             entry = self._pending.get(entry_id)
@@ -378,20 +413,48 @@ class Dispatcher:
                 del self._pending[entry_id]
                 continue
             self._in_flight.add(entry_id)
+            if grouping and entry.notification.app in grouping:
+                # Started below, with the rest of its group due in this pass (at most
+                # MAX_MEMBERS to a send, so one send stays a size a receiver takes).
+                n = entry.notification
+                key = (n.app, n.alarm, _group_of(n))
+                members = batches.setdefault(key, [])
+                if len(members) >= MAX_MEMBERS:
+                    batches[(n.app, n.alarm, f"{key[2]}#{len(batches)}")] = members
+                    members = batches[key] = []
+                members.append(entry)
+                continue
             try:
-                self._launch(entry)
+                self._launch([entry], grouping=False)
             except Exception:
                 # Put back a little later (not at the head of the heap, where an entry
                 # that always fails to start would hold up every other one).
                 self._in_flight.discard(entry_id)
                 entry.next_attempt = now + _STORE_RETRY
                 self._push(entry)
+                self._put_back(batches.values(), now)
                 raise
+        groups = list(batches.values())
+        for index, entries in enumerate(groups):
+            try:
+                self._launch(entries, grouping=True)
+            except Exception:
+                self._put_back(groups[index:], now)
+                raise
+            self.groups.flushed(_group_of(entries[0].notification), now)
         return heap[0][0] - now if heap else None
 
-    def _launch(self, entry: Entry) -> None:
-        """Start one attempt as its own task."""
-        task = asyncio.create_task(self._attempt(entry))
+    def _put_back(self, groups: Iterable[list[Entry]], now: float) -> None:
+        """Groups taken from the heap but not started: back, a little later."""
+        for entries in groups:
+            for entry in entries:
+                self._in_flight.discard(entry.id)
+                entry.next_attempt = now + _STORE_RETRY
+                self._push(entry)
+
+    def _launch(self, entries: list[Entry], *, grouping: bool) -> None:
+        """Start one attempt (of one entry, or of a group's entries) as its own task."""
+        task = asyncio.create_task(self._attempt(entries, grouping))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -403,22 +466,25 @@ class Dispatcher:
             lane = self._lanes[key] = asyncio.Semaphore(policy.concurrency)
         return lane
 
-    async def _attempt(self, entry: Entry) -> None:
-        notification = entry.notification
+    async def _attempt(self, entries: list[Entry], grouping: bool) -> None:
+        """One send: of one entry, or (`grouping`) of a group's entries as one
+        notification, the outcome recorded on each."""
+        notification = entries[0].notification
         key = (notification.app, notification.alarm)
         policy = self._policies.get(notification.app, self._default_policy)
         figures = self.figures.setdefault(key, LaneFigures())
         try:
-            # Checked at each attempt, not at intake: a silence made while an alarm waits
-            # for a retry (or for a restart) holds it too, and one that has ended does not.
-            silence = (self._silencer(notification, self._clock())
-                       if self._silencer is not None else None)
-            if silence is not None:
-                await self._silence(entry, silence)
-                return
+            if self._silencer is not None:
+                # Checked at each attempt, not at intake: a silence made while an alarm
+                # waits for a retry (or for a restart) holds it too, and one that has
+                # ended does not.
+                entries = await self._unsilenced(entries)
+                if not entries:
+                    return
+            sent = grouped([e.notification for e in entries]) if grouping else notification
             notifier = self._notifiers.get(key)
             if notifier is None:
-                await self._fail(entry, policy, figures, NotifierError(
+                await self._fail(entries, sent, policy, figures, NotifierError(
                     f"alarm {notification.alarm!r} is no longer configured for app "
                     f"{notification.app!r}", permanent=True))
                 return
@@ -427,87 +493,131 @@ class Dispatcher:
                     # The notifiers time out on their own; this bound only catches one that
                     # would not, so a lane can never be held forever.
                     async with asyncio.timeout(policy.timeout + 5.0):
-                        outcome = await notifier.send(notification)
+                        outcome = await notifier.send(sent)
                 except NotifierError as exc:
-                    await self._fail(entry, policy, figures, exc)
+                    await self._fail(entries, sent, policy, figures, exc)
                     return
                 except TimeoutError:
-                    await self._fail(entry, policy, figures, NotifierError(
+                    await self._fail(entries, sent, policy, figures, NotifierError(
                         f"no answer within {policy.timeout + 5.0:g} s"))
                     return
                 except Exception as exc:
                     log.exception("alarm_notifier_crashed", alarm=notification.alarm,
                                   app=notification.app, plugin=notifier.plugin)
-                    await self._fail(entry, policy, figures, NotifierError(
+                    await self._fail(entries, sent, policy, figures, NotifierError(
                         f"internal error: {type(exc).__name__}: {exc}"))
                     return
-            await self._delivered(entry, outcome, figures)
+            await self._delivered(entries, sent, outcome, figures)
         except Exception as exc:
             # The attempt's one catch point for what is not the notifier's failure (that is
-            # handled above): a bug in recording the outcome. The entry leaves the schedule,
-            # so a bug that recurs cannot spin; it stays pending in the outbox and is sent
-            # again after a restart.
-            self._pending.pop(entry.id, None)
-            self._task_failed("attempt", exc, id=entry.id, alarm=notification.alarm,
-                              app=notification.app)
+            # handled above): a bug in recording the outcome. The entries leave the
+            # schedule, so a bug that recurs cannot spin; they stay pending in the outbox
+            # and are sent again after a restart.
+            for entry in entries:
+                self._pending.pop(entry.id, None)
+            self._task_failed("attempt", exc, id=entries[0].id, alarm=notification.alarm,
+                              app=notification.app, members=len(entries))
         finally:
-            self._in_flight.discard(entry.id)
+            for entry in entries:
+                self._in_flight.discard(entry.id)
+
+    async def _unsilenced(self, entries: list[Entry]) -> list[Entry]:
+        """Record the entries an active silence holds back; the others."""
+        assert self._silencer is not None
+        now = self._clock()
+        rest: list[Entry] = []
+        for entry in entries:
+            silence = self._silencer(entry.notification, now)
+            if silence is None:
+                rest.append(entry)
+            else:
+                await self._silence(entry, silence)
+        return rest
 
     async def _silence(self, entry: Entry, silence_id: str) -> None:
         now = self._clock()
         entry.state, entry.outcome, entry.updated_at = "silenced", silence_id, now
         self._pending.pop(entry.id, None)
+        self._in_flight.discard(entry.id)
         notification = entry.notification
         self.silenced[(notification.app, notification.alarm)] += 1
         log.info("alarm_silenced", id=entry.id, alarm=notification.alarm,
                  app=notification.app, silence=silence_id)
         await self._save(entry)
 
-    async def _delivered(self, entry: Entry, outcome: str, figures: LaneFigures) -> None:
+    async def _delivered(self, entries: list[Entry], sent: Notification, outcome: str,
+                         figures: LaneFigures) -> None:
         now = self._clock()
-        entry.attempts += 1
-        entry.state, entry.outcome, entry.delivered_at, entry.updated_at = (
-            "delivered", outcome, now, now)
-        self._pending.pop(entry.id, None)
-        figures.delivered += 1
-        notification = entry.notification
-        self.latency.labels(notification.plugin).observe(
-            max(0.0, now - (notification.created_at or now)))
-        log.info("alarm_delivered", id=entry.id, alarm=notification.alarm,
-                 app=notification.app, plugin=notification.plugin, outcome=outcome,
-                 attempts=entry.attempts)
-        await self._save(entry)
-
-    async def _fail(self, entry: Entry, policy: RetryPolicy, figures: LaneFigures,
-                    error: NotifierError) -> None:
-        now = self._clock()
-        entry.attempts += 1
-        entry.last_error = str(error)
-        entry.updated_at = now
-        due = next_attempt(entry.attempts, error.permanent, policy, now, self._draw())
-        notification = entry.notification
-        context = {"id": entry.id, "alarm": notification.alarm, "app": notification.app,
-                   "plugin": notification.plugin, "error": entry.last_error,
-                   "attempts": entry.attempts}
-        if due is None:
-            entry.state = "dead"
+        # A member says which grouped send carried it (its id is the webhook-id).
+        recorded = (f"{outcome} (grouped: {sent.id}, {len(entries)} members)"
+                    if sent.members else outcome)
+        for entry in entries:
+            entry.attempts += 1
+            entry.state, entry.outcome, entry.delivered_at, entry.updated_at = (
+                "delivered", recorded, now, now)
             self._pending.pop(entry.id, None)
-            figures.dead += 1
-            self._dead_since_trim += 1
-            log.error("alarm_dead", **context,
-                      note="kept as a dead letter; `collector alarms retry` sends it again")
-        else:
-            entry.next_attempt = due
+            figures.delivered += 1
+            notification = entry.notification
+            self.latency.labels(notification.plugin).observe(
+                max(0.0, now - (notification.created_at or now)))
+        log.info("alarm_delivered", id=sent.id, alarm=sent.alarm, app=sent.app,
+                 plugin=sent.plugin, outcome=outcome, attempts=entries[0].attempts,
+                 **({"members": len(entries)} if sent.members else {}))
+        await self._save_all(entries)
+
+    async def _fail(self, entries: list[Entry], sent: Notification, policy: RetryPolicy,
+                    figures: LaneFigures, error: NotifierError) -> None:
+        now = self._clock()
+        draw = self._draw()
+        retried: list[tuple[Entry, float]] = []
+        dead = 0
+        for entry in entries:
+            entry.attempts += 1
+            entry.last_error = str(error)
+            entry.updated_at = now
+            due = next_attempt(entry.attempts, error.permanent, policy, now, draw)
+            if due is None:
+                entry.state = "dead"
+                self._pending.pop(entry.id, None)
+                figures.dead += 1
+                self._dead_since_trim += 1
+                dead += 1
+            else:
+                retried.append((entry, due))
+        # A group's members are retried together, at the latest of their times.
+        due_all = max((due for _, due in retried), default=None)
+        for entry, _ in retried:
+            assert due_all is not None
+            entry.next_attempt = due_all
             figures.retried += 1
+        attempts = max(entry.attempts for entry in entries)
+        context = {"id": sent.id, "alarm": sent.alarm, "app": sent.app,
+                   "plugin": sent.plugin, "error": str(error), "attempts": attempts,
+                   **({"members": len(entries)} if sent.members else {})}
+        if dead:
+            log.error("alarm_dead", **context, **({"dead": dead} if sent.members else {}),
+                      note="kept as a dead letter; `collector alarms retry` sends it again")
+        if due_all is not None:
             # Once per entry: an outage must not turn into one log line per retry.
-            (log.warning if entry.attempts == 1 else log.debug)(
-                "alarm_delivery_failed", **context, retry_in=round(due - now, 3))
-        await self._save(entry)
-        if due is not None:
+            (log.warning if attempts == 1 else log.debug)(
+                "alarm_delivery_failed", **context, retry_in=round(due_all - now, 3))
+        await self._save_all(entries)
+        for entry, _ in retried:
             self._push(entry)
-            if len(self._pending) > self.bounds.pending:
-                # Entries in flight cannot be evicted; now this one can.
-                self._persist_wake.set()
+        if retried and len(self._pending) > self.bounds.pending:
+            # Entries in flight cannot be evicted; now these can.
+            self._persist_wake.set()
+
+    async def _save_all(self, entries: list[Entry]) -> None:
+        if len(entries) == 1:
+            await self._save(entries[0])
+            return
+        try:
+            await self._outbox.save_many(entries)
+        except StoreError as exc:
+            self.errors["outbox_update"] += 1
+            log.error("alarm_outbox_update_failed", ids=[e.id for e in entries[:20]],
+                      count=len(entries), error=str(exc))
 
     async def _save(self, entry: Entry) -> None:
         try:
@@ -550,3 +660,9 @@ class Dispatcher:
         """Pending entries per alarm instance (scheduled or in flight)."""
         return Counter((e.notification.app, e.notification.alarm)
                        for e in self._pending.values())
+
+
+def _group_of(notification: Notification) -> str:
+    """The notification's group key (computed for one written before groups existed)."""
+    return notification.group or group_key(notification.app, notification.alarm,
+                                           notification.condition)

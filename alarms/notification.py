@@ -6,7 +6,8 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -85,7 +86,28 @@ class Notification:
             "facts": self.facts, "first_seen": self.first_seen, "last_seen": self.last_seen,
             "count": self.count, "suppressed": self.suppressed,
             "status": self.status, "group": self.group, "alert": self.alert,
+            **({"members": self.members} if self.members else {}),
         }
+
+    def member(self) -> dict[str, Any]:
+        """This notification as a member of a grouped one (`members`)."""
+        return {"id": self.id, "source": self.source, "message": self.message,
+                "count": self.count, "suppressed": self.suppressed,
+                "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "created_at": self.created_at, "status": self.status, "alert": self.alert,
+                "facts": self.facts}
+
+    def parts(self) -> list[Notification]:
+        """The notifications a grouped one carries (for receivers that take one alert per
+        member), or this one alone."""
+        if not self.members:
+            return [self]
+        return [replace(self, members=[], context=[], id=m["id"], source=m["source"],
+                        message=m["message"], count=m["count"],
+                        suppressed=m.get("suppressed", 0), first_seen=m["first_seen"],
+                        last_seen=m["last_seen"], created_at=m.get("created_at", 0.0),
+                        status=m["status"], alert=m["alert"], facts=m.get("facts", {}))
+                for m in self.members]
 
     def text(self) -> str:
         """The message as a command or plain-text receiver gets it: like uWSGI, the message
@@ -93,3 +115,33 @@ class Notification:
         note = (f"\n[{self.suppressed} earlier messages to this alarm were suppressed by "
                 "alarm-freq]" if self.suppressed else "")
         return self.message + note
+
+
+def grouped(members: Sequence[Notification]) -> Notification:
+    """One notification carrying `members` (all of one group, oldest first): the first
+    member's alarm, app and condition; `count` and `suppressed` summed; `firing` while
+    any member fires; the message a one-line summary, then each member's source, count
+    and message. Its id is derived from the members' ids (the `stable_ids` form), so a
+    retry of the same members has the same webhook-id. One member is sent as itself,
+    listed in `members`."""
+    first = members[0]
+    listed = [m.member() for m in members]
+    if len(members) == 1:
+        return replace(first, members=listed)
+    sources = sorted({m.source for m in members})
+    ids = hashlib.sha256("\0".join(sorted(m.id for m in members)).encode()).hexdigest()
+    created = min((m.created_at for m in members if m.created_at), default=0.0)
+    firing = any(m.status == FIRING for m in members)
+    summary = (f"{len(members)} alarms of {first.condition} in {first.app} from "
+               f"{len(sources)} source{'s' if len(sources) != 1 else ''}")
+    lines = [summary, *(f"- {m.source} (x{m.count}): {m.message}" for m in members)]
+    return Notification(
+        id=f"msg_{max(0, int(created * 1000)):012x}{ids[:20]}",
+        alarm=first.alarm, plugin=first.plugin, app=first.app,
+        source=sources[0] if len(sources) == 1 else "", condition=first.condition,
+        message="\n".join(lines), facts={"members": len(members), "sources": sources},
+        first_seen=min(m.first_seen for m in members),
+        last_seen=max(m.last_seen for m in members),
+        count=sum(m.count for m in members), suppressed=sum(m.suppressed for m in members),
+        created_at=created, status=FIRING if firing else RESOLVED, group=first.group,
+        alert="", members=listed)

@@ -156,10 +156,11 @@ class AlertmanagerNotifier:
         self._verify = "ssl_insecure" not in options
 
     async def send(self, notification: Notification) -> str:
-        """One POST of a one-alert list."""
-        body = json.dumps([alert(notification, severity=self._severity,
-                                 resolve=self._resolve, base_url=self._base,
-                                 message_size=self._message_size, now=time.time())],
+        """One POST: one alert, or one per member of a grouped notification."""
+        now = time.time()
+        body = json.dumps([alert(part, severity=self._severity, resolve=self._resolve,
+                                 base_url=self._base, message_size=self._message_size,
+                                 now=now) for part in notification.parts()],
                           ensure_ascii=False).encode()
         return await http.post(self._session, self._url, body,
                                headers={"Content-Type": "application/json"},

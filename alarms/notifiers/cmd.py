@@ -7,6 +7,9 @@ in its source name: a NUL in a value arrives as the four characters `\\x00` (so
 `web\\x00.1` is that source), and text that is not valid Unicode is backslash-escaped,
 as it is on standard input. A non-zero exit or a timeout is a failed delivery, retried;
 a command that cannot even be started with these values is a permanent failure.
+
+A grouped notification (alarm-group-wait) also sets ALARM_MEMBERS (how many it carries);
+its standard input lists each member's source, count and message.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class CmdNotifier:
                  "ALARM_CONDITION": notification.condition, "ALARM_ID": notification.id,
                  "ALARM_COUNT": str(notification.count),
                  "ALARM_SUPPRESSED": str(notification.suppressed)}
+        if notification.members:
+            # Grouped (alarm-group-wait): standard input lists every member's message.
+            facts["ALARM_MEMBERS"] = str(len(notification.members))
         env = {**os.environ, **{name: env_value(value) for name, value in facts.items()}}
         try:
             process = await asyncio.create_subprocess_exec(

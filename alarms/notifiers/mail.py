@@ -4,7 +4,8 @@ Option names are alarm_curl's: `mail_to` (comma list), `mail_from`, `subject`, `
 (require STARTTLS), `ssl_insecure`, `auth_user`, `auth_pass`, `timeout`, `conn_timeout`.
 `smtp://HOST[:25]` speaks plain SMTP (STARTTLS when `ssl` is set), `smtps://HOST[:465]`
 TLS from the first byte. The body is the alarm message, then the lines the same source
-logged just before it, for context.
+logged just before it, for context. A grouped notification (alarm-group-wait) lists each
+member's source, count and message in the body, and how many in the subject.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def compose(config: MailConfig, notification: Notification) -> EmailMessage:
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = ", ".join(config.recipients)
-    message["Subject"] = config.subject
+    message["Subject"] = (f"{config.subject} ({len(notification.members)} alarms)"
+                          if len(notification.members) > 1 else config.subject)
     message["Date"] = email.utils.formatdate(localtime=False)
     message["Message-ID"] = f"<{notification.id}@uwsgi-alarm>"
     message["X-Alarm-Id"] = notification.id

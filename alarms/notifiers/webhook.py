@@ -5,6 +5,10 @@ notification's id, the same on every retry so a receiver can drop duplicates),
 `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature`:
 `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")), the key being the base64
 after `whsec_`.
+
+A grouped notification (alarm-group-wait) adds `members`: each notification it carries
+(id, source, message, count, first_seen, last_seen, status, alert); its id, derived from
+the members' ids, is the webhook-id.
 """
 
 from __future__ import annotations

@@ -55,10 +55,12 @@ class Outbox(Protocol):
         """Open or create; return the pending entries (to be sent again after a restart)."""
         ...
 
-    async def add(self, notifications: Sequence[Notification], now: float) -> set[str]:
-        """Keep new notifications as pending, due at once; the ids of those the outbox
-        held already (raised again with the same id: in cluster mode, by a new leader),
-        which are kept as they stand and are not to be scheduled again."""
+    async def add(self, notifications: Sequence[Notification], now: float,
+                  dues: Sequence[float] | None = None) -> set[str]:
+        """Keep new notifications as pending, due at once (or each at its time in `dues`,
+        one per notification: grouping); the ids of those the outbox held already
+        (raised again with the same id: in cluster mode, by a new leader), which are kept
+        as they stand and are not to be scheduled again."""
         ...
 
     async def save(self, entry: Entry) -> None:

@@ -274,22 +274,26 @@ class KvOutbox:
                 raise result
         return results  # type: ignore[return-value]
 
-    async def add(self, notifications: Sequence[Notification], now: float) -> set[str]:
-        """Create each notification's key as pending, due now, unless it exists (then it
-        is kept as it stands, and its id returned); returns once JetStream acknowledged
-        every create."""
+    async def add(self, notifications: Sequence[Notification], now: float,
+                  dues: Sequence[float] | None = None) -> set[str]:
+        """Create each notification's key as pending, due now (or at its time in `dues`),
+        unless it exists (then it is kept as it stands, and its id returned); returns once
+        JetStream acknowledged every create."""
         bucket = self._require()
-        unique: dict[str, Notification] = {}
+        times = [now] * len(notifications) if dues is None else dues
+        if len(times) != len(notifications):
+            raise ValueError("one due time per notification")
+        unique: dict[str, tuple[Notification, float]] = {}
         known: set[str] = set()
-        for notification in notifications:
+        for notification, due in zip(notifications, times, strict=True):
             key = key_for(notification.id)
             if key in unique:
                 known.add(notification.id)
             else:
-                unique[key] = notification
+                unique[key] = (notification, due)
 
-        async def create(key: str, notification: Notification) -> None:
-            entry = Entry(notification, next_attempt=now, updated_at=now)
+        async def create(key: str, notification: Notification, due: float) -> None:
+            entry = Entry(notification, next_attempt=due, updated_at=now)
             created_at = notification.created_at or now
             value = encode(entry, created_at, self.writer)
             for _ in range(CAS_TRIES):
@@ -306,7 +310,7 @@ class KvOutbox:
                     return
             raise StoreError(f"alarm outbox: {key} kept changing while being created")
 
-        await self._each(create(key, n) for key, n in unique.items())
+        await self._each(create(key, n, due) for key, (n, due) in unique.items())
         return known
 
     async def save(self, entry: Entry) -> None:

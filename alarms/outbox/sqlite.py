@@ -108,10 +108,15 @@ class SqliteOutbox:
         query = f"SELECT {_COLUMNS} FROM outbox {where}"  # noqa: S608 - fixed text only
         return await self._run(lambda conn: [_entry(r) for r in conn.execute(query, args)])
 
-    async def add(self, notifications: Sequence[Notification], now: float) -> set[str]:
-        """Insert as pending, due now, in one transaction; the ids already there."""
-        rows = [(n.id, n.app, n.alarm, n.created_at or now, now, now, n.to_json())
-                for n in notifications]
+    async def add(self, notifications: Sequence[Notification], now: float,
+                  dues: Sequence[float] | None = None) -> set[str]:
+        """Insert as pending, due now (or at their `dues`), in one transaction; the ids
+        already there."""
+        times = [now] * len(notifications) if dues is None else dues
+        if len(times) != len(notifications):
+            raise ValueError("one due time per notification")
+        rows = [(n.id, n.app, n.alarm, n.created_at or now, due, now, n.to_json())
+                for n, due in zip(notifications, times, strict=True)]
 
         def insert(conn: sqlite3.Connection) -> set[str]:
             known: set[str] = set()

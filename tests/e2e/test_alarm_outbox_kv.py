@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarms.delivery import Dispatcher
+from alarms.grouping import Timing
 from alarms.notification import Notification
 from alarms.notifiers.webhook import WebhookNotifier
 from alarms.outbox.base import Entry
@@ -89,6 +90,8 @@ async def two(connections: tuple[Connection, Connection]
 test_entries_survive_reopening_with_their_state = (
     contract.test_entries_survive_reopening_with_their_state)
 test_requeue_moves_dead_letters_back = contract.test_requeue_moves_dead_letters_back
+test_add_keeps_each_due_time_across_reopening = (
+    contract.test_add_keeps_each_due_time_across_reopening)
 test_add_twice_keeps_one_and_prune_forgets_old_deliveries = (
     contract.test_add_twice_keeps_one_and_prune_forgets_old_deliveries)
 
@@ -316,6 +319,36 @@ async def test_the_dispatcher_delivers_through_the_kv_outbox(
 
         await eventually(delivered, 10, "the entry delivered in the bucket")
         assert hook.accepted_ids() == {fired.id: 1}
+        await dispatcher.stop()
+    await outbox.close()
+
+
+async def test_a_grouping_dispatcher_sends_a_group_once_through_the_kv_outbox(
+        connections: tuple[Connection, Connection],
+        new_webhook: Callable[..., WebhookServer]) -> None:
+    """Cluster mode's dispatcher with grouping: three notifications of one group, written
+    to the bucket due at their group's time, arrive as one webhook listing all three, and
+    every member ends `delivered` in the bucket."""
+    hook = new_webhook()
+    outbox = KvOutbox(on(connections[0]))
+    async with aiohttp.ClientSession() as session:
+        dispatcher = Dispatcher(outbox, {("shop", "hook"): WebhookNotifier(
+            f"{hook.url}/hook", session, 5.0)}, {"shop": FAST},
+            grouping={"shop": Timing(wait=0.3, interval=1.0)})
+        dispatcher.start(await outbox.open())
+        members = [notification(at=1000.0 + i) for i in range(3)]
+        for member in members:
+            dispatcher.submit(member)
+        bucket = await connections[1].bucket(BUCKET)
+
+        async def delivered() -> bool:
+            items = [await bucket.get(m.id) for m in members]
+            return all(item is not None and decode(item.value).entry.state == "delivered"
+                       for item in items)
+
+        await eventually(delivered, 10, "every member delivered in the bucket")
+        (request,) = hook.requests
+        assert [m["id"] for m in request.json()["members"]] == [m.id for m in members]
         await dispatcher.stop()
     await outbox.close()
 

@@ -37,6 +37,23 @@ def notification(alarm: str = "hook", app: str = "shop", at: float = 1000.0) -> 
                         created_at=at, context=["before"])
 
 
+async def test_add_keeps_each_due_time_across_reopening(make_outbox: MakeOutbox) -> None:
+    """Notifications added with due times (grouping: when their group may be sent) are
+    pending at those times, and come back with them after a restart; without times they
+    are due at once."""
+    outbox = make_outbox()
+    await outbox.open()
+    grouped, plain = [notification(at=1.0), notification(at=2.0)], notification(at=3.0)
+    await outbox.add(grouped, now=10.0, dues=[20.0, 20.0])
+    await outbox.add([plain], now=11.0)
+    await outbox.close()
+    reopened = make_outbox()
+    due = {e.id: (e.next_attempt, e.updated_at) for e in await reopened.open()}
+    assert due == {grouped[0].id: (20.0, 10.0), grouped[1].id: (20.0, 10.0),
+                   plain.id: (11.0, 11.0)}
+    await reopened.close()
+
+
 async def test_entries_survive_reopening_with_their_state(make_outbox: MakeOutbox) -> None:
     """Pending entries come back from `open` after a close (a restart), in creation order;
     delivered and dead ones do not, but `recent` lists them."""
