@@ -299,6 +299,7 @@ class AlarmEngine:
 
         An app whose rules are `same` keeps its engine and so its state (rate windows,
         silences, a backtrace being assembled); anti-storm state and figures carry on.
+        Another app's stateful alerts are forgotten, neither repeated nor resolved.
         """
         apps: dict[str, AppEngine] = {}
         for rule in rules:
@@ -307,6 +308,11 @@ class AlarmEngine:
             running = self._apps.get(rule.app)
             apps[rule.app] = (running if running is not None and same(running.rules, rule)
                               else AppEngine(rule, self._bounds, self.evictions))
+        for app, running in self._apps.items():
+            if apps.get(app) is not running:
+                # A new engine's conditions do not know what fired before: the alerts of
+                # the old one could neither resolve nor stop repeating.
+                self._lifecycle.drop_app(app)
         self._apps = apps
 
     def sizes(self) -> Counter[str]:
@@ -374,7 +380,7 @@ class AlarmEngine:
         last = episode.last
         self._sink(replace(
             last, id=self._ids(IdKey(app, alarm, last.source, last.condition, when, None,
-                                     episode.repeats, FIRING)),
+                                     episode.repeats, FIRING, alert=key[4])),
             facts={**last.facts, "repeat": True, "repeats": episode.repeats},
             suppressed=0, created_at=self._clock()))
 
@@ -447,7 +453,7 @@ class AlarmEngine:
             # full report plus alarm-resolve-after), which a replay finds again.
             self._sink(Notification(
                 id=self._ids(IdKey(rules.app, alarm, last.source, event.condition, event.at,
-                                   None, 0, RESOLVED)),
+                                   None, 0, RESOLVED, alert=event.alert)),
                 alarm=alarm, plugin=last.plugin, app=rules.app, source=last.source,
                 condition=event.condition, message=truncate(event.message, rules.msg_size),
                 facts=event.facts, first_seen=episode.first_seen, last_seen=event.at,

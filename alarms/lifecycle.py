@@ -121,6 +121,11 @@ class Lifecycle:
         """Forget `key` without resolving it (its app or alarm is gone)."""
         self._open.pop(key, None)
 
+    def drop_app(self, app: str) -> None:
+        """Forget every alert of `app` without resolving it (its conditions restarted)."""
+        for key in [k for k in self._open if k[0] == app]:
+            del self._open[key]
+
     def due(self, now: float) -> list[tuple[AlertId, Episode, float]]:
         """(alert, episode, when) of each repeat due by `now`, each marked sent at
         `when`: the log time it is due at, so a replay names it alike. Repeats missed

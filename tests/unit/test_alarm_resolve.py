@@ -202,3 +202,32 @@ def test_resolved_and_repeated_ids_are_stable_across_a_replay() -> None:
     first = run()
     assert run() == first
     assert len(set(first)) == 4
+
+
+def test_two_queues_resolving_at_one_log_time_get_distinct_stable_ids() -> None:
+    """Cluster mode: two queues of one source last reported full in the same message
+    resolve at the same log time; their resolved (and repeated) ids still differ, so
+    neither is taken for the other in the outbox."""
+    engine, emitted = engine_for("alarm-backlog = page\nalarm-resolve-after = 30\n"
+                                 "alarm-repeat = 10\n", ids=stable_id)
+    engine.consume_message(1, 1000.0, [*full(1000.0), *full(1000.0, fd=4)])
+    engine.tick(1010.0)
+    engine.tick(1030.0)
+    assert [n.status for n in emitted] == ["firing"] * 4 + ["resolved"] * 2
+    assert len({n.id for n in emitted}) == 6
+
+
+def test_a_reload_that_replaces_the_apps_engine_forgets_its_alerts() -> None:
+    """New rules for the app: the old conditions' alerts can no longer clear, so they are
+    dropped rather than repeated for ever."""
+    body = "alarm-backlog = page\nalarm-resolve-after = 1000\nalarm-repeat = 10\n"
+    engine, emitted = engine_for(body)
+    engine.consume(full(1000.0))
+    engine.tick(1010.0)
+    assert len(emitted) == 2
+    engine.replace_rules([rules_from(ALARMS + body + "alarm-freq = 5\n")],
+                         lambda old, new: old == new)
+    engine.tick(1020.0)
+    engine.tick(1030.0)
+    assert len(emitted) == 2
+    assert "alerts" not in engine.sizes()
