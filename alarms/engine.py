@@ -437,7 +437,8 @@ class AlarmEngine:
                     # Kept to repeat it; its context lines are the moment's, not a repeat's.
                     self._lifecycle.fired(alert_id(rules.app, alarm, event),
                                           replace(notification, context=[]), event.at,
-                                          engine.repeat_every.get(alarm, 0.0))
+                                          engine.repeat_every.get(alarm, 0.0),
+                                          event.storm_key)
 
     def _resolved(self, engine: AppEngine, event: Event) -> None:
         """A stateful condition cleared: a resolved notification per alarm whose firing
@@ -449,6 +450,10 @@ class AlarmEngine:
             if episode is None or not rules.resolve:
                 continue
             last = episode.last
+            storm = self._storms.get((rules.app, alarm, last.source))
+            if storm is not None:
+                # Told it ended, the receiver must hear of it starting again.
+                storm.forget(episode.storm_key)
             # Named by the log time it is about (the line that ended a silence, the last
             # full report plus alarm-resolve-after), which a replay finds again.
             self._sink(Notification(

@@ -74,6 +74,7 @@ class Episode:
     first_seen: float
     sent_at: float
     every: float
+    storm_key: str = ""
     repeats: int = 0
 
 
@@ -95,20 +96,23 @@ class Lifecycle:
         return len(self._open)
 
     def fired(self, key: AlertId, notification: Notification, at: float,
-              every: float) -> None:
-        """A firing notification for `key` was emitted at log time `at`; repeat it every
-        `every` seconds (0: never) while no other notification follows."""
+              every: float, storm_key: str = "") -> None:
+        """A firing notification for `key` was emitted at log time `at` (alarm-freq's key
+        `storm_key`); repeat it every `every` seconds (0: never) while no other
+        notification follows."""
         episode = self._open.get(key)
         if episode is not None:
             episode.last = notification
             episode.sent_at = at
             episode.every = every
+            episode.storm_key = storm_key
             self._open.move_to_end(key)
             return
         if len(self._open) >= self._bound:
             self._open.popitem(last=False)
             self._evictions.evicted("alerts", self._bound)
-        self._open[key] = Episode(notification, notification.first_seen or at, at, every)
+        self._open[key] = Episode(notification, notification.first_seen or at, at, every,
+                                  storm_key)
         if every > 0:
             self._push(at + every, key)
 

@@ -110,16 +110,31 @@ def test_rate_resolves_once_a_whole_window_passes_without_the_threshold() -> Non
 
 def test_no_resolved_without_an_emitted_firing() -> None:
     """An episode whose firing alarm-freq held back entirely resolves silently: nobody
-    was told it began."""
+    was told it began. (A reload starts the app's conditions afresh while alarm-freq
+    still remembers the queue's message.)"""
+    body = "alarm-backlog = page\nalarm-resolve-after = 10\nalarm-freq = 3600\n"
+    engine, emitted = engine_for(body)
+    engine.consume(full(1000.0))
+    engine.replace_rules([rules_from(ALARMS + body + "alarm-msg-size = 4096\n")],
+                         lambda old, new: old == new)
+    engine.consume(full(1001.0))  # held back by alarm-freq
+    engine.tick(1011.0)
+    engine.tick(1100.0)
+    assert [n.status for n in emitted] == ["firing"]
+
+
+def test_after_a_resolved_the_next_firing_is_not_held_back_by_alarm_freq() -> None:
+    """Told that the queue cleared, the receiver hears when it fills again, though the
+    message is the same and alarm-freq has not passed."""
     engine, emitted = engine_for("alarm-backlog = page\nalarm-resolve-after = 10\n"
                                  "alarm-freq = 3600\n")
     engine.consume(full(1000.0))
     engine.tick(1011.0)
-    assert [n.status for n in emitted] == ["firing", "resolved"]
-    engine.consume(full(1020.0))  # held back by alarm-freq
-    engine.tick(1031.0)
-    engine.tick(1100.0)
-    assert [n.status for n in emitted] == ["firing", "resolved"]
+    engine.consume(full(1020.0))
+    engine.consume(full(1021.0))  # the same episode: held back
+    engine.tick(1031.5)
+    assert [n.status for n in emitted] == ["firing", "resolved", "firing", "resolved"]
+    assert emitted[2].alert == emitted[0].alert
 
 
 def test_alarm_resolve_false_sends_no_resolved_and_tracks_nothing() -> None:
