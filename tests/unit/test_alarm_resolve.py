@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from alarms.bounds import Bounds
 from alarms.engine import AlarmEngine
 from alarms.notification import Notification
 from alarms.stable_ids import IdKey, random_id, stable_id
@@ -245,4 +246,24 @@ def test_a_reload_that_replaces_the_apps_engine_forgets_its_alerts() -> None:
     engine.tick(1020.0)
     engine.tick(1030.0)
     assert len(emitted) == 2
+    assert "alerts" not in engine.sizes()
+
+
+def test_resolve_state_is_bounded_and_evictions_are_counted() -> None:
+    """More full queues than the bounds: the watched queues level off at `sources` and
+    the open alerts at `alerts`, each eviction counted; an evicted alert is not
+    resolved, the others are."""
+    emitted: list[Notification] = []
+    engine = AlarmEngine([rules_from(ALARMS + "alarm-backlog = page\n"
+                                     "alarm-resolve-after = 10\n")], emitted.append,
+                         clock=lambda: 1000.0, bounds=Bounds(sources=3, alerts=2))
+    for fd in range(5):
+        engine.consume(full(1000.0 + fd, fd=fd, source=f"web.{fd}"))
+    assert engine.sizes()["backlog"] == 3
+    assert engine.sizes()["alerts"] == 2
+    assert (engine.evictions.counts["backlog"], engine.evictions.counts["alerts"]) == (2, 3)
+    engine.tick(1100.0)
+    assert [(n.status, n.source) for n in emitted if n.status == "resolved"] == [
+        ("resolved", "web.3"), ("resolved", "web.4")]
+    assert engine.sizes()["backlog"] == 0
     assert "alerts" not in engine.sizes()
