@@ -37,7 +37,8 @@ algo = aes-256-cbc
 secret = $(LOG_SECRET)
 """
 PAYLOAD_FIELDS = {"id", "type", "alarm", "app", "source", "condition", "message", "facts",
-                  "first_seen", "last_seen", "count", "suppressed"}
+                  "first_seen", "last_seen", "count", "suppressed", "status", "group",
+                  "alert"}
 
 
 def start_pair(new_collector: Callable[..., CollectorProcess],
