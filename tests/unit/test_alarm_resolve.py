@@ -4,9 +4,12 @@ alarm-resolve = false; alarm-repeat and Alertmanager re-posts while firing."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from pathlib import Path
 
 from alarms.bounds import Bounds
+from alarms.cli import run_test
 from alarms.engine import AlarmEngine
 from alarms.notification import Notification
 from alarms.stable_ids import IdKey, random_id, stable_id
@@ -267,3 +270,22 @@ def test_resolve_state_is_bounded_and_evictions_are_counted() -> None:
         ("resolved", "web.3"), ("resolved", "web.4")]
     assert engine.sizes()["backlog"] == 0
     assert "alerts" not in engine.sizes()
+
+
+def test_alarms_test_command_prints_resolved_apart(tmp_path: Path) -> None:
+    """`collector alarms test` over time-stamped lines: a listen queue that fills and then
+    stays quiet past alarm-resolve-after prints `fire` and then `resolved`."""
+    config = tmp_path / "collector.ini"
+    config.write_text(f"[collector]\ndata-dir = {tmp_path / 'data'}\n\n"
+                      "[listener:crypto]\nudp = 127.0.0.1:9\nformat = crypto\n"
+                      "secret = never-used\n\n[app:shop]\n" + ALARMS
+                      + "alarm-backlog = page\nalarm-resolve-after = 5\n")
+    queue = FULL.format(socket="s", fd=3)
+    lines = io.StringIO(f"2026-12-01T02:00:00+00:00 shop[web.1]: {queue}\n"
+                        "2026-12-01T02:00:10+00:00 shop[web.1]: GET / 200\n")
+    out = io.StringIO()
+    run_test(str(config), "shop", "web.1", lines, out)
+    printed = [line for line in out.getvalue().splitlines() if not line.startswith(" ")]
+    assert printed == ["fire  page (cmd)  backlog  web.1",
+                       "resolved page (cmd)  backlog  web.1",
+                       "-- 2 lines, 2 notification(s) --"]
