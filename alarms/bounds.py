@@ -16,6 +16,11 @@ flood the log. What an eviction means for each structure:
   cache; an evicted source is matched again.
 - `segfault` (per app): backtraces being assembled. An evicted assembly is not lost: it
   is sent at once with what it has, marked incomplete.
+- `backlog` (per app): when each full listen queue (source, socket, fd) was last
+  reported full, to find when it clears (alarm-resolve). An evicted queue is not
+  resolved.
+- `alerts` (all apps): the stateful alerts whose firing notification was sent
+  (alarms.lifecycle). An evicted alert is neither repeated nor resolved.
 - `storm` (all apps): alarm-freq's last message per app, alarm and source. An evicted one
   lets that source's next message through as a first one.
 - `incoming`: notifications fired but not yet written to the outbox (they queue only
@@ -48,7 +53,8 @@ LOG_EVERY = 60.0
 class Bounds:
     """The limits (see the module docstring); tests shrink them."""
 
-    sources: int = 10_000  # per app: context, segfault assemblies; per rule: silence
+    sources: int = 10_000  # per app: context, segfault assemblies, backlog; per rule: silence
+    alerts: int = 100_000  # open stateful alerts (alarms.lifecycle), all apps together
     storms: int = 100_000  # (app, alarm, source) anti-storm states, all apps together
     incoming: int = 10_000  # notifications waiting to be written to the outbox
     pending: int = 10_000  # notifications waiting to be delivered

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from alarms.notification import RESOLVED
 from alarms.offline import Outcome, evaluate
 from collector.cli_support import add_client_options
 from collector.client.api import ApiClient, resolve
@@ -83,7 +84,9 @@ def run_test(config_path: str, app: str, source: str, lines: TextIO, out: TextIO
         if as_json:
             out.write(json.dumps(n.payload(), ensure_ascii=False) + "\n")
             continue
-        out.write(f"fire  {n.alarm} ({n.plugin})  {n.condition}  {n.source}"
+        # A resolved notification (a stateful condition cleared) is told apart.
+        word = "resolved" if n.status == RESOLVED else "fire "
+        out.write(f"{word} {n.alarm} ({n.plugin})  {n.condition}  {n.source}"
                   + (f"  +{n.suppressed} suppressed before it" if n.suppressed else "")
                   + "\n")
         for text in n.message.split("\n"):

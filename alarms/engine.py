@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
 
@@ -19,8 +20,16 @@ from alarms.conditions.heroku import HerokuWatch, may_be_heroku_error
 from alarms.conditions.logrules import NEVER_ALARMS, apply_order
 from alarms.conditions.segfault import SegfaultAssembler
 from alarms.conditions.uwsgi_lines import parse_backlog, parse_harakiri
-from alarms.conditions.watches import RateWatch, SilenceWatch
-from alarms.notification import Notification, alert_key, group_key
+from alarms.conditions.watches import BacklogWatch, RateWatch, SilenceWatch
+from alarms.lifecycle import (
+    SOURCELESS,
+    Episode,
+    Lifecycle,
+    alert_id,
+    repeat_intervals,
+    tracks,
+)
+from alarms.notification import FIRING, RESOLVED, Notification, alert_key, group_key
 from alarms.spec import AppRules
 from alarms.stable_ids import IdKey, random_id
 from alarms.storm import Storm
@@ -39,7 +48,13 @@ class AppEngine:
         self._bounds = bounds
         self._evictions = evictions = evictions if evictions is not None else Evictions()
         self._log_rules = rules.log_rules
-        self._rates = [RateWatch(rule) for rule in rules.rate]
+        # Stateful conditions find their end only when someone needs it (alarm-resolve,
+        # alarm-repeat, an Alertmanager's re-posts): otherwise they cost nothing more.
+        self.tracking = track = tracks(rules)
+        self.repeat_every = repeat_intervals(rules) if track else {}
+        self._rates = [RateWatch(rule, track=track) for rule in rules.rate]
+        self._backlog = (BacklogWatch(rules.backlog, rules.resolve_after, bounds.sources,
+                                      evictions) if track and rules.backlog else None)
         patterns = [r.regex for r in rules.log_rules] + [r.regex for r in rules.rate]
         self._search = RegexSet(patterns).match if patterns else None
         # The rules that can fire from a regex hit: a `not-log-alarm` hit alone raises
@@ -55,7 +70,7 @@ class AppEngine:
         self._heroku = HerokuWatch(rules.heroku) if rules.heroku else None
         self._segfault = SegfaultAssembler(rules.segfault, max_sources=bounds.sources,
                                            evictions=evictions) if rules.segfault else None
-        self._silences = [SilenceWatch(rule, bounds.sources, evictions)
+        self._silences = [SilenceWatch(rule, bounds.sources, evictions, track=track)
                           for rule in rules.silence]
         # OrderedDicts: evicting the oldest of a dict is O(holes left at its front).
         self._context: OrderedDict[str, deque[str]] = OrderedDict()
@@ -184,13 +199,17 @@ class AppEngine:
         if rules.backlog and "listen queue" in line:
             backlog = parse_backlog(line)
             if backlog is not None:
+                instance = f"{backlog.socket} {backlog.fd}"
+                if self._backlog is not None:
+                    self._backlog.full(source, instance, backlog.socket, backlog.fd, at)
                 events.append(Event(
                     rules.backlog, "backlog", source, backlog.message, at,
                     facts={"socket": backlog.socket, "fd": backlog.fd,
                            "queue": backlog.queue, "max": backlog.max},
                     # Without the date and the counts, which change every second while the
                     # queue stays full: one full queue is one message to alarm-freq.
-                    storm_key=f"backlog {backlog.socket} {backlog.fd}", sliding=True))
+                    storm_key=f"backlog {backlog.socket} {backlog.fd}", sliding=True,
+                    alert=instance))
         segfault = self._segfault
         if segfault is not None and ("!!!" in line or "*** backtrace of" in line
                                      or segfault.active(source)):
@@ -211,12 +230,18 @@ class AppEngine:
         return events or None
 
     def tick(self, now: float) -> list[Event]:
-        """Time-driven events: silences, and backtraces that never ended."""
+        """Time-driven events: silences, backtraces that never ended, and stateful
+        conditions that cleared (resolved events)."""
         events: list[Event] = []
         for watch in self._silences:
             events.extend(watch.expire(now))
         if self._segfault is not None:
             events.extend(self._segfault.expire(now))
+        if self.tracking:
+            for rate in self._rates:
+                events.extend(rate.expire(now))
+            if self._backlog is not None:
+                events.extend(self._backlog.expire(now))
         return events
 
     def finish(self) -> list[Event]:
@@ -234,6 +259,8 @@ class AppEngine:
             sizes["segfault"] = len(self._segfault)
         for watch in self._silences:
             sizes.update(watch.sizes())
+        if self._backlog is not None:
+            sizes["backlog"] = len(self._backlog)
         return sizes
 
 
@@ -262,6 +289,7 @@ class AlarmEngine:
         self._origin_at = 0.0
         self._raised: Counter[tuple[str, str, str]] = Counter()
         self._storms: OrderedDict[tuple[str, str, str], Storm] = OrderedDict()
+        self._lifecycle = Lifecycle(bounds.alerts, self.evictions)
         self.fired: Counter[tuple[str, str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
 
@@ -271,6 +299,7 @@ class AlarmEngine:
 
         An app whose rules are `same` keeps its engine and so its state (rate windows,
         silences, a backtrace being assembled); anti-storm state and figures carry on.
+        Another app's stateful alerts are forgotten, neither repeated nor resolved.
         """
         apps: dict[str, AppEngine] = {}
         for rule in rules:
@@ -279,11 +308,18 @@ class AlarmEngine:
             running = self._apps.get(rule.app)
             apps[rule.app] = (running if running is not None and same(running.rules, rule)
                               else AppEngine(rule, self._bounds, self.evictions))
+        for app, running in self._apps.items():
+            if apps.get(app) is not running:
+                # A new engine's conditions do not know what fired before: the alerts of
+                # the old one could neither resolve nor stop repeating.
+                self._lifecycle.drop_app(app)
         self._apps = apps
 
     def sizes(self) -> Counter[str]:
         """Entries per bounded structure, all apps together (for /metrics)."""
         sizes: Counter[str] = Counter(storm=len(self._storms))
+        if self._lifecycle:
+            sizes["alerts"] = len(self._lifecycle)
         for engine in self._apps.values():
             sizes.update(engine.sizes())
         return sizes
@@ -321,13 +357,32 @@ class AlarmEngine:
             self._origin = None
 
     def tick(self, now: float | None = None) -> None:
-        """Run time-driven conditions (call about once a second)."""
+        """Run time-driven conditions (call about once a second), and repeat the alerts
+        still firing that are due (alarm-repeat, Alertmanager re-posts)."""
         moment = self._clock() if now is None else now
         for engine in self._apps.values():
             events = engine.tick(moment)
             if events:
                 self._raised.clear()
                 self._emit(engine, events)
+        for key, episode, when in self._lifecycle.due(moment):
+            self._repeat(key, episode, when)
+
+    def _repeat(self, key: tuple[str, str, str, str, str], episode: Episode,
+                when: float) -> None:
+        """Send an alert still firing again, as its last notification was, bypassing
+        alarm-freq; named (cluster mode) by the log time it is due at."""
+        app, alarm = key[0], key[1]
+        engine = self._apps.get(app)
+        if engine is None or alarm not in engine.rules.alarms:
+            self._lifecycle.drop(key)
+            return
+        last = episode.last
+        self._sink(replace(
+            last, id=self._ids(IdKey(app, alarm, last.source, last.condition, when, None,
+                                     episode.repeats, FIRING, alert=key[4])),
+            facts={**last.facts, "repeat": True, "repeats": episode.repeats},
+            suppressed=0, created_at=self._clock()))
 
     def finish(self) -> None:
         """End of input (offline evaluation): emit what is still being assembled."""
@@ -339,6 +394,9 @@ class AlarmEngine:
     def _emit(self, engine: AppEngine, events: list[Event]) -> None:
         rules = engine.rules
         for event in events:
+            if event.status == RESOLVED:
+                self._resolved(engine, event)
+                continue
             message = truncate(event.message, rules.msg_size)
             for alarm in event.alarms:
                 key = (rules.app, alarm, event.source)
@@ -362,7 +420,7 @@ class AlarmEngine:
                 slot = (alarm, event.condition, event.source)
                 ordinal = self._raised[slot]
                 self._raised[slot] += 1
-                self._sink(Notification(
+                notification = Notification(
                     id=self._ids(IdKey(rules.app, alarm, event.source, event.condition,
                                        about, origin, ordinal, event.status)),
                     alarm=alarm, plugin=spec.plugin, app=rules.app,
@@ -371,8 +429,41 @@ class AlarmEngine:
                     count=event.count, suppressed=held, context=event.context,
                     created_at=self._clock(), status=event.status,
                     group=group_key(rules.app, alarm, event.condition),
-                    alert=alert_key(rules.app, alarm, event.condition, event.source,
-                                    event.alert)))
+                    alert=alert_key(rules.app, alarm, event.condition,
+                                    "" if event.condition in SOURCELESS else event.source,
+                                    event.alert))
+                self._sink(notification)
+                if event.alert and engine.tracking:
+                    # Kept to repeat it; its context lines are the moment's, not a repeat's.
+                    self._lifecycle.fired(alert_id(rules.app, alarm, event),
+                                          replace(notification, context=[]), event.at,
+                                          engine.repeat_every.get(alarm, 0.0),
+                                          event.storm_key)
+
+    def _resolved(self, engine: AppEngine, event: Event) -> None:
+        """A stateful condition cleared: a resolved notification per alarm whose firing
+        one was emitted (once: that ends the episode), unless alarm-resolve is off.
+        alarm-freq does not apply: it holds back repeats, and this is the end of them."""
+        rules = engine.rules
+        for alarm in event.alarms:
+            episode = self._lifecycle.resolve(alert_id(rules.app, alarm, event))
+            if episode is None or not rules.resolve:
+                continue
+            last = episode.last
+            storm = self._storms.get((rules.app, alarm, last.source))
+            if storm is not None:
+                # Told it ended, the receiver must hear of it starting again.
+                storm.forget(episode.storm_key)
+            # Named by the log time it is about (the line that ended a silence, the last
+            # full report plus alarm-resolve-after), which a replay finds again.
+            self._sink(Notification(
+                id=self._ids(IdKey(rules.app, alarm, last.source, event.condition, event.at,
+                                   None, 0, RESOLVED, alert=event.alert)),
+                alarm=alarm, plugin=last.plugin, app=rules.app, source=last.source,
+                condition=event.condition, message=truncate(event.message, rules.msg_size),
+                facts=event.facts, first_seen=episode.first_seen, last_seen=event.at,
+                count=1, suppressed=0, created_at=self._clock(), status=RESOLVED,
+                group=last.group, alert=last.alert))
 
 
 _APP = attrgetter("app")

@@ -33,6 +33,9 @@ class IdKey:
     origin: tuple[int, int] | None
     ordinal: int = 0
     status: str = "firing"
+    # The stateful alert's instance (Event.alert) for a resolved or repeated notification:
+    # two listen queues of one source may resolve at the same log time.
+    alert: str = ""
 
 
 def random_id(key: IdKey) -> str:
@@ -51,5 +54,7 @@ def stable_id(key: IdKey) -> str:
     if key.status != "firing":
         # Firing ids keep the form they had before resolved notifications existed.
         what += f"\0{key.status}"
+    if key.alert:
+        what += f"\0alert\0{key.alert}"
     digest = hashlib.sha256(what.encode()).hexdigest()[:20]
     return f"msg_{max(0, int(key.about * 1000)):012x}{digest}"

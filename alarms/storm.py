@@ -19,6 +19,12 @@ class Storm:
         self._last_run = float("-inf")
         self.suppressed = 0
 
+    def forget(self, key: str) -> None:
+        """The condition that sent `key` was told resolved: its next message is a new
+        episode's first, not a repeat to hold back."""
+        if self._last_key == key:
+            self._last_key = None
+
     def admit(self, key: str, now: float, freq: float, *, sliding: bool = False) -> int | None:
         """None to suppress; otherwise the count of messages suppressed since the last send.
 

@@ -11,8 +11,18 @@ The alert (`alert()`, pure):
   `MESSAGE_SIZE`, with a note saying how long it was);
 - `startsAt`: when the condition first matched; `endsAt`: `resolve_timeout` (default 5m,
   Alertmanager's own default) after the later of the last match and this attempt, so an
-  alert delivered late by retries (Alertmanager down) still arrives firing. Resolve is not
-  built yet: the alert is resolved by Alertmanager when `endsAt` passes;
+  alert delivered late by retries (Alertmanager down) still arrives firing. A `resolved`
+  notification posts the same alert (the same labels: Alertmanager's identity of an
+  alert is its label set) with `endsAt` = when it resolved, so Alertmanager shows it
+  resolved at once. An alert without a state (a log line, a segfault) is resolved by
+  Alertmanager when its `endsAt` passes;
+- re-posts: a stateful alert still firing (alarms.lifecycle) is posted again every
+  `repost` (option, a duration of at least `MIN_REPOST` seconds; default half of
+  `resolve_timeout`), before its `endsAt` passes, until it resolves. Each re-post is a
+  notification like any other (through the outbox), with `facts.repeat` true;
+- an alarm-rate's alert is the rule's, across sources: its `source` label is left out
+  (the summary names the source of the line that crossed the threshold), so that its
+  firing, re-posted and resolved alerts carry the same labels;
 - `generatorURL`: the collector's `/v1/logs` for this app and source around the event,
   under option `url` (the address people reach the collector's API at), else the API's
   own listen address.
@@ -31,15 +41,17 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from alarms.notification import Notification
+from alarms.notification import RESOLVED, Notification
 from alarms.notifiers import http
 from alarms.options import Target, parse_target, seconds_error
 from collector.timespec import duration_seconds
 
-OPTIONS = frozenset({"severity", "resolve_timeout", "url", "message_size", "timeout",
-                     "conn_timeout", "ssl_insecure"})
+OPTIONS = frozenset({"severity", "resolve_timeout", "repost", "url", "message_size",
+                     "timeout", "conn_timeout", "ssl_insecure"})
 DEFAULT_SEVERITY = "critical"
 DEFAULT_RESOLVE = 300.0
+# Re-posts no more often than this, whatever resolve_timeout says.
+MIN_REPOST = 1.0
 MESSAGE_SIZE = 4096
 MAX_MESSAGE_SIZE = 1 << 20
 SUMMARY_SIZE = 200
@@ -87,15 +99,20 @@ def alert(notification: Notification, *, severity: str = DEFAULT_SEVERITY,
           now: float) -> dict[str, Any]:
     """The one alert (see the module docstring) for `notification`, posted at `now`."""
     starts = notification.first_seen or notification.created_at or now
-    ends = max(notification.last_seen, starts, now) + resolve
+    if notification.status == RESOLVED:
+        ends = max(notification.last_seen, starts)
+    else:
+        ends = max(notification.last_seen, starts, now) + resolve
+    source = "" if notification.condition == "rate" else notification.source
     labels = {"alertname": notification.alarm, "app": notification.app,
-              "source": notification.source, "condition": notification.condition,
+              "source": source, "condition": notification.condition,
               "severity": severity}
     text = notification.text()
     first_line = text.split("\n", 1)[0]
     where = f"{notification.app}/{notification.source}" if notification.source \
         else notification.app
-    summary = cut(f"{notification.condition} in {where}: {first_line}", SUMMARY_SIZE)
+    state = "resolved: " if notification.status == RESOLVED else ""
+    summary = cut(f"{state}{notification.condition} in {where}: {first_line}", SUMMARY_SIZE)
     return {
         "labels": {name: value for name, value in labels.items() if value},
         "annotations": {"summary": summary, "message": cut(text, message_size)},
@@ -120,10 +137,30 @@ def _problem(target: Target) -> str | None:
     if size is not None and not (size.isdigit() and 1 <= int(size) <= MAX_MESSAGE_SIZE):
         return (f"message_size: expected a number of characters from 1 to "
                 f"{MAX_MESSAGE_SIZE}, got {size!r}")
+    repost = options.get("repost")
+    if repost is not None:
+        seconds = duration_seconds(repost)
+        if seconds is None or seconds < MIN_REPOST:
+            return (f"repost: expected a duration of at least {MIN_REPOST:g} s such as 2m, "
+                    f"got {repost!r}")
     url = options.get("url")
     if url is not None and not url.startswith(("http://", "https://")):
         return f"url: expected the collector's http(s):// address, got {url!r}"
     return seconds_error(options)
+
+
+def repost_every(arg: str) -> float:
+    """Seconds between posts of a stateful alert still firing, for `alertmanager:ARG`
+    (checked already): option `repost`, else half of `resolve_timeout`, at least
+    MIN_REPOST."""
+    target = parse_target(arg, OPTIONS)
+    if isinstance(target, str):
+        return DEFAULT_RESOLVE / 2
+    repost = duration_seconds(target.options.get("repost", ""))
+    if repost:
+        return max(MIN_REPOST, repost)
+    resolve = duration_seconds(target.options.get("resolve_timeout", "")) or DEFAULT_RESOLVE
+    return max(MIN_REPOST, resolve / 2)
 
 
 def check(arg: str) -> str | None:

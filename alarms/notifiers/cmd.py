@@ -2,11 +2,14 @@
 
 The message never touches the command line; the alarm's facts arrive as environment
 variables (ALARM_NAME, ALARM_APP, ALARM_SOURCE, ALARM_CONDITION, ALARM_ID, ALARM_COUNT,
-ALARM_SUPPRESSED). An environment cannot carry a NUL byte, and a native sender may put one
-in its source name: a NUL in a value arrives as the four characters `\\x00` (so
-`web\\x00.1` is that source), and text that is not valid Unicode is backslash-escaped,
-as it is on standard input. A non-zero exit or a timeout is a failed delivery, retried;
-a command that cannot even be started with these values is a permanent failure.
+ALARM_SUPPRESSED; ALARM_STATUS, `firing` or `resolved` when the condition cleared;
+ALARM_GROUP and ALARM_ALERT, the stable keys that a firing notification and its resolved
+one share, ALARM_ALERT empty for a condition without a state). An environment cannot
+carry a NUL byte, and a native sender may put one in its source name: a NUL in a value
+arrives as the four characters `\\x00` (so `web\\x00.1` is that source), and text that
+is not valid Unicode is backslash-escaped, as it is on standard input. A non-zero exit or
+a timeout is a failed delivery, retried; a command that cannot even be started with these
+values is a permanent failure.
 
 A grouped notification (alarm-group-wait) also sets ALARM_MEMBERS (how many it carries);
 its standard input lists each member's source, count and message.
@@ -53,7 +56,9 @@ class CmdNotifier:
                  "ALARM_SOURCE": notification.source,
                  "ALARM_CONDITION": notification.condition, "ALARM_ID": notification.id,
                  "ALARM_COUNT": str(notification.count),
-                 "ALARM_SUPPRESSED": str(notification.suppressed)}
+                 "ALARM_SUPPRESSED": str(notification.suppressed),
+                 "ALARM_STATUS": notification.status, "ALARM_GROUP": notification.group,
+                 "ALARM_ALERT": notification.alert}
         if notification.members:
             # Grouped (alarm-group-wait): standard input lists every member's message.
             facts["ALARM_MEMBERS"] = str(len(notification.members))

@@ -1,13 +1,14 @@
 """`log:[TEXT]`: the alarm written into the app's own log stream.
 
 The line starts with `[uwsgi-alarm]`, which uWSGI (and this collector) never alarms on, so a
-`log-alarm` cannot loop on its own output.
+`log-alarm` cannot loop on its own output: `[uwsgi-alarm] ALARM: ...` when firing,
+`[uwsgi-alarm] RESOLVED: ...` when the condition cleared.
 """
 
 from __future__ import annotations
 
 from alarms.errors import NotifierError
-from alarms.notification import Notification
+from alarms.notification import RESOLVED, Notification
 from alarms.notifiers.base import Services
 from collector.record import Record
 
@@ -28,8 +29,9 @@ class LogNotifier:
 
     async def send(self, notification: Notification) -> str:
         """Store and fan out the alarm line."""
-        head = f"[uwsgi-alarm] ALARM: {self._prefix} " if self._prefix else \
-            "[uwsgi-alarm] ALARM: "
+        word = "RESOLVED" if notification.status == RESOLVED else "ALARM"
+        head = f"[uwsgi-alarm] {word}: {self._prefix} " if self._prefix else \
+            f"[uwsgi-alarm] {word}: "
         lines = notification.text().rstrip("\n").split("\n")
         first = self._services.next_ids(len(lines))
         records = [Record(first + i, notification.last_seen or None, notification.app,

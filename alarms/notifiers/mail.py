@@ -5,7 +5,9 @@ Option names are alarm_curl's: `mail_to` (comma list), `mail_from`, `subject`, `
 `smtp://HOST[:25]` speaks plain SMTP (STARTTLS when `ssl` is set), `smtps://HOST[:465]`
 TLS from the first byte. The body is the alarm message, then the lines the same source
 logged just before it, for context. A grouped notification (alarm-group-wait) lists each
-member's source, count and message in the body, and how many in the subject.
+member's source, count and message in the body, and how many in the subject. A
+`resolved` notification (the condition cleared) has its subject prefixed `[RESOLVED] `
+and its body says that it resolved.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 
 from alarms.errors import NotifierError
-from alarms.notification import Notification
+from alarms.notification import RESOLVED, Notification
 from alarms.options import Target, parse_target, seconds_error
 
 OPTIONS = frozenset({"mail_to", "mail_from", "subject", "ssl", "ssl_insecure", "auth_user",
@@ -90,8 +92,11 @@ def compose(config: MailConfig, notification: Notification) -> EmailMessage:
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = ", ".join(config.recipients)
-    message["Subject"] = (f"{config.subject} ({len(notification.members)} alarms)"
-                          if len(notification.members) > 1 else config.subject)
+    resolved = notification.status == RESOLVED
+    subject = f"[RESOLVED] {config.subject}" if resolved else config.subject
+    if len(notification.members) > 1:
+        subject += f" ({len(notification.members)} alarms)"
+    message["Subject"] = subject
     message["Date"] = email.utils.formatdate(localtime=False)
     message["Message-ID"] = f"<{notification.id}@uwsgi-alarm>"
     message["X-Alarm-Id"] = notification.id
@@ -99,6 +104,9 @@ def compose(config: MailConfig, notification: Notification) -> EmailMessage:
     body = [notification.text(), "",
             f"alarm: {notification.alarm}  app: {notification.app}  "
             f"source: {notification.source}  condition: {notification.condition}"]
+    if resolved:
+        body[:0] = [f"RESOLVED: the {notification.condition} condition of alarm "
+                    f"{notification.alarm} has cleared.", ""]
     if notification.context:
         body += ["", f"The last {len(notification.context)} lines of {notification.source} "
                  "before it:", *notification.context]
