@@ -549,7 +549,8 @@ class Dispatcher:
                          figures: LaneFigures) -> None:
         now = self._clock()
         # A member says which grouped send carried it (its id is the webhook-id).
-        recorded = (f"{outcome} (grouped: {sent.id}, {len(entries)} members)"
+        count = len(entries)
+        recorded = (f"{outcome} (grouped: {sent.id}, {count} member{'s' * (count != 1)})"
                     if sent.members else outcome)
         for entry in entries:
             entry.attempts += 1

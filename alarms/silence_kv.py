@@ -29,7 +29,7 @@ import structlog
 
 from alarms.notification import Notification
 from alarms.silence_store import KEEP_ENDED, MAX_SILENCES, ended_at
-from alarms.silences import Silence, first_match
+from alarms.silences import Silence, SilenceIndex
 from collector.cluster.errors import ClusterError
 from collector.cluster.kv import Bucket, Item
 from collector.errors import StoreError
@@ -77,6 +77,8 @@ class Mirror:
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
         self.unreadable = 0
+        # Bumped on every change, so a matcher knows when to index the silences again.
+        self.version = 0
 
     def __len__(self) -> int:
         """Silences in the copy."""
@@ -85,6 +87,7 @@ class Mirror:
     def clear(self) -> None:
         """Forget everything (before reading the bucket again)."""
         self._slots.clear()
+        self.version += 1
 
     def apply(self, item: Item) -> None:
         """One key's value or deletion at one revision, unless the copy has a later one.
@@ -93,6 +96,7 @@ class Mirror:
         slot = self._slots.get(item.key)
         if slot is not None and slot.revision >= item.revision:
             return
+        self.version += 1
         if item.deleted:
             self._slots.pop(item.key, None)
             return
@@ -111,6 +115,7 @@ class Mirror:
         slot = self._slots.get(silence.id)
         if slot is None or slot.revision < revision:
             self._slots[silence.id] = _Slot(silence, revision)
+            self.version += 1
 
     def get(self, silence_id: str) -> tuple[Silence, int] | None:
         """A silence and its revision, if the copy has it."""
@@ -118,8 +123,7 @@ class Mirror:
         return (slot.silence, slot.revision) if slot is not None else None
 
     def silences(self) -> Iterator[Silence]:
-        """Every silence in the copy (an iterator: matching runs on every delivery
-        attempt and stops at the first that holds)."""
+        """Every silence in the copy."""
         return (slot.silence for slot in self._slots.values())
 
     def stale(self, now: float) -> list[tuple[str, int]]:
@@ -137,6 +141,7 @@ class KvSilences:
         self._open_bucket = bucket
         self._bucket: Bucket | None = None
         self._mirror = Mirror()
+        self._index: tuple[int, SilenceIndex] | None = None  # (mirror version, index)
         self._watch: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.watch_restarts = 0
@@ -199,7 +204,10 @@ class KvSilences:
 
     def match(self, notification: Notification, now: float) -> Silence | None:
         """The active silence holding this notification back, if any (memory only)."""
-        return first_match(self._mirror.silences(), notification, now)
+        mirror = self._mirror
+        if self._index is None or self._index[0] != mirror.version:
+            self._index = (mirror.version, SilenceIndex(tuple(mirror.silences())))
+        return self._index[1].first(notification, now)
 
     def listed(self, now: float, *, everything: bool = False) -> list[Silence]:
         """The active silences (or all kept), newest first."""

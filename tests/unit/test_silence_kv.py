@@ -87,3 +87,22 @@ def test_stale_lists_only_those_ended_more_than_keep_ended_ago() -> None:
     assert sorted(mirror.stale(NOW)) == sorted([(old.id, 3), (expired_old.id, 4)])
     assert mirror.get(active.id) is not None
     assert active.matches(note())
+
+
+def test_the_copy_version_moves_with_every_change_and_only_then() -> None:
+    """A matcher indexes the copy again when `version` moves: every write, newer value,
+    deletion and clear moves it; a stale revision does not."""
+    mirror = Mirror()
+    made = silence()
+    seen = [mirror.version]
+    mirror.wrote(made, 3)
+    seen.append(mirror.version)
+    mirror.apply(Item(made.id, encode(made), 2))  # older than the copy's: ignored
+    assert mirror.version == seen[-1]
+    mirror.apply(Item(made.id, encode(dataclasses.replace(made, comment="x")), 4))
+    seen.append(mirror.version)
+    mirror.apply(Item(made.id, b"", 5, deleted=True))
+    seen.append(mirror.version)
+    mirror.clear()
+    seen.append(mirror.version)
+    assert seen == sorted(set(seen))
