@@ -31,7 +31,7 @@ from alarms.notification import Notification
 from alarms.silence_store import KEEP_ENDED, MAX_SILENCES, ended_at
 from alarms.silences import Silence, SilenceIndex
 from collector.cluster.errors import ClusterError
-from collector.cluster.kv import Bucket, Item
+from collector.cluster.kv import Bucket, Item, follow
 from collector.errors import StoreError
 
 log = structlog.get_logger("alarms.silences")
@@ -39,8 +39,6 @@ log = structlog.get_logger("alarms.silences")
 BUCKET = "alarms-silences"
 # Compare-and-set rounds for one expiry (each conflict is another node's write of it).
 CAS_TRIES = 8
-WATCH_BACKOFF = 0.5
-WATCH_BACKOFF_MAX = 10.0
 # What a silence id may be to be looked up: a valid KV key (new_silence_id's are), so that
 # an id from a URL that is not one is "no such silence", not a NATS error.
 ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -172,27 +170,11 @@ class KvSilences:
         self._bucket = None
 
     async def _follow(self, bucket: Bucket) -> None:
-        """The watch task; a restarted watch begins with every key's latest value, so
-        nothing in between is missed."""
-        delay = WATCH_BACKOFF
-        while True:
-            try:
-                async for item in bucket.watch():
-                    self._mirror.apply(item)
-                    delay = WATCH_BACKOFF
-                error = "the watch ended"
-            except ClusterError as exc:
-                error = str(exc)
-            except Exception as exc:
-                # The watch task's one catch point for a bug: logged with its traceback,
-                # and the watch goes on after the pause.
-                log.exception("silences_watch_crashed")
-                error = f"{type(exc).__name__}: {exc}"
+        """The watch task: every change to the bucket into the copy."""
+        def restarted() -> None:
             self.watch_restarts += 1
-            log.warning("silences_watch_failed", bucket=bucket.name, error=error,
-                        retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, WATCH_BACKOFF_MAX)
+
+        await follow(bucket, self._mirror.apply, "silences", restarted)
 
     def _require(self) -> Bucket:
         if self._bucket is None:

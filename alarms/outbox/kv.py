@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -49,7 +50,7 @@ from alarms.outbox.base import Entry, State
 from alarms.outbox.conflict import merged, resolve
 from alarms.outbox.kvformat import Stored, decode, encode, key_for
 from collector.cluster.errors import ClusterError
-from collector.cluster.kv import Bucket, Item
+from collector.cluster.kv import Bucket, Item, follow
 from collector.errors import StoreError
 
 log = structlog.get_logger("alarms.outbox")
@@ -62,8 +63,6 @@ CONCURRENCY = 32
 # Compare-and-set rounds for one key before giving up (each conflict is another node's
 # write; more than a few in a row means something is wrong).
 CAS_TRIES = 8
-WATCH_BACKOFF = 0.5
-WATCH_BACKOFF_MAX = 10.0
 
 
 @dataclass
@@ -176,28 +175,11 @@ class KvOutbox:
     # -- the mirror ------------------------------------------------------------------
 
     async def _follow(self, bucket: Bucket) -> None:
-        """The watch task: every change to the bucket into the mirror; restarted with
-        backoff when NATS stops answering (the restarted watch begins with every key's
-        latest value, deletions included, so nothing in between is missed)."""
-        delay = WATCH_BACKOFF
-        while True:
-            try:
-                async for item in bucket.watch():
-                    self._apply(item, notify=True)
-                    delay = WATCH_BACKOFF
-                error = "the watch ended"
-            except ClusterError as exc:
-                error = str(exc)
-            except Exception as exc:
-                # The watch task's one catch point for a bug: logged with its traceback,
-                # and the watch goes on after the pause.
-                log.exception("alarm_outbox_watch_crashed")
-                error = f"{type(exc).__name__}: {exc}"
+        """The watch task: every change to the bucket into the mirror."""
+        def restarted() -> None:
             self.figures["watch_restarts"] += 1
-            log.warning("alarm_outbox_watch_failed", bucket=bucket.name, error=error,
-                        retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, WATCH_BACKOFF_MAX)
+
+        await follow(bucket, partial(self._apply, notify=True), "alarm_outbox", restarted)
 
     def _apply(self, item: Item, *, notify: bool) -> None:
         """One key's value at one revision into the mirror, unless the mirror already has

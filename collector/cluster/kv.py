@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
@@ -24,6 +25,11 @@ NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 TIMEOUT = 5.0
 # JetStream's error codes for "the subject's last sequence is not the one expected".
 WRONG_LAST_SEQUENCE = (10071, 10164)
+# A watch that failed is started again after this, doubling up to the maximum.
+WATCH_BACKOFF = 0.5
+WATCH_BACKOFF_MAX = 10.0
+
+log = structlog.get_logger("collector.cluster.kv")
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,33 @@ class Bucket:
             with contextlib.suppress(*NATS_ERRORS):
                 await asyncio.wait_for(watcher.stop(),  # type: ignore[no-untyped-call]
                                        self._timeout)
+
+
+async def follow(bucket: Bucket, apply: Callable[[Item], None], name: str,
+                 restarted: Callable[[], None]) -> None:
+    """Feed every change of `bucket` to `apply`, forever: a watch that ends or fails is
+    started again after a backoff (WATCH_BACKOFF doubling to WATCH_BACKOFF_MAX, reset by
+    the next change), logged as `{name}_watch_failed` and told to `restarted`. A restarted
+    watch begins with every key's latest value, deletions included, so nothing in between
+    is missed. Run it as a task and cancel it to stop."""
+    delay = WATCH_BACKOFF
+    while True:
+        try:
+            async for item in bucket.watch():
+                apply(item)
+                delay = WATCH_BACKOFF
+            error = "the watch ended"
+        except ClusterError as exc:
+            error = str(exc)
+        except Exception as exc:
+            # The watch task's one catch point for a bug (in `apply`): logged with its
+            # traceback, and the watch goes on after the pause.
+            log.exception(f"{name}_watch_crashed", bucket=bucket.name)
+            error = f"{type(exc).__name__}: {exc}"
+        restarted()
+        log.warning(f"{name}_watch_failed", bucket=bucket.name, error=error, retry_in=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WATCH_BACKOFF_MAX)
 
 
 async def open_bucket(js: JetStreamContext, name: str, replicas: int, *,
