@@ -32,8 +32,11 @@ def format_entry(doc: dict[str, Any]) -> str:
     when = ""
     if state == "pending" and doc.get("next_attempt"):
         when = f" next try {_stamp(doc['next_attempt'])}"
+    # A resolved notification says so beside its condition ("backlog resolved").
+    condition = (f"{doc['condition']} resolved" if doc.get("status") == "resolved"
+                 else doc["condition"])
     head = (f"{_stamp(doc['created_at'])}  {state:<9}  {doc['app']}/{doc['alarm']} "
-            f"({doc['plugin']})  {doc['condition']}  {doc['source']}  "
+            f"({doc['plugin']})  {condition}  {doc['source']}  "
             f"attempts={doc['attempts']}{when}  {doc['id']}")
     if doc.get("suppressed"):
         head += f"  +{doc['suppressed']} suppressed"

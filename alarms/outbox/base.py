@@ -39,6 +39,7 @@ class Entry:
             "source": n.source, "condition": n.condition, "message": n.message,
             "facts": n.facts, "first_seen": n.first_seen, "last_seen": n.last_seen,
             "count": n.count, "suppressed": n.suppressed, "created_at": n.created_at,
+            "status": n.status, "group": n.group, "alert": n.alert,
             "state": self.state, "attempts": self.attempts,
             "next_attempt": self.next_attempt if self.state == "pending" else None,
             "last_error": self.last_error, "outcome": self.outcome,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.alarms_api import alarms
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
@@ -90,3 +91,14 @@ alarm-resolve-after = 1
         assert resolved["id"] != firing["id"]
     assert statuses(hook, "line") == ["firing"]
     assert payloads(hook, "line")[0]["alert"] == ""
+    # The outbox says the same: /v1/alarms carries status, group and alert, and
+    # `collector alarms` marks each resolved notification beside its condition.
+    kept = {(a["alarm"], a["status"]): a for a in alarms(collector)}
+    for alarm in ("backlog", "rate", "quiet"):
+        resolved = kept[(alarm, "resolved")]
+        assert (resolved["group"], resolved["alert"]) == (
+            kept[(alarm, "firing")]["group"], kept[(alarm, "firing")]["alert"])
+    listed = collector.cli("alarms")
+    assert listed.returncode == 0, listed.stderr
+    for condition in ("backlog", "rate", "silence"):
+        assert listed.stdout.count(f"  {condition} resolved  ") == 1, listed.stdout
