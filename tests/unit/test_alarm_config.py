@@ -68,6 +68,9 @@ def test_segfault_harakiri_silence_rate_and_settings() -> None:
     (HEAD + "alarm-freq = often\n", 4, "alarm-freq", "duration"),
     (HEAD + "alarm-freq = 1\nalarm-freq = 2\n", 5, "alarm-freq", "once"),
     (HEAD + "alarm-colour = red\n", 4, "alarm-colour", "unknown key"),
+    (HEAD + "alarm-resolve = maybe\n", 4, "alarm-resolve", "yes or no"),
+    (HEAD + "alarm-group-wait = soon\n", 4, "alarm-group-wait", "duration"),
+    (HEAD + "alarm-repeat = 1h\nalarm-repeat = 2h\n", 5, "alarm-repeat", "once"),
 ])
 def test_errors_name_file_line_and_key(tmp_path: Path, body: str, line: int, key: str,
                                        words: str) -> None:
@@ -78,6 +81,20 @@ def test_errors_name_file_line_and_key(tmp_path: Path, body: str, line: int, key
         load_config(path, env={})
     assert caught.value.location == Location(str(path), line, key)
     assert words in caught.value.message
+
+
+def test_grouping_repeat_and_resolve_settings_and_their_defaults() -> None:
+    """Without them, today's behaviour (no grouping, no repeat) and resolve on after 30 s;
+    alarm-group-wait alone brings Alertmanager's 5 m group-interval; each can be set."""
+    plain = rules_from(HEAD)
+    assert (plain.group_wait, plain.group_interval, plain.repeat) == (0.0, 0.0, 0.0)
+    assert (plain.resolve, plain.resolve_after) == (True, 30.0)
+    waiting = rules_from(HEAD + "alarm-group-wait = 10s\n")
+    assert (waiting.group_wait, waiting.group_interval) == (10.0, 300.0)
+    rules = rules_from(HEAD + "alarm-group-wait = 10s\nalarm-group-interval = 1m\n"
+                       "alarm-repeat = 4h\nalarm-resolve = off\nalarm-resolve-after = 5s\n")
+    assert (rules.group_wait, rules.group_interval, rules.repeat) == (10.0, 60.0, 14400.0)
+    assert (rules.resolve, rules.resolve_after) == (False, 5.0)
 
 
 def test_alarm_must_be_defined_before_use_as_in_uwsgi() -> None:
