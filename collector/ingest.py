@@ -12,6 +12,7 @@ import structlog
 from collector.decode.result import Lines
 from collector.record import Record
 from collector.requestlog import WorkerMap, parse_request_line
+from collector.routerlog import router_columns
 from collector.store.base import Store
 
 log = structlog.get_logger("collector.ingest")
@@ -154,6 +155,9 @@ class Ingest:
         app = decoded.app or origin.app
         source = decoded.source or origin.source
         emitted, fmt = decoded.emitted_at, origin.format
+        # Heroku's router speaks for the requests of every dyno (a drain's or a syslog
+        # relay's `router` source): its lines fill the request columns too.
+        router = source == "router"
         append = records.append
         for text in decoded.markers:
             append(Record(next_id, emitted, app, source, host, fmt, text, "marker"))
@@ -165,6 +169,9 @@ class Ingest:
                 append(Record(next_id, emitted, app, source, host, fmt, text, "log",
                               method, path, status, msecs, size, pid,
                               self._workers.worker(app, source, pid)))
+            elif router and (columns := router_columns(text)) is not None:
+                append(Record(next_id, emitted, app, source, host, fmt, text, "log",
+                              *columns))
             else:
                 if "uWSGI worker" in text:
                     self._workers.learn(app, source, text)

@@ -87,6 +87,20 @@ def parse_router_line(line: str) -> RouterFields | None:
         fwd=found.get("fwd") or None, protocol=found.get("protocol") or None)
 
 
+# What a router line puts in a record's request columns: method, path, status, msecs
+# (the router's `service`) and size (`bytes`).
+RequestColumns = tuple[str | None, str | None, int | None, float | None, int | None]
+
+
+def router_columns(line: str) -> RequestColumns | None:
+    """A router line's request columns, as a uWSGI request line fills them; None for a
+    line that is not a router line."""
+    fields = parse_router_line(line)
+    if fields is None:
+        return None
+    return fields.method, fields.path, fields.status, fields.service, fields.size
+
+
 def router_extras(line: str) -> dict[str, str | float | None] | None:
     """What the API adds to a router line's JSON beyond the record's columns."""
     fields = parse_router_line(line)

@@ -22,8 +22,8 @@ from aiohttp import web
 from collector.config.drain import DRAIN_PATH, DrainConfig, DrainCredential
 from collector.decode.logplex import BodyError, parse_body
 from collector.errors import ConfigError
-from collector.ingest import Ingest
-from collector.listen.drain_records import FrameIds, frames_to_records
+from collector.ingest import Ingest, Origin
+from collector.listen.drain_records import FORMAT, FrameIds, frames_to_lines
 
 log = structlog.get_logger("collector.listen.drain")
 
@@ -41,6 +41,7 @@ class DrainStats:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.lines = 0
+        self.frames_failed = 0  # frames ingest could not make a record of (a bug)
         self.connections = 0
         self.connections_refused = 0
 
@@ -246,34 +247,48 @@ class DrainListener:
         if not taken:
             return self._refuse(request, 503, "store_backlog", **{"Retry-After": "1"})
         self.stats.requests["ok"] += 1
-        self.stats.lines += len(frames)
         return web.Response(status=204)
 
     async def _take(self, frames: list[Any], app: str, host: str) -> bool:
-        """Hand the frames' records to ingest: True once taken (single node: in the
-        store's queue; cluster node: settled)."""
+        """Hand the frames to ingest: True once taken (single node: in the store's queue;
+        cluster node: settled)."""
         if not frames:
             return True
         config = self.config
         ingest = self._ingest
-        records = frames_to_records(frames, app, host, ingest.next_ids(len(frames)),
-                                    config.source)
+        origin = Origin(config.name, FORMAT, app, config.source)
+        batch = frames_to_lines(frames, app, host, config.source)
         if not ingest.settles:
-            return ingest.publish(records)
+            taken, failed = ingest.accept_many(origin, batch)
+            self._count(len(frames), failed, taken)
+            return taken
         loop = asyncio.get_running_loop()
         settled: asyncio.Future[bool] = loop.create_future()
 
         def settle(ok: bool) -> None:
             loop.call_soon_threadsafe(_resolve, settled, ok)
 
-        if not ingest.publish(records, settle):
-            return False
-        try:
-            async with asyncio.timeout(SETTLE_TIMEOUT):
-                return await settled
-        except TimeoutError:
-            # Not known to be safe: Logplex sends again, and the frame id is not marked.
-            return False
+        taken, failed = ingest.accept_many(origin, batch, settle)
+        if taken and len(failed) < len(batch):
+            try:
+                async with asyncio.timeout(SETTLE_TIMEOUT):
+                    taken = await settled
+            except TimeoutError:
+                # Not known to be safe: Logplex sends again, and the frame id is not marked.
+                taken = False
+        # (With every frame failed nothing was handed on, and nothing settles.)
+        self._count(len(frames), failed, taken)
+        return taken
+
+    def _count(self, frames: int, failed: dict[int, Exception], taken: bool) -> None:
+        """The lines of a POST taken, and the frames ingest could not make a record of (a
+        bug), each logged once: the POST's other frames are taken."""
+        if taken:
+            self.stats.lines += frames - len(failed)
+        for index, exc in failed.items():
+            self.stats.frames_failed += 1
+            log.error("drain_frame_failed", listener=self.config.name, frame=index,
+                      exc_info=exc)
 
 
 def _resolve(future: asyncio.Future[bool], ok: bool) -> None:

@@ -90,6 +90,9 @@ class DrainComponent:
                            "msg_count_mismatch, store_backlog, ...).", ["listener", "result"])
         lines = counter("collector_drain_lines_accepted_total",
                         "Lines (Logplex frames) taken from drains.", ["listener"])
+        failed = counter("collector_drain_frames_failed_total",
+                         "Frames dropped because no record could be made of them (a bug; "
+                         "each is logged as drain_frame_failed).", ["listener"])
         connections = gauge("collector_drain_connections",
                             "Connections open (bound: max-connections).", ["listener"])
         refused = counter("collector_drain_connections_refused_total",
@@ -102,7 +105,8 @@ class DrainComponent:
             for result, count in sorted(stats.requests.items()):
                 requests.add_metric([name, result], count)
             lines.add_metric([name], stats.lines)
+            failed.add_metric([name], stats.frames_failed)
             connections.add_metric([name], stats.connections)
             refused.add_metric([name], stats.connections_refused)
             frame_ids.add_metric([name], len(listener.frame_ids))
-        yield from (requests, lines, connections, refused, frame_ids)
+        yield from (requests, lines, failed, connections, refused, frame_ids)

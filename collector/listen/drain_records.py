@@ -1,4 +1,4 @@
-"""A drain's frames as records: pure, so that what a POST stores is testable from bytes."""
+"""A drain's frames as ingest's datagrams, and the frame ids taken lately: pure."""
 
 from __future__ import annotations
 
@@ -6,41 +6,19 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from collector.decode.logplex import Frame
-from collector.record import Record
-from collector.requestlog import parse_request_line
-from collector.routerlog import parse_router_line
+from collector.decode.result import Lines
 
 FORMAT = "logplex"
 
 
-def frames_to_records(frames: Sequence[Frame], app: str, host: str, first_id: int,
-                      default_source: str) -> list[Record]:
-    """One record per frame, ids from `first_id`: app from the drain's credentials, source
-    from the frame's PROCID, emitted_at from its timestamp.
-
-    Router lines fill method, path, status, msecs (service) and size (bytes), as a uWSGI
-    request line does; a uWSGI request line a dyno printed is parsed as one too.
-    """
-    records: list[Record] = []
-    next_id = first_id
-    for frame in frames:
-        source = frame.procid or default_source
-        text = frame.message
-        record = Record(next_id, frame.timestamp, app, source, host, FORMAT, text)
-        if source == "router":
-            fields = parse_router_line(text)
-            if fields is not None:
-                record.method, record.path, record.status = (fields.method, fields.path,
-                                                             fields.status)
-                record.msecs, record.size = fields.service, fields.size
-        elif "[pid: " in text:
-            request = parse_request_line(text)
-            if request is not None:
-                (record.method, record.path, record.status, record.msecs, record.size,
-                 record.pid) = request
-        records.append(record)
-        next_id += 1
-    return records
+def frames_to_lines(frames: Sequence[Frame], app: str, host: str, default_source: str
+                    ) -> list[tuple[str, Lines]]:
+    """One ingest datagram per frame: app from the drain's credentials, source from the
+    frame's PROCID (else `default_source`), emitted_at from its timestamp. Ingest makes
+    the records, filling the request columns of router lines and of uWSGI request lines
+    as it does for every listener."""
+    return [(host, Lines([frame.message], app, frame.procid or default_source,
+                         frame.timestamp)) for frame in frames]
 
 
 class FrameIds:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.decode.logplex import Frame
-from collector.listen.drain_records import FrameIds, frames_to_records
+from collector.decode.result import Lines
+from collector.ingest import Ids, Ingest, Origin
+from collector.listen.drain_records import FORMAT, FrameIds, frames_to_lines
 from collector.record import Record
 from collector.routerlog import pairs, parse_router_line
+from collector.store.base import Store
 
 INFO = ('at=info method=GET path="/cart?x=1" host=shop.herokuapp.com '
         'request_id=5d3c2f7e-1f7b-4a44-9c3e-1d2a5b1e7c01 fwd="203.0.113.9" dyno=web.1 '
@@ -72,26 +77,68 @@ def test_any_text_parses_or_is_none(text: str) -> None:
         assert fields is None or fields.method is not None or fields.status is not None
 
 
-def test_frames_to_records_fills_request_columns_for_router_lines() -> None:
-    """Router lines fill the record's request columns; app from the drain, source from
-    PROCID, emitted_at from the frame; a frame without PROCID gets the default source."""
+class Kept:
+    """A store that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def append(self, records: list[Record]) -> bool:
+        """Take every record."""
+        self.records.extend(records)
+        return True
+
+
+def records_of(frames: list[Frame], app: str = "shop", host: str = "10.0.0.9",
+               source: str = "heroku") -> list[Record]:
+    """The records a drain's frames become, through ingest as the drain hands them on."""
+    kept = Kept()
+    ingest = Ingest(Ids(), cast(Store, kept))
+    taken, failed = ingest.accept_many(Origin("drain", FORMAT, app, source),
+                                       frames_to_lines(frames, app, host, source))
+    assert (taken, failed) == (True, {})
+    return kept.records
+
+
+def test_drain_frames_become_records_with_request_columns_for_router_lines() -> None:
+    """Router lines fill the record's request columns, as uWSGI request lines do; app
+    from the drain, source from PROCID, emitted_at from the frame; a frame without PROCID
+    gets the default source; ids increase along the POST."""
     frames = [Frame(INFO, 158, 1354257929.0, "host", "heroku", "router"),
               Frame("hello", 190, 1354257930.0, "host", "app", "web.1"),
-              Frame("no header")]
-    records = frames_to_records(frames, "shop", "10.0.0.9", 100, "heroku")
-    assert [(r.id, r.app, r.source, r.emitted_at) for r in records] == [
-        (100, "shop", "router", 1354257929.0), (101, "shop", "web.1", 1354257930.0),
-        (102, "shop", "heroku", None)]
+              Frame("no header"),
+              Frame("[pid: 7|app: 0|req: 1/1] 1.2.3.4 () {30 vars in 300 bytes} "
+                    "[Tue Dec  1 03:00:00 2026] GET /x => generated 5 bytes in 3 msecs "
+                    "(HTTP/1.1 502) 2 headers in 64 bytes (1 switches on core 0)",
+                    190, 1354257931.0, "host", "app", "web.1")]
+    records = records_of(frames)
+    assert [(r.app, r.source, r.host, r.emitted_at, r.format) for r in records] == [
+        ("shop", "router", "10.0.0.9", 1354257929.0, "logplex"),
+        ("shop", "web.1", "10.0.0.9", 1354257930.0, "logplex"),
+        ("shop", "heroku", "10.0.0.9", None, "logplex"),
+        ("shop", "web.1", "10.0.0.9", 1354257931.0, "logplex")]
+    assert [r.id for r in records] == sorted({r.id for r in records})
     router = records[0]
     assert (router.method, router.path, router.status, router.msecs, router.size) == (
         "GET", "/cart?x=1", 200, 12.0, 1234)
     assert records[1].status is None
+    assert (records[3].method, records[3].status, records[3].pid) == ("GET", 502, 7)
+
+
+def test_router_lines_from_any_listener_fill_request_columns() -> None:
+    """A router line relayed by syslog (source `router`) fills them too; the same text
+    from another source is a plain line."""
+    kept = Kept()
+    ingest = Ingest(Ids(), cast(Store, kept))
+    origin = Origin("syslog", "syslog", "shop", "heroku")
+    ingest.accept(origin, "10.0.0.9", Lines([H12], "shop", "router", 1.0))
+    ingest.accept(origin, "10.0.0.9", Lines([H12], "shop", "web.1", 1.0))
+    assert [r.status for r in kept.records] == [503, None]
 
 
 def test_router_extras_in_json() -> None:
     """The API's JSON of a router line has dyno, code, connect and request_id."""
-    (record,) = frames_to_records([Frame(H12, 158, 1.0, "host", "heroku", "router")],
-                                  "shop", "h", 1, "heroku")
+    (record,) = records_of([Frame(H12, 158, 1.0, "host", "heroku", "router")])
     doc = record.to_json()
     assert (doc["status"], doc["msecs"], doc["dyno"], doc["code"], doc["connect"]) == (
         503, 30000.0, "web.1", "H12", 0.0)
