@@ -210,8 +210,11 @@ class BacklogWatch:
         """`source` reported the queue `instance` (`socket`, `fd`) full at `at`."""
         key = (source, instance)
         full = self._full
-        if key in full:
+        known = full.get(key)
+        if known is not None:
             full.move_to_end(key)
+            # A replayed report older than a restored one does not move its time back.
+            at = max(at, known[0])
         elif len(full) >= self._max:
             full.popitem(last=False)
             self._evictions.evicted("backlog", self._max)

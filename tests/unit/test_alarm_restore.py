@@ -240,3 +240,16 @@ def test_resolved_and_repeated_are_counted_for_metrics(tmp_path: Path) -> None:
         samples = [s for s in by_name[name].samples if s.name.endswith("_total")]
         assert [(s.labels, s.value) for s in samples] == [
             ({"app": "shop", "alarm": "page", "plugin": "cmd"}, value)], name
+
+
+def test_a_replayed_report_older_than_the_restored_one_does_not_resolve_it_early() -> None:
+    """A takeover's replay may feed a full report from before the restored one's: the
+    queue still resolves resolve_after seconds after the newest report."""
+    before, held = engine_for(BACKLOG)
+    before.consume(full(1010.0))
+    engine, emitted, _ = restarted(BACKLOG, held)
+    engine.consume(full(1000.0))  # raised again (in cluster mode: the same id, held)
+    engine.tick(1035.0)
+    assert [n.status for n in emitted] == ["firing"]
+    engine.tick(1040.0)
+    assert [n.status for n in emitted] == ["firing", "resolved"]
