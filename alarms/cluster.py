@@ -277,6 +277,7 @@ class ClusterAlarmsComponent:
         dispatcher.start(pending)
         engine = AlarmEngine(rules, self._submit, ids=stable_id)
         self._engine = engine
+        restored = await self._restore(engine)
         floor, floor_time = await self._read_floor()
         window = warmup_seconds(rules)
         try:
@@ -291,8 +292,18 @@ class ClusterAlarmsComponent:
         self._suppressing = False
         self._floor_written = floor
         log.info("alarms_leader_ready", floor=floor, evaluated=self._evaluated,
-                 replayed=replayed, window=window, pending=len(pending),
+                 replayed=replayed, window=window, pending=len(pending), restored=restored,
                  seconds=round(time.monotonic() - started, 3))
+
+    async def _restore(self, engine: AlarmEngine) -> int:
+        """Re-open the alerts the outbox says were firing, before the replay: what the
+        replay raises again for them has the same ids (the outbox keeps the first), and
+        an alert that fired before the replay's start is still resolved."""
+        try:
+            return engine.restore(await self._outbox.latest_alerts(engine.bounds.alerts))
+        except StoreError as exc:
+            log.error("alarm_outbox_unreadable", error=str(exc), step="restore")
+            return 0
 
     async def _read_floor(self) -> tuple[int, float]:
         """The floor; with none yet (no leader ever evaluated), nothing is held back and

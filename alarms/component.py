@@ -70,11 +70,15 @@ class AlarmsComponent:
                                       silencer=self._silence_of,
                                       grouping=timings(self._rules))
         self._engine = AlarmEngine(self._rules, self._dispatcher.submit)
+        # Before the first record: alerts firing when the collector stopped are resolved
+        # and repeated as if it had not.
+        restored = self._engine.restore(
+            await self._outbox.latest_alerts(self._engine.bounds.alerts))
         self._dispatcher.start(pending)
         context.ingest.add_consumer(self._engine)
         self._ticker = asyncio.create_task(self._tick(), name="alarm-ticker")
         log.info("alarms_started", apps=len(self._rules), alarms=len(notifiers),
-                 pending=len(pending))
+                 pending=len(pending), restored=restored)
 
     def _silence_of(self, notification: Notification, now: float) -> str | None:
         silence = self._silences.match(notification, now)

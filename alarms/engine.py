@@ -30,6 +30,7 @@ from alarms.lifecycle import (
     tracks,
 )
 from alarms.notification import FIRING, RESOLVED, Notification, alert_key, group_key
+from alarms.restore import still_firing
 from alarms.spec import AppRules
 from alarms.stable_ids import IdKey, random_id
 from alarms.storm import Storm
@@ -229,6 +230,43 @@ class AppEngine:
                 event.context = self.context(source)
         return events or None
 
+    def restore(self, notification: Notification) -> tuple[str, str, str] | None:
+        """Re-open the condition state of a stateful alert that was firing before a
+        restart (its newest notification, `notification`): (source as the alert counts
+        it, instance, alarm-freq key) when a condition still configured for its alarm
+        names that alert, else None (nothing restored)."""
+        if not self.tracking:
+            return None
+        n = notification
+        app, alarm, facts = self.rules.app, n.alarm, n.facts
+        if n.condition == "backlog" and self._backlog is not None and (
+                alarm in self.rules.backlog):
+            socket, fd = facts.get("socket"), facts.get("fd")
+            if not isinstance(socket, str) or not isinstance(fd, int):
+                return None
+            instance = f"{socket} {fd}"
+            if alert_key(app, alarm, "backlog", n.source, instance) != n.alert:
+                return None
+            self._backlog.restore(n.source, instance, socket, fd, n.last_seen)
+            return n.source, instance, f"backlog {socket} {fd}"
+        if n.condition == "silence":
+            for watch in self._silences:
+                instance = watch.alert_instance()
+                if watch.rule.alarm == alarm and alert_key(
+                        app, alarm, "silence", n.source, instance) == n.alert:
+                    last = facts.get("last_seen", n.last_seen)
+                    watch.restore(n.source, float(last) if isinstance(
+                        last, int | float) else n.last_seen)
+                    return n.source, instance, n.message
+        if n.condition == "rate":
+            for rate in self._rates:
+                regex = rate.rule.regex
+                if rate.rule.alarm == alarm and alert_key(
+                        app, alarm, "rate", "", regex) == n.alert:
+                    rate.restore(n.last_seen)
+                    return "", regex, f"rate {regex}"
+        return None
+
     def tick(self, now: float) -> list[Event]:
         """Time-driven events: silences, backtraces that never ended, and stateful
         conditions that cleared (resolved events)."""
@@ -277,7 +315,7 @@ class AlarmEngine:
                  clock: Callable[[], float] = time.time, bounds: Bounds = DEFAULT,
                  ids: Callable[[IdKey], str] = random_id) -> None:
         self.evictions = Evictions()
-        self._bounds = bounds
+        self._bounds = self.bounds = bounds
         self._apps = {r.app: AppEngine(r, bounds, self.evictions)
                       for r in rules if r.has_conditions}
         self._sink = sink
@@ -292,6 +330,8 @@ class AlarmEngine:
         self._lifecycle = Lifecycle(bounds.alerts, self.evictions)
         self.fired: Counter[tuple[str, str, str]] = Counter()
         self.suppressed: Counter[tuple[str, str]] = Counter()
+        self.resolved: Counter[tuple[str, str]] = Counter()
+        self.repeated: Counter[tuple[str, str]] = Counter()
 
     def replace_rules(self, rules: Iterable[AppRules],
                       same: Callable[[AppRules, AppRules], bool]) -> None:
@@ -314,6 +354,34 @@ class AlarmEngine:
                 # the old one could neither resolve nor stop repeating.
                 self._lifecycle.drop_app(app)
         self._apps = apps
+
+    def restore(self, notifications: Iterable[Notification]) -> int:
+        """Re-open the stateful alerts that were firing before a restart, from the
+        notifications the outbox holds (any order and state; grouped ones taken apart):
+        each alert whose newest notification is `firing`, of an app and alarm still
+        configured with its condition, gets its episode back (so it is resolved and
+        repeated) and its condition's state (so it finds its end). At most
+        `bounds.alerts` alerts, the most recently notified; how many were re-opened.
+        Call before the first record."""
+        restored = 0
+        for notification in still_firing(notifications, self._bounds.alerts):
+            engine = self._apps.get(notification.app)
+            if engine is None or notification.alarm not in engine.rules.alarms:
+                continue
+            found = engine.restore(notification)
+            if found is None:
+                continue
+            source, instance, storm_key = found
+            key = (notification.app, notification.alarm, notification.condition, source,
+                   instance)
+            # When it was last told, to time the next alarm-repeat: a repeat keeps its
+            # firing's last_seen, its own moment is when it was made.
+            told = max(notification.last_seen, notification.created_at)
+            self._lifecycle.fired(key, replace(notification, context=[], members=[]), told,
+                                  engine.repeat_every.get(notification.alarm, 0.0),
+                                  storm_key)
+            restored += 1
+        return restored
 
     def sizes(self) -> Counter[str]:
         """Entries per bounded structure, all apps together (for /metrics)."""
@@ -378,6 +446,7 @@ class AlarmEngine:
             self._lifecycle.drop(key)
             return
         last = episode.last
+        self.repeated[(app, alarm)] += 1
         self._sink(replace(
             last, id=self._ids(IdKey(app, alarm, last.source, last.condition, when, None,
                                      episode.repeats, FIRING, alert=key[4])),
@@ -454,6 +523,7 @@ class AlarmEngine:
             if storm is not None:
                 # Told it ended, the receiver must hear of it starting again.
                 storm.forget(episode.storm_key)
+            self.resolved[(rules.app, alarm)] += 1
             # Named by the log time it is about (the line that ended a silence, the last
             # full report plus alarm-resolve-after), which a replay finds again.
             self._sink(Notification(

@@ -12,8 +12,8 @@ _LANE = ["app", "alarm", "plugin"]
 
 
 def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
-    """Fired, suppressed, delivered, retried, dead, silenced and pending alarms per
-    notifier."""
+    """Fired, suppressed, resolved, repeated, delivered, retried, dead, silenced and
+    pending alarms per notifier."""
     plugins = dispatcher.plugins
     fired = counter("collector_alarms_fired_total",
                     "Notifications raised, by app, alarm, plugin and condition.",
@@ -25,6 +25,16 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
                          _LANE)
     for (app, alarm), count in sorted(engine.suppressed.items()):
         suppressed.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
+    resolved = counter("collector_alarms_resolved_total",
+                       "Resolved notifications raised (a stateful condition cleared).",
+                       _LANE)
+    for (app, alarm), count in sorted(engine.resolved.items()):
+        resolved.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
+    repeated = counter("collector_alarms_repeated_total",
+                       "Notifications raised again for an alert still firing "
+                       "(alarm-repeat, Alertmanager re-posts).", _LANE)
+    for (app, alarm), count in sorted(engine.repeated.items()):
+        repeated.add_metric([app, alarm, plugins.get((app, alarm), "")], count)
     delivered = counter("collector_alarms_delivered_total", "Notifications delivered.", _LANE)
     retried = counter("collector_alarms_retried_total",
                       "Failed attempts that were scheduled to be tried again.", _LANE)
@@ -64,6 +74,7 @@ def families(engine: AlarmEngine, dispatcher: Dispatcher) -> Iterator[Metric]:
                  "outbox, as of the last trim).", ["structure"])
     for structure, count in sorted({**engine.sizes(), **dispatcher.sizes()}.items()):
         size.add_metric([structure], count)
-    yield from (fired, suppressed, delivered, retried, dead, silenced, pending)
+    yield from (fired, suppressed, resolved, repeated, delivered, retried, dead, silenced,
+                pending)
     yield from histogram_families(dispatcher.latency)
     yield from (errors, task_errors, evicted, size)

@@ -54,6 +54,9 @@ class SilenceWatch:
         last = self._last
         alarmed = self._alarmed
         if alarmed and source in alarmed:
+            if at <= last.get(source, at - 1.0):
+                # A line from before the silence (a takeover's replay of a restored one).
+                return
             alarmed.discard(source)
             if self._track:
                 self._ended.append(self._logs_again(source, last.get(source, at), at))
@@ -65,6 +68,25 @@ class SilenceWatch:
             alarmed.discard(gone)
             self._evictions.evicted("silence", self._max, rule=self.rule.alarm)
         last[source] = at
+
+    def alert_instance(self) -> str:
+        """The `Event.alert` of this rule's alerts (one per silent source)."""
+        return self._instance
+
+    def restore(self, source: str, last: float) -> None:
+        """`source` was found silent before a restart, its last line at `last`: alarmed,
+        so its next line resolves it and it is not alarmed again meanwhile. A source
+        already seen since is left as it is; restored sources go in last-seen order."""
+        if source in self._last:
+            return
+        if len(self._last) >= self._max:
+            self._evictions.evicted("silence", self._max, rule=self.rule.alarm)
+            return
+        self._last[source] = last
+        self._alarmed.add(source)
+        # Keep the scan of `expire` oldest first: move whatever came after `last` behind.
+        for other in [s for s, t in self._last.items() if t > last]:
+            self._last.move_to_end(other)
 
     def _logs_again(self, source: str, last: float, at: float) -> Event:
         """The resolved Event of a silent source that logged again at `at`."""
@@ -140,6 +162,12 @@ class RateWatch:
                      first_seen=first, count=count,
                      storm_key=f"rate {self.rule.regex}", alert=self.rule.regex)
 
+    def restore(self, fired_at: float) -> None:
+        """The rule's alert was firing before a restart, last at `fired_at`: it resolves
+        a window after that unless the threshold is reached again (tracked only)."""
+        if self._track and (self._fired_at is None or self._fired_at < fired_at):
+            self._fired_at = fired_at
+
     def expire(self, now: float) -> list[Event]:
         """The resolved Event once a window has passed since the last alarm (tracked)."""
         fired = self._fired_at
@@ -182,12 +210,32 @@ class BacklogWatch:
         """`source` reported the queue `instance` (`socket`, `fd`) full at `at`."""
         key = (source, instance)
         full = self._full
-        if key in full:
+        known = full.get(key)
+        if known is not None:
             full.move_to_end(key)
+            # A replayed report older than a restored one does not move its time back.
+            at = max(at, known[0])
         elif len(full) >= self._max:
             full.popitem(last=False)
             self._evictions.evicted("backlog", self._max)
         full[key] = (at, socket, fd)
+
+    def restore(self, source: str, instance: str, socket: str, fd: int,
+                last: float) -> None:
+        """The queue `instance` of `source` was alarmed before a restart, last reported
+        full at `last`: it resolves `after` seconds after that unless reported full
+        again. A queue reported since is left as it is."""
+        key = (source, instance)
+        full = self._full
+        if key in full:
+            return
+        if len(full) >= self._max:
+            self._evictions.evicted("backlog", self._max)
+            return
+        full[key] = (last, socket, fd)
+        # Keep the scan of `expire` oldest first: move whatever came after `last` behind.
+        for other in [k for k, v in full.items() if v[0] > last]:
+            full.move_to_end(other)
 
     def expire(self, now: float) -> list[Event]:
         """Resolved Events for queues not reported full for `after` seconds, each once."""

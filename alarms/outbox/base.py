@@ -92,6 +92,12 @@ class Outbox(Protocol):
         """Forget delivered entries created before `before`; how many."""
         ...
 
+    async def latest_alerts(self, limit: int) -> list[Notification]:
+        """The newest notification of each stateful alert (`Notification.alert`; grouped
+        notifications taken apart), whatever its state and status, newest first; at
+        most `limit` alerts, the most recently notified (alarms.restore)."""
+        ...
+
     async def close(self) -> None:
         """Finish pending writes and close."""
         ...

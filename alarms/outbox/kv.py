@@ -49,6 +49,7 @@ from alarms.notification import Notification
 from alarms.outbox.base import Entry, State
 from alarms.outbox.conflict import merged, resolve
 from alarms.outbox.kvformat import Stored, decode, encode, key_for
+from alarms.restore import latest_per_alert
 from collector.cluster.errors import ClusterError
 from collector.cluster.kv import Bucket, Item, follow
 from collector.errors import StoreError
@@ -422,6 +423,11 @@ class KvOutbox:
         return len(await self._delete(old))
 
     # -- reads -----------------------------------------------------------------------
+
+    async def latest_alerts(self, limit: int) -> list[Notification]:
+        """From the mirror: the newest notification of each alert, newest first."""
+        return latest_per_alert((slot.entry.notification for slot in self._mirror.values()),
+                                limit)
 
     async def recent(self, state: State | None = None, app: str | None = None,
                      limit: int = 100) -> list[Entry]:

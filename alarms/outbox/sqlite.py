@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from alarms.notification import Notification
 from alarms.outbox.base import Entry, State
+from alarms.restore import latest_per_alert
 from collector.errors import StoreError
 
 T = TypeVar("T")
@@ -212,6 +213,26 @@ class SqliteOutbox:
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         return await self._select(f"{where}ORDER BY created_at DESC, id DESC LIMIT ?",
                                   (*args, limit))
+
+    async def latest_alerts(self, limit: int) -> list[Notification]:
+        """Newest first: the rows that name an alert or carry members, read newest first
+        until `limit` alerts are found."""
+        query = ("SELECT notification FROM outbox WHERE json_extract(notification, "
+                 "'$.alert') <> '' OR json_array_length(notification, '$.members') > 0 "
+                 "ORDER BY created_at DESC, id DESC")
+
+        def read(conn: sqlite3.Connection) -> list[Notification]:
+            found: list[Notification] = []
+            keys: set[str] = set()
+            for (text,) in conn.execute(query):
+                notification = Notification.from_json(text)
+                found.append(notification)
+                keys.update(part.alert for part in notification.parts() if part.alert)
+                if len(keys) > limit:
+                    break
+            return found
+
+        return latest_per_alert(await self._run(read), limit)
 
     async def prune(self, before: float) -> int:
         """Delete delivered and silenced entries created before `before`."""

@@ -94,6 +94,8 @@ test_add_keeps_each_due_time_across_reopening = (
     contract.test_add_keeps_each_due_time_across_reopening)
 test_add_twice_keeps_one_and_prune_forgets_old_deliveries = (
     contract.test_add_twice_keeps_one_and_prune_forgets_old_deliveries)
+test_latest_alerts_gives_the_newest_notification_of_each_alert = (
+    contract.test_latest_alerts_gives_the_newest_notification_of_each_alert)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from alarms.notification import Notification, new_id
+from alarms.notification import Notification, grouped, new_id
 from alarms.outbox.base import Outbox
 from alarms.outbox.sqlite import SqliteOutbox
 from alarms.retry import next_attempt, retry_delay
@@ -52,6 +53,33 @@ async def test_add_keeps_each_due_time_across_reopening(make_outbox: MakeOutbox)
     assert due == {grouped[0].id: (20.0, 10.0), grouped[1].id: (20.0, 10.0),
                    plain.id: (11.0, 11.0)}
     await reopened.close()
+
+
+async def test_latest_alerts_gives_the_newest_notification_of_each_alert(
+        make_outbox: MakeOutbox) -> None:
+    """After a restart, `latest_alerts` gives each stateful alert's newest notification
+    whatever its state (a resolved one too), members of grouped ones taken apart,
+    stateless ones left out, newest first, at most `limit` alerts."""
+    outbox = make_outbox()
+    await outbox.open()
+    first = replace(notification(at=1.0), condition="backlog", alert="alt_a")
+    ended = replace(notification(at=2.0), condition="backlog", alert="alt_a",
+                    status="resolved")
+    other = replace(notification(at=3.0), condition="backlog", alert="alt_b")
+    member = replace(notification(at=4.0), condition="backlog", alert="alt_c")
+    await outbox.add([first, ended, other, grouped([member]), notification(at=5.0)],
+                     now=6.0)
+    await outbox.close()
+    reopened = make_outbox()
+    await reopened.open()
+    try:
+        latest = await reopened.latest_alerts(10)
+        assert [(n.alert, n.status, n.id) for n in latest] == [
+            ("alt_c", "firing", member.id), ("alt_b", "firing", other.id),
+            ("alt_a", "resolved", ended.id)]
+        assert [n.alert for n in await reopened.latest_alerts(2)] == ["alt_c", "alt_b"]
+    finally:
+        await reopened.close()
 
 
 async def test_entries_survive_reopening_with_their_state(make_outbox: MakeOutbox) -> None:
