@@ -3,9 +3,12 @@
 1. Ingest. The highest rate a fresh collector with no alarm rules (the baseline) and one
    with the 50 rules below store with zero loss, each searched for (bench/search.py: from
    2,000 lines/s, doubling while held, then bisecting to 5 %), the two searches taking
-   turns so that the machine's load drifts alike for both. Traffic comes from
-   bench/sender.py: uWSGI request lines, app lines, and one line in RARE_EVERY an error
-   that a few rules match, each fired as a webhook to a local receiver. Each trial reports
+   turns so that the machine's load drifts alike for both. Traffic is bench/sender.py's:
+   uWSGI request lines, app lines, and one line in RARE_EVERY an error that a few rules
+   match, each fired as a webhook to a local receiver; sent by the C sender
+   (bench/csender.c, `--sender c`, the default) from a pool encoded once when the run
+   starts, or by bench/sender.py itself (`--sender python`, at most about 128,000
+   lines/s here). Each trial reports
    the share of lines stored, the collector's CPU per line (all its processes, and the
    main one alone) and the alarms fired and delivered. A trial holds when every line sent
    was stored (within `--tolerance`) and the sender kept the rate; a miss is run once more
@@ -48,11 +51,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import csender
 from bench.harness import (
+    CRYPTO_LISTENER,
     SECRET,
     Budget,
     Sampler,
     Sender,
+    SendResult,
     Verdict,
     add_search_options,
     bench_collector,
@@ -69,6 +75,7 @@ from bench.harness import (
     wait_quietly,
 )
 from bench.search import RateSearch, interleave
+from bench.sender import bench_datagrams
 from bench.silence_mix import silence_bodies
 from bench.silence_setup import post_silences
 from logwire.logcrypto import encrypt, frame
@@ -78,6 +85,9 @@ from tests.support.webhook import WebhookServer
 RATIO_TARGET = 0.8
 P99_TARGET_MS = 20.0
 RARE_EVERY = 5000
+# The C sender replays one pool, encoded when the run starts, for minutes: the listener
+# takes its timestamps however old (the ingest trials' collectors, with and without rules).
+INGEST_LISTENER = f"{CRYPTO_LISTENER}\nmax-skew = 1h"
 PROBE_INTERVAL = 0.04
 
 # Fifty rules an operator might keep for a Django/Celery app under uWSGI: one negative
@@ -243,17 +253,55 @@ class IngestRun:
         return 1e6 * self.main_cpu_seconds / self.sent if self.sent else float("nan")
 
 
-def run_ingest(rate: float, duration: float, rules: bool, setup: Setup = Setup()
-               ) -> IngestRun:
+@dataclass(frozen=True)
+class Pool:
+    """The C sender and its pool of the ingest part's traffic (bench.sender's mix,
+    encoded once when the run starts)."""
+
+    binary: Path
+    path: Path
+    lines: int
+
+
+def write_pool(directory: Path, lines: int) -> Pool:
+    """Build the C sender and write a pool of `lines` datagrams of the traffic."""
+    binary = csender.build()
+    path = directory / "alarms.pool"
+    path.write_bytes(csender.pack(bench_datagrams(lines, SECRET, rare_every=RARE_EVERY)))
+    return Pool(binary, path, lines)
+
+
+class CSend:
+    """`Sender`'s `go`/`close` over the C sender and a pool."""
+
+    def __init__(self, pool: Pool, port: int, rate: float, duration: float) -> None:
+        self._pool, self._port, self._rate = pool, port, rate
+        self._count = min(pool.lines, int(rate * duration))
+        self._seconds = duration * 1.5
+
+    def go(self) -> SendResult:
+        """Send the pool's first lines at the rate; the report."""
+        return csender.send(self._pool.binary, self._pool.path, self._port, self._rate,
+                            self._count, max_seconds=self._seconds)
+
+    def close(self) -> None:
+        """Nothing runs between trials."""
+
+
+def run_ingest(rate: float, duration: float, rules: bool, setup: Setup = Setup(), *,
+               pool: Pool | None = None) -> IngestRun:
     """A fresh collector (with the rules and `setup`, or with neither) at `rate` for
-    `duration` seconds."""
+    `duration` seconds, sent by the C sender from `pool`, else by bench.sender."""
     setup = setup if rules else Setup()
     receiver = WebhookServer().start()
     try:
-        with bench_collector(extra=alarm_section(receiver.url, setup) if rules else ""
+        with bench_collector(INGEST_LISTENER,
+                             alarm_section(receiver.url, setup) if rules else ""
                              ) as collector:
-            sender = Sender(udp_port(collector), rate, duration,
-                            extra=[f"--rare-every={RARE_EVERY}"])
+            sender: Sender | CSend = (
+                CSend(pool, udp_port(collector), rate, duration) if pool is not None else
+                Sender(udp_port(collector), rate, duration,
+                       extra=[f"--rare-every={RARE_EVERY}"]))
             try:
                 start_with(collector, setup)
                 sampler = Sampler(lambda: processes(collector))
@@ -385,14 +433,14 @@ Cpu = dict[tuple[bool, float], IngestRun]
 
 
 def trial(rate: float, rules: bool, args: argparse.Namespace, lossless: Cpu,
-          setup: Setup = Setup()) -> bool:
+          setup: Setup = Setup(), *, pool: Pool | None = None) -> bool:
     """Whether the collector (with the rules and `setup`, or with neither) stores every
     line at `rate`: one run, and `--retries` more if it missed (on a shared machine
     another process's burst can cost a run). A run that held is kept in `lossless` for
     its CPU per line."""
     seconds = trial_duration(rate, args.duration, args.max_lines)
     for attempt in range(1, args.retries + 2):
-        run = run_ingest(rate, seconds, rules, setup)
+        run = run_ingest(rate, seconds, rules, setup, pool=pool)
         verdict = Verdict(rate, run.sent, run.stored, run.seconds, args.tolerance)
         print(f"{rate:8.0f} {'50 rules' if rules else 'none':>8} {attempt:>3} "
               f"{seconds:5.1f} {verdict.achieved:8.0f} {100 * (1 - verdict.loss):8.2f} "
@@ -420,6 +468,9 @@ def main() -> int:
                         "groups go out within a trial)")
     parser.add_argument("--group-interval", default="1s",
                         help="alarm-group-interval with --grouping on")
+    parser.add_argument("--sender", choices=("c", "python"), default="c",
+                        help="the ingest part's sender: bench/csender.c replaying a pool "
+                        "(rates far past Python's) or bench/sender.py")
     args = parser.parse_args()
     count = sum(1 for line in RULES.splitlines() if "log-alarm = " in line)
     assert count == RULE_COUNT, count
@@ -430,6 +481,12 @@ def main() -> int:
           f"{args.silences} silences, {grouping}; one rare error line in {RARE_EVERY}; "
           f"{search_note(args)}")
     with tempfile.TemporaryDirectory(prefix="bench-silences-") as keep:
+        pool: Pool | None = None
+        if args.sender == "c":
+            began = time.monotonic()
+            pool = write_pool(Path(keep), args.max_lines)
+            print(f"C sender: a pool of {pool.lines} lines encoded in "
+                  f"{time.monotonic() - began:.1f} s", flush=True)
         silences_file: Path | None = None
         if args.silences:
             silences_file = Path(keep) / SILENCES_FILE
@@ -445,8 +502,8 @@ def main() -> int:
         cpu: Cpu = {}
         baseline, ruled = RateSearch(spec), RateSearch(spec)
         budget = Budget(args.budget)
-        interleave([(baseline, lambda r: trial(r, False, args, cpu)),
-                    (ruled, lambda r: trial(r, True, args, cpu, setup))],
+        interleave([(baseline, lambda r: trial(r, False, args, cpu, pool=pool)),
+                    (ruled, lambda r: trial(r, True, args, cpu, setup, pool=pool))],
                    budget.out_of_time)
     print(f"\nmax zero-loss rate, no rules (baseline, same run): {baseline.describe()}")
     print(f"max zero-loss rate, {RULE_COUNT} rules, {args.silences} silences, "

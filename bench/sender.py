@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from shipper.loadgen import encode_crypto, make_lines, send_paced
 
@@ -25,6 +26,28 @@ RARE_LINES = (
 )
 
 
+def bench_datagrams(count: int, secret: str, *, probe_every: int = 100,
+                   rare_every: int = 0, micros: int | None = None) -> list[bytes]:
+    """The benchmarks' traffic, encrypted: `count` lines of shipper.loadgen's mix, every
+    `probe_every`th under app `probe` (prefix `probe/web.1`, the rest `bench/web.1`), and
+    with `rare_every` one in that many (never a probe) one of RARE_LINES."""
+    lines = make_lines(count)
+    datagrams: list[bytes] = []
+    step = probe_every
+    if rare_every:
+        for seq in range(rare_every // 2 + 1, count, rare_every):
+            if seq % step:
+                text = RARE_LINES[seq // rare_every % len(RARE_LINES)]
+                lines[seq] = (text.format(seq=seq) + "\n").encode()
+    stamp = time.time_ns() // 1000 if micros is None else micros
+    for start in range(0, count, step):
+        datagrams += encode_crypto(lines[start:start + 1], secret, prefix="probe/web.1",
+                                   micros=stamp + start)
+        datagrams += encode_crypto(lines[start + 1:start + step], secret,
+                                   prefix="bench/web.1", micros=stamp + start + 1)
+    return datagrams
+
+
 def main() -> int:
     """Encode, wait for a line on stdin, send, report."""
     parser = argparse.ArgumentParser()
@@ -35,19 +58,9 @@ def main() -> int:
     parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--rare-every", type=int, default=0)
     args = parser.parse_args()
-    count = int(args.rate * args.duration)
-    lines = make_lines(count)
-    datagrams: list[bytes] = []
     step = args.probe_every
-    if args.rare_every:
-        for seq in range(args.rare_every // 2 + 1, count, args.rare_every):
-            if seq % step:
-                text = RARE_LINES[seq // args.rare_every % len(RARE_LINES)]
-                lines[seq] = (text.format(seq=seq) + "\n").encode()
-    for start in range(0, count, step):
-        datagrams += encode_crypto(lines[start:start + 1], args.secret, prefix="probe/web.1")
-        datagrams += encode_crypto(lines[start + 1:start + step], args.secret,
-                                   prefix="bench/web.1")
+    datagrams = bench_datagrams(int(args.rate * args.duration), args.secret,
+                                probe_every=step, rare_every=args.rare_every)
     print("ready", flush=True)
     sys.stdin.readline()
     report = send_paced(datagrams, ("127.0.0.1", args.port), args.rate,

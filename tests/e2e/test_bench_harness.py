@@ -49,11 +49,12 @@ def test_native_runs_one_trial_per_format() -> None:
 
 
 def test_alarms_runs_both_configs_and_the_latency_part() -> None:
-    """alarms.py: one trial without and one with the rules (alarms to tests/support's
-    webhook receiver; silences made through the API, grouping on), then probes through a
-    rule to that receiver with the silences active."""
+    """alarms.py: one trial without and one with the rules (sent by the C sender from its
+    pool; alarms to tests/support's webhook receiver; silences made through the API,
+    grouping on), then probes through a rule to that receiver with the silences active."""
     out = bench("alarms.py", "--latency-seconds", "1", "--idle-seconds", "1",
-                "--latency-rate", "500", "--silences", "20")
+                "--latency-rate", "500", "--silences", "20", "--max-lines", "2000")
+    assert "C sender: a pool of 2000 lines encoded in " in out, out
     assert re.search(r"^\s+500\s+none\s+1\s", out, re.MULTILINE), out
     assert re.search(r"^\s+500\s+50 rules\s+1\s", out, re.MULTILINE), out
     assert len(re.findall(FIGURE, out)) == 2, out
