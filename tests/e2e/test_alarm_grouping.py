@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.alarms_api import wait_alarms
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
 from tests.support.webhook import Received, WebhookServer
@@ -53,12 +53,7 @@ def test_a_burst_of_twenty_is_one_webhook_and_a_later_burst_one_more(
     shows in /v1/alarms and `collector alarms` as delivered, naming the grouped send that
     carried it."""
     hook = new_webhook()
-    collector = new_collector(env={"LOG_SECRET": SECRET}, config=f"""
-[listener:crypto]
-udp = 127.0.0.1:{{port:crypto}}
-format = crypto
-secret = $(LOG_SECRET)
-
+    collector = new_collector(env={"LOG_SECRET": SECRET}, config=CRYPTO_LISTENER + f"""
 [app:shop]
 alarm = five webhook:{hook.url}/five;timeout=5
 log-alarm = five HTTP/1\\.1 5\\d\\d

@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 
 from logwire.logcrypto import encrypt, frame
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.send import send
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "memory-test-secret"
-CONFIG = """
-[listener:crypto]
-udp = 127.0.0.1:{port:crypto}
-format = crypto
-secret = $(LOG_SECRET)
-
+CONFIG = CRYPTO_LISTENER + """
 [app:shop]
 alarm = page cmd:true
 alarm-silence = page 3600 ^s

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.alarms_api import alarms, wait_alarms
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
 from tests.support.webhook import WebhookServer, verify_signature
@@ -26,12 +26,6 @@ pytestmark = pytest.mark.e2e
 
 SECRET = "outbox-test-secret"
 HOOK_SECRET = "whsec_" + base64.b64encode(b"outbox-e2e-signing-key").decode()
-LISTENER = """
-[listener:crypto]
-udp = 127.0.0.1:{port:crypto}
-format = crypto
-secret = $(LOG_SECRET)
-"""
 
 
 def ship(collector: CollectorProcess, *lines: str) -> None:
@@ -47,7 +41,7 @@ def test_alarms_survive_outage_and_kill_9_and_arrive_once_each(
     is killed with SIGKILL and started again; once the receiver listens on its port again,
     each alarm arrives exactly once by webhook-id, signed, and all end `delivered`."""
     hook = new_webhook()
-    collector = new_collector(env={"LOG_SECRET": SECRET}, config=LISTENER + f"""
+    collector = new_collector(env={"LOG_SECRET": SECRET}, config=CRYPTO_LISTENER + f"""
 [app:shop]
 alarm = hook webhook:{hook.url}/hook;secret={HOOK_SECRET};timeout=2
 log-alarm = hook ^order \\d+ failed
@@ -111,7 +105,7 @@ def test_dead_letters_are_listed_and_retried_after_the_fix(
     delivers each, with the same webhook-id on every attempt."""
     broken = new_webhook(status=500)
     slow = new_webhook(delay=1.0)
-    collector = new_collector(env={"LOG_SECRET": SECRET}, config=LISTENER + f"""
+    collector = new_collector(env={"LOG_SECRET": SECRET}, config=CRYPTO_LISTENER + f"""
 [app:shop]
 alarm = broken webhook:{broken.url}/hook;secret={HOOK_SECRET}
 alarm = slow webhook:{slow.url}/hook;secret={HOOK_SECRET};timeout=0.3

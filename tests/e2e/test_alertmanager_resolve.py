@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.alarms_api import wait_alarms
 from tests.support.alertmanager_proc import AlertmanagerProcess
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
 
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.e2e
 SECRET = "am-resolve-test-secret"
 FULL = ('Tue Dec  1 02:00:00 2026 - *** uWSGI listen queue of socket "127.0.0.1:9000" '
         "(fd: 3) full !!! (101/100) ***")
-LISTENER = """
-[listener:crypto]
-udp = 127.0.0.1:{port:crypto}
-format = crypto
-secret = $(LOG_SECRET)
-"""
 
 
 @pytest.fixture
@@ -43,7 +37,7 @@ def manager(tmp_path: Path) -> Iterator[AlertmanagerProcess]:
 
 def start(new_collector: Callable[..., CollectorProcess], app: str) -> CollectorProcess:
     """A started collector with a crypto listener and `[app:shop]` = `app`."""
-    collector = new_collector(config=LISTENER + "\n[app:shop]\n" + app,
+    collector = new_collector(config=CRYPTO_LISTENER + "\n[app:shop]\n" + app,
                               env={"LOG_SECRET": SECRET})
     collector.start()
     return collector

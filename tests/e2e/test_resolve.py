@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.alarms_api import alarms
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
 from tests.support.webhook import WebhookServer
@@ -47,12 +47,7 @@ def test_backlog_silence_and_rate_resolve_once_each(
     the resolved payload sharing its firing one's group and alert and naming the same
     source; a log-alarm of the same run gets no resolved notification."""
     hook = new_webhook()
-    collector = new_collector(env={"LOG_SECRET": SECRET}, config=f"""
-[listener:crypto]
-udp = 127.0.0.1:{{port:crypto}}
-format = crypto
-secret = $(LOG_SECRET)
-
+    collector = new_collector(env={"LOG_SECRET": SECRET}, config=CRYPTO_LISTENER + f"""
 [app:shop]
 alarm = backlog webhook:{hook.url}/backlog;timeout=2
 alarm = quiet webhook:{hook.url}/quiet;timeout=2

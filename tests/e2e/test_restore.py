@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.test_resolve import FIVE, FULL, payloads, ship, statuses
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.net import wait_for
 from tests.support.webhook import WebhookServer
 
@@ -28,12 +28,7 @@ def test_alerts_firing_at_a_restart_resolve_once_after_it(
     source logging again, exactly one resolved notification of each arrives, sharing
     its firing one's group and alert, and the silent source is not paged again."""
     hook = new_webhook()
-    collector = new_collector(env={"LOG_SECRET": SECRET}, config=f"""
-[listener:crypto]
-udp = 127.0.0.1:{{port:crypto}}
-format = crypto
-secret = $(LOG_SECRET)
-
+    collector = new_collector(env={"LOG_SECRET": SECRET}, config=CRYPTO_LISTENER + f"""
 [app:shop]
 alarm = backlog webhook:{hook.url}/backlog;timeout=2
 alarm = quiet webhook:{hook.url}/quiet;timeout=2

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.alarms_api import alarms, wait_alarms
-from tests.support.collector_proc import CollectorProcess
+from tests.support.collector_proc import CRYPTO_LISTENER, CollectorProcess
 from tests.support.net import wait_for
 from tests.support.send import crypto_lines, send
 from tests.support.webhook import WebhookServer
@@ -57,12 +57,7 @@ def test_silence_holds_matching_alarms_across_restart_until_it_ends(
     `order` alarms are delivered; `silence expire` ends it; a second silence (`--match`,
     `--for 3s`) holds one more and then, having ended on time, none."""
     hook = new_webhook()
-    collector = new_collector(env={"LOG_SECRET": SECRET}, config=f"""
-[listener:crypto]
-udp = 127.0.0.1:{{port:crypto}}
-format = crypto
-secret = $(LOG_SECRET)
-
+    collector = new_collector(env={"LOG_SECRET": SECRET}, config=CRYPTO_LISTENER + f"""
 [app:shop]
 alarm = five webhook:{hook.url}/five;timeout=2
 alarm = order webhook:{hook.url}/order;timeout=2

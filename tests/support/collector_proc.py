@@ -16,6 +16,15 @@ from typing import Any
 
 from tests.support.net import free_port, free_udp_port, wait_for
 
+# The config section most end-to-end tests start with: a crypto listener on a free port
+# (`collector.port("crypto")`), its secret from the environment's LOG_SECRET.
+CRYPTO_LISTENER = """
+[listener:crypto]
+udp = 127.0.0.1:{port:crypto}
+format = crypto
+secret = $(LOG_SECRET)
+"""
+
 
 @dataclass
 class CollectorProcess:
