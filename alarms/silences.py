@@ -17,10 +17,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-import re2
-
 from alarms.notification import Notification
-from collector.regex import Pattern, RegexSet, compile_regex, regex_error
+from collector.regex import Pattern, RegexSet, compile_regex, compile_together, regex_error
 from collector.timespec import duration_seconds, parse_time
 
 MAX_FIELD = 200
@@ -124,15 +122,7 @@ CHUNK = 256
 def _chunk(patterns: tuple[str, ...]) -> tuple[Callable[[str], object], RegexSet] | None:
     """The alternation's search and the RE2::Set of some patterns; None when RE2 cannot
     compile them together (too large)."""
-    options = re2.Options()
-    options.log_errors = False
-    options.never_capture = True
-    options.max_mem = _JOINED_MEMORY
-    try:
-        joined = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
-        return joined.search, RegexSet(patterns)
-    except re2.error:
-        return None
+    return compile_together(patterns, _JOINED_MEMORY)
 
 
 class _Patterns:

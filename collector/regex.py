@@ -55,3 +55,20 @@ class RegexSet:
             return self._raw(text.encode())
         hits: list[int] | None = self._wrapper.Match(text)
         return hits or []
+
+
+def compile_together(patterns: Sequence[str], max_mem: int
+                     ) -> tuple[Callable[[str], object], RegexSet] | None:
+    """For many checked patterns: the search of their alternation (with `max_mem` bytes
+    for RE2, whose default is for one pattern), which says whether any is found, and
+    their RegexSet, which says which; None when RE2 cannot compile them together (too
+    large), and the caller searches them another way."""
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = True
+    options.max_mem = max_mem
+    try:
+        joined = re2.compile("|".join(f"(?:{p})" for p in patterns), options)
+        return joined.search, RegexSet(patterns)
+    except re2.error:
+        return None
