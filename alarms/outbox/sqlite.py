@@ -215,11 +215,11 @@ class SqliteOutbox:
                                   (*args, limit))
 
     async def latest_alerts(self, limit: int) -> list[Notification]:
-        """Newest first: the rows that name an alert or carry members, read newest first
-        until `limit` alerts are found."""
+        """Newest first: the rows that name an alert, read newest first until `limit`
+        alerts are found. (The outbox holds notifications one by one: a grouped send
+        is made at delivery and never stored.)"""
         query = ("SELECT notification FROM outbox WHERE json_extract(notification, "
-                 "'$.alert') <> '' OR json_array_length(notification, '$.members') > 0 "
-                 "ORDER BY created_at DESC, id DESC")
+                 "'$.alert') <> '' ORDER BY created_at DESC, id DESC")
 
         def read(conn: sqlite3.Connection) -> list[Notification]:
             found: list[Notification] = []
@@ -227,7 +227,7 @@ class SqliteOutbox:
             for (text,) in conn.execute(query):
                 notification = Notification.from_json(text)
                 found.append(notification)
-                keys.update(part.alert for part in notification.parts() if part.alert)
+                keys.add(notification.alert)
                 if len(keys) > limit:
                     break
             return found
