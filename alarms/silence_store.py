@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from alarms.notification import Notification
-from alarms.silences import Silence, SilenceIndex, index_of
+from alarms.silences import Silence, SilenceIndex
 from collector.errors import StoreError
 
 log = structlog.get_logger("alarms.silences")
@@ -130,7 +130,8 @@ class SilenceRegistry:
         # add and expire put a new list in place and never change one: the same list
         # means the same silences, so their index is kept without comparing them.
         if self._index is None or self._indexed is not self._silences:
-            self._index, self._indexed = index_of(self._silences), self._silences
+            self._index = SilenceIndex(tuple(self._silences))
+            self._indexed = self._silences
         return self._index.first(notification, now)
 
     def listed(self, now: float, *, everything: bool = False) -> list[Silence]:

@@ -108,8 +108,8 @@ def index_of(silences: Iterable[Silence]) -> SilenceIndex:
     return _last_index[0]
 
 
-# The index of the silences last asked about: a collector has one set of silences, which
-# changes only when one is added or expired.
+# first_match's index of the silences last asked about, for callers holding a plain
+# list (the stores keep their own SilenceIndex, made again when their silences change).
 _last_index: list[SilenceIndex] = []
 # The prefilters join many patterns into one; RE2's default memory (8 MiB) is for one.
 _JOINED_MEMORY = 64 << 20
