@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,27 @@ from tests.support.nats import NatsCluster
 from tests.support.smtp import SmtpServer
 from tests.support.uwsgi_proc import UwsgiProcess
 from tests.support.webhook import WebhookServer
+
+# What a failed test shows of each collector it ran: the end of its log (CI keeps only
+# the tail of the run's output, and a flaky end-to-end test is fixed from what it says).
+LOG_TAIL_LINES = 30
+LOG_LINE_CHARS = 300
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, Any, None]:
+    """A failed end-to-end test's report gets a section per collector it started: the
+    last lines that collector logged."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    made = getattr(item, "funcargs", {}).get("collectors")
+    if report.when != "call" or not report.failed or not made:
+        return
+    for index, collector in enumerate(made):
+        lines = collector.output().splitlines()[-LOG_TAIL_LINES:]
+        report.sections.append((f"collector{index} log (last {len(lines)} lines)",
+                                "\n".join(line[:LOG_LINE_CHARS] for line in lines)))
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -28,6 +29,12 @@ WRONG_LAST_SEQUENCE = (10071, 10164)
 # A watch that failed is started again after this, doubling up to the maximum.
 WATCH_BACKOFF = 0.5
 WATCH_BACKOFF_MAX = 10.0
+# A replicated bucket's stream has no leader for a moment while one is elected (a bucket
+# just made, a server restarting): NATS answers "no responders" and nothing was stored,
+# so a write is sent again after this, within its timeout.
+LEADERLESS_RETRY = 0.1
+
+T = TypeVar("T")
 
 log = structlog.get_logger("collector.cluster.kv")
 
@@ -57,6 +64,19 @@ class Bucket:
         self.name = name
         self._timeout = timeout
 
+    async def _write(self, send: Callable[[], Awaitable[T]]) -> T:
+        """`send()`'s result within the timeout, sent again while the stream has no
+        leader; nats-py's exceptions as they come (the caller maps them)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                return await asyncio.wait_for(send(), max(0.001, deadline - loop.time()))
+            except nats.js.errors.NoStreamResponseError:
+                if loop.time() + LEADERLESS_RETRY >= deadline:
+                    raise
+                await asyncio.sleep(LEADERLESS_RETRY)
+
     async def get(self, key: str) -> Item | None:
         """The key's latest value, or None when it is absent or deleted."""
         try:
@@ -71,7 +91,7 @@ class Bucket:
         """Write the key only if it is absent (or deleted); its revision, or None when it
         exists."""
         try:
-            return int(await asyncio.wait_for(self._kv.create(key, value), self._timeout))
+            return int(await self._write(lambda: self._kv.create(key, value)))
         except nats.js.errors.KeyWrongLastSequenceError:
             return None
         except NATS_ERRORS as exc:
@@ -81,8 +101,7 @@ class Bucket:
         """Write the key only if its latest revision is `revision`; the new revision, or
         None when someone else wrote it since."""
         try:
-            return int(await asyncio.wait_for(self._kv.update(key, value, last=revision),
-                                              self._timeout))
+            return int(await self._write(lambda: self._kv.update(key, value, last=revision)))
         except nats.js.errors.KeyWrongLastSequenceError:
             return None
         except NATS_ERRORS as exc:
@@ -91,7 +110,7 @@ class Bucket:
     async def put(self, key: str, value: bytes) -> int:
         """Write the key whatever it holds; its revision."""
         try:
-            return int(await asyncio.wait_for(self._kv.put(key, value), self._timeout))
+            return int(await self._write(lambda: self._kv.put(key, value)))
         except NATS_ERRORS as exc:
             raise _error(f"cannot write {self.name}/{key}", exc) from None
 
@@ -99,7 +118,7 @@ class Bucket:
         """Delete the key (only at `revision`, when given); False when someone else wrote
         it since `revision`."""
         try:
-            await asyncio.wait_for(self._kv.delete(key, last=revision), self._timeout)
+            await self._write(lambda: self._kv.delete(key, last=revision))
         except nats.js.errors.APIError as exc:
             # nats-py maps a wrong last sequence to KeyWrongLastSequenceError for updates
             # only; a delete at a stale revision comes back as the plain API error.
@@ -186,19 +205,29 @@ async def follow(bucket: Bucket, apply: Callable[[Item], None], name: str,
 async def open_bucket(js: JetStreamContext, name: str, replicas: int, *,
                       ttl: float | None = None, history: int = 1,
                       within: float = 30.0) -> Bucket:
-    """The bucket `name`, created with these settings when absent; retried while a fresh
-    NATS cluster elects its meta leader, then ClusterError."""
+    """The bucket `name`, created with these settings when absent, once its stream has a
+    leader; retried while a fresh NATS cluster elects its meta leader or the stream's,
+    then ClusterError."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
+    kv: KeyValue | None = None
     while True:
         try:
-            try:
-                kv = await js.key_value(name)
-            except nats.js.errors.BucketNotFoundError:
-                kv = await js.create_key_value(KeyValueConfig(
-                    bucket=name, history=history, ttl=ttl, replicas=replicas,
-                    storage=StorageType.FILE))
-            return Bucket(kv, name)
+            if kv is None:
+                try:
+                    kv = await js.key_value(name)
+                except nats.js.errors.BucketNotFoundError:
+                    kv = await js.create_key_value(KeyValueConfig(
+                        bucket=name, history=history, ttl=ttl, replicas=replicas,
+                        storage=StorageType.FILE))
+            # A bucket just made answers its first writes "no responders" until its
+            # stream has elected a leader; a bucket handed out has one.
+            info = await js.stream_info(f"KV_{name}")
+            if info.cluster is None or info.cluster.leader:
+                return Bucket(kv, name)
+            if loop.time() > deadline:
+                raise ClusterError(f"cannot set up bucket {name}: its stream has no leader")
+            await asyncio.sleep(LEADERLESS_RETRY)
         except NATS_ERRORS as exc:
             if loop.time() > deadline:
                 raise _error(f"cannot set up bucket {name}", exc) from None

@@ -111,3 +111,28 @@ async def test_items_of_a_replicated_bucket_are_all_there_every_time(
         assert await empty.items() == []
     finally:
         await connection.close()
+
+
+async def test_a_write_waits_out_a_stream_without_leader(
+        new_nats: Callable[..., NatsCluster]) -> None:
+    """With two of three servers down a replicated bucket's stream has no leader and NATS
+    answers a write "no responders"; the write is sent again within its timeout, so once
+    a server is back and a leader elected it is stored (before this, the first answer
+    was a ClusterError, which failed a fresh bucket's first put now and then)."""
+    cluster = await asyncio.to_thread(new_nats, 3)
+    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=3))
+    await connection.open()
+    try:
+        bucket = await connection.bucket("leaderless")
+        await bucket.put("k", b"1")
+        await asyncio.to_thread(cluster.kill, 1)
+        await asyncio.to_thread(cluster.kill, 2)
+        bucket._timeout = 30.0
+        write = asyncio.create_task(bucket.put("k", b"2"))
+        await asyncio.sleep(1.0)
+        assert not write.done(), write
+        await asyncio.to_thread(cluster.restart, 1)
+        revision = await asyncio.wait_for(write, 30)
+        assert await bucket.get("k") == Item("k", b"2", revision)
+    finally:
+        await connection.close()

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.net import free_port, tcp_open, wait_for
+from tests.support.net import tcp_open, wait_for
 from tests.support.process import terminate
 
 BINARY = "/usr/bin/prometheus-alertmanager"
@@ -34,8 +35,28 @@ class AlertmanagerProcess:
     """`prometheus-alertmanager` on 127.0.0.1:`port` with its files under `workdir`."""
 
     workdir: Path
-    port: int = field(default_factory=free_port)
+    port: int = 0  # 0: a free one, picked at creation
     process: subprocess.Popen[bytes] | None = None
+    # Until it starts, the port is bound (not listening) by this socket: a connection to
+    # it is refused, as to an Alertmanager that is down, and no other process of the test
+    # (a collector's or uWSGI's listener, an outgoing connection's local port) can take
+    # it in the meantime and answer in its place.
+    holder: socket.socket | None = None
+
+    def __post_init__(self) -> None:
+        self.holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.holder.bind(("127.0.0.1", self.port))
+            self.port = self.holder.getsockname()[1]
+        except OSError:
+            self.holder.close()
+            raise
+
+    def release(self) -> None:
+        """Let go of the port (before starting, and at stop)."""
+        holder, self.holder = self.holder, None
+        if holder is not None:
+            holder.close()
 
     @property
     def url(self) -> str:
@@ -47,6 +68,7 @@ class AlertmanagerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "alertmanager.yml"
         config.write_text(CONFIG)
+        self.release()
         with (self.workdir / "alertmanager.log").open("ab") as out:
             self.process = subprocess.Popen(
                 [alertmanager(), f"--config.file={config}",
@@ -90,5 +112,6 @@ class AlertmanagerProcess:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds."""
         process, self.process = self.process, None
+        self.release()
         if process is not None and process.poll() is None:
             terminate(process, timeout)
