@@ -15,8 +15,8 @@ import pytest
 from nats import connect as nats_connect
 
 from collector.cluster.connection import Connection
-from collector.cluster.errors import ClusterError
-from collector.cluster.lease import BUCKET, KEY, TTL_SECONDS
+from collector.cluster.kv import Bucket
+from collector.cluster.lease import BUCKET, KEY, RENEW_SECONDS, TTL_SECONDS
 from collector.config.model import ClusterConfig
 from tests.support.alarms_api import alarms
 from tests.support.collector_proc import CollectorProcess
@@ -27,6 +27,8 @@ from tests.support.webhook import WebhookServer, verify_signature
 
 pytestmark = pytest.mark.e2e
 
+# A lease held by a node that is not running.
+STRANGER = b'{"node":"gone","boot":"x"}'
 HOOK_SECRET = "whsec_" + base64.b64encode(b"cluster-alarms-signing-key").decode()
 NODE = """[cluster]
 nats = {nats}
@@ -255,34 +257,55 @@ async def test_lines_that_came_before_any_leader_are_alarmed_by_the_first(
         new_nats: Callable[..., NatsCluster],
         new_collector: Callable[..., CollectorProcess],
         new_webhook: Callable[..., WebhookServer]) -> None:
-    """The lease is held by no collector (a stranger's key, left to expire): lines sent
-    meanwhile are in the log with no leader to evaluate them; the first leader, finding
-    no floor, evaluates them and their alarms are delivered."""
+    """The lease is held by no collector (a stranger's key, renewed while the lines are
+    sent, then left to expire): lines sent meanwhile are in the log with no leader to
+    evaluate them; the first leader, finding no floor, evaluates them and their alarms
+    are delivered."""
     nats = await asyncio.to_thread(new_nats, 3)
     connection = Connection(ClusterConfig(nats=tuple(nats.urls), node="test", replicas=3))
     await connection.open()
+    stranger: asyncio.Task[None] | None = None
     try:
         bucket = await connection.bucket(BUCKET, ttl=TTL_SECONDS, history=1)
-        for _ in range(40):  # a fresh R3 bucket answers once its stream has a leader
-            try:
-                assert await bucket.create(KEY, b'{"node":"gone","boot":"x"}') is not None
-                break
-            except ClusterError:
-                await asyncio.sleep(0.25)
-        else:
-            raise AssertionError("could not write the stranger's lease")
+        revision = await bucket.create(KEY, STRANGER)
+        assert revision is not None
+        # The stranger renews as a leader would: a collector that takes longer than the
+        # TTL to start (it did on two busy cores) must still find the lease held.
+        stranger = asyncio.create_task(renew(bucket, revision))
+        hook = new_webhook()
+        a = await asyncio.to_thread(node, new_collector, nats, "a", hook,
+                                    "log-alarm = hook ^order \\d+ failed")
+        assert leader(a) is None
+        send([f"order {n} failed".encode() for n in range(3)], a.port("plain"))
+        await asyncio.to_thread(wait_for, lambda: len(lines(a)) == 3, 15.0,
+                                "the three lines in the log")
+        assert leader(a) is None
+        assert hook.requests == []
+        assert not stranger.done(), stranger  # still renewing, not failed
     finally:
+        if stranger is not None:
+            stranger.cancel()
         await connection.close()
-    hook = new_webhook()
-    a = await asyncio.to_thread(node, new_collector, nats, "a", hook,
-                                "log-alarm = hook ^order \\d+ failed")
-    assert leader(a) is None
-    send([f"order {n} failed".encode() for n in range(3)], a.port("plain"))
     await asyncio.to_thread(wait_for, lambda: leader(a), 15.0, "a to lead")
     await asyncio.to_thread(wait_for, lambda: len(hook.accepted()) == 3, 15.0,
                             "the three alarms")
     assert sorted(r.json()["message"] for r in hook.accepted()) == [
         f"order {n} failed" for n in range(3)]
+
+
+async def renew(bucket: Bucket, revision: int) -> None:
+    """Keep the stranger's lease, as its leader would, until cancelled."""
+    while True:
+        await asyncio.sleep(RENEW_SECONDS)
+        renewed = await bucket.update(KEY, STRANGER, revision)
+        assert renewed is not None, "someone took the stranger's lease"
+        revision = renewed
+
+
+def lines(collector: CollectorProcess) -> list[str]:
+    """The log lines the collector has stored (alarm records left out)."""
+    found = collector.get("/v1/logs?after=0&limit=100")["records"]
+    return [r["line"] for r in found if r["kind"] != "alarm"]
 
 
 async def test_a_log_alarm_line_reaches_every_node_and_raises_nothing(
