@@ -14,7 +14,7 @@ from logwire.native import generate_key
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_udp_port, wait_for
 from tests.support.shipper_proc import gone, shipper, shipper_env
-from tests.support.uwsgi_proc import UwsgiProcess
+from tests.support.uwsgi_proc import UwsgiProcess, wait_for_spawn_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi]
 
@@ -67,6 +67,7 @@ def test_uwsgi_config_output_ships_with_a_real_uwsgi(
     uwsgi = new_uwsgi(lines=lines, env=shipper_env(DYNO="web.7", LOG_SECRET=SECRET,
                                                    LOG_KEY=KEY.token))
     uwsgi.start()
+    wait_for_spawn_lines(collector, "shop", uwsgi.processes)
     assert uwsgi.get(f"/{mode}?x=1") == 200
 
     def requests() -> list[dict[str, Any]]:

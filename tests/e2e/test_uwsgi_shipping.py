@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.collector_proc import CollectorProcess
 from tests.support.net import wait_for
-from tests.support.uwsgi_proc import UwsgiProcess
+from tests.support.uwsgi_proc import UwsgiProcess, wait_for_spawn_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi]
 
@@ -96,6 +96,8 @@ def test_requests_reach_tail_with_fields(collector: CollectorProcess,
              for name in ("c256", "c256iv", "c128", "c128bare", "plain")}
     uwsgi = new_uwsgi(lines=[f"logger = {logger.format(**ports)}"])
     uwsgi.start()
+
+    wait_for_spawn_lines(collector, app, uwsgi.processes)
     assert uwsgi.get("/hello?x=1") == 200
     assert uwsgi.get("/status/503") == 503
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.collector_proc import CollectorProcess
 from tests.support.net import free_port, tcp_open, wait_for
 from tests.support.process import terminate
 
@@ -100,3 +102,17 @@ class UwsgiProcess:
         code = terminate(self.process, timeout)
         self.process = None
         return code
+
+
+def wait_for_spawn_lines(collector: CollectorProcess, app: str, workers: int,
+                         timeout: float = 15.0) -> None:
+    """Wait until `collector tail` shows the master's `spawned uWSGI worker` line for each
+    of `workers` workers of `app`. A request's worker number comes from the spawn line
+    for its pid, and the master and the workers send their own datagrams: on a busy
+    machine a request's line can arrive first, its worker then unknown."""
+    def spawned() -> bool:
+        done = collector.cli("tail", "--json", "-n", "1000", "--app", app)
+        found = [json.loads(line) for line in done.stdout.splitlines() if line]
+        return sum("spawned uWSGI worker" in r["line"] for r in found) >= workers
+
+    wait_for(spawned, timeout, f"the master's spawn lines for {app} in tail")
