@@ -4,7 +4,8 @@ create-if-absent, deletion, listing and watching, and NATS errors as ClusterErro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -15,6 +16,21 @@ from collector.config.model import ClusterConfig
 from tests.support.nats import NatsCluster
 
 pytestmark = pytest.mark.e2e
+
+
+@contextlib.asynccontextmanager
+async def connected(new_nats: Callable[..., NatsCluster], size: int
+                    ) -> AsyncIterator[tuple[NatsCluster, Connection]]:
+    """`size` real nats-servers and an open connection to them, with `size` replicas;
+    the connection is closed on the way out."""
+    cluster = await asyncio.to_thread(new_nats, size)
+    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t",
+                                          replicas=size))
+    await connection.open()
+    try:
+        yield cluster, connection
+    finally:
+        await connection.close()
 
 
 async def test_create_update_delete(connection: Connection) -> None:
@@ -62,18 +78,13 @@ async def test_items_and_watch(connection: Connection) -> None:
 
 async def test_errors_are_cluster_errors(new_nats: Callable[..., NatsCluster]) -> None:
     """With its server gone, a bucket call raises ClusterError within its timeout."""
-    cluster = await asyncio.to_thread(new_nats, 1)
-    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=1))
-    await connection.open()
-    try:
+    async with connected(new_nats, 1) as (cluster, connection):
         bucket = await connection.bucket("gone")
         await bucket.put("k", b"v")
         await asyncio.to_thread(cluster.kill, 0)
         bucket._timeout = 1.0
         with pytest.raises(ClusterError):
             await bucket.put("k", b"w")
-    finally:
-        await connection.close()
 
 
 async def test_delete_at_a_stale_revision_keeps_the_key(connection: Connection) -> None:
@@ -95,14 +106,11 @@ async def listing(connection: Connection, name: str, tries: int = 3) -> list[Ite
     """items() of the bucket opened afresh; a read that fails (ClusterError: the client
     lost its server for a moment, as on two busy cores) is tried again, up to `tries`
     times. What matters is that no read that answers leaves a key out."""
-    for attempt in range(1, tries + 1):
-        try:
+    for _ in range(tries - 1):
+        with contextlib.suppress(ClusterError):
             return await (await connection.bucket(name)).items()
-        except ClusterError:
-            if attempt == tries:
-                raise
-            await asyncio.sleep(0.5)
-    raise AssertionError("unreachable")
+        await asyncio.sleep(0.5)
+    return await (await connection.bucket(name)).items()
 
 
 async def test_items_of_a_replicated_bucket_are_all_there_every_time(
@@ -110,10 +118,7 @@ async def test_items_of_a_replicated_bucket_are_all_there_every_time(
     """On three servers with 3 replicas, items() lists every key on every read: nats-py's
     "initial values read" marker, which can come before any value from a replicated
     bucket, is not taken for the end of the listing."""
-    cluster = await asyncio.to_thread(new_nats, 3)
-    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=3))
-    await connection.open()
-    try:
+    async with connected(new_nats, 3) as (_, connection):
         bucket = await connection.bucket("r3")
         keys = {f"k{i}" for i in range(200)}
         for key in sorted(keys):
@@ -122,8 +127,6 @@ async def test_items_of_a_replicated_bucket_are_all_there_every_time(
             assert {item.key for item in await listing(connection, "r3")} == keys
         empty = await connection.bucket("r3-empty")
         assert await empty.items() == []
-    finally:
-        await connection.close()
 
 
 async def test_a_write_waits_out_a_stream_without_leader(
@@ -132,10 +135,7 @@ async def test_a_write_waits_out_a_stream_without_leader(
     answers a write "no responders"; the write is sent again within its timeout, so once
     a server is back and a leader elected it is stored (before this, the first answer
     was a ClusterError, which failed a fresh bucket's first put now and then)."""
-    cluster = await asyncio.to_thread(new_nats, 3)
-    connection = Connection(ClusterConfig(nats=tuple(cluster.urls), node="t", replicas=3))
-    await connection.open()
-    try:
+    async with connected(new_nats, 3) as (cluster, connection):
         bucket = await connection.bucket("leaderless")
         await bucket.put("k", b"1")
         await asyncio.to_thread(cluster.kill, 1)
@@ -147,5 +147,3 @@ async def test_a_write_waits_out_a_stream_without_leader(
         await asyncio.to_thread(cluster.restart, 1)
         revision = await asyncio.wait_for(write, 30)
         assert await bucket.get("k") == Item("k", b"2", revision)
-    finally:
-        await connection.close()
